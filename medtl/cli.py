@@ -1,0 +1,121 @@
+"""The ``medtl`` command line: a thin layer over functions a script can call.
+
+Each subcommand maps to one library function with the same arguments:
+``medtl scan`` → :func:`medtl.io.scan`, ``medtl info`` / ``medtl convert`` →
+:func:`medtl.io.load_image` (+ :func:`medtl.io.save_nifti`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import numpy as np
+
+from . import __version__
+from .errors import MedtlError
+
+log = logging.getLogger("medtl")
+
+
+def _cmd_scan(args: argparse.Namespace) -> int:
+    from .io import scan
+
+    result = scan(args.dir, workers=args.workers, progress=not args.quiet and sys.stderr.isatty())
+    result.to_csv(args.output, args.errors)
+    print(result.summary())
+    for label, target in (("manifest", args.output), ("errors", args.errors)):
+        if target:
+            print(f"Wrote {label}: {target}")
+    if result.errors and not args.errors:
+        print("(pass --errors errors.csv to save the list of broken files)")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .io import load_image
+
+    img = load_image(args.path, series=args.series, volume=args.volume)
+    if args.json:
+        out = {
+            "shape": list(img.array.shape),
+            "spacing": list(img.spacing),
+            "affine": np.round(img.affine, 6).tolist(),
+            "meta": img.meta,
+        }
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    print(repr(img))
+    print("affine (index → RAS+ mm):")
+    for row in img.affine:
+        print("  " + "  ".join(f"{v:10.4f}" for v in row))
+    for key, value in sorted(img.meta.items()):
+        print(f"  {key}: {value}")
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .io import load_image, save_nifti
+
+    img = load_image(args.path, series=args.series, volume=args.volume)
+    save_nifti(img, args.output)
+    print(f"Wrote {args.output}: {repr(img)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="medtl",
+        description="Transfer learning for medical imaging: read studies, fine-tune pretrained backbones, "
+        "audit for bias, explain predictions.",
+    )
+    parser.add_argument("--version", action="version", version=f"medtl {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("scan", help="list every image and series under a folder (headers only)")
+    p.add_argument("dir", help="folder to walk recursively")
+    p.add_argument("-o", "--output", help="write the manifest CSV here")
+    p.add_argument("--errors", help="write one row per unreadable file here (CSV)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_scan)
+
+    for name, helptext, func in (
+        ("info", "load one image or series and print its geometry and metadata", _cmd_info),
+        ("convert", "load one image or series and write it as NIfTI", _cmd_convert),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("path", help="file, or folder holding one DICOM series")
+        if name == "convert":
+            p.add_argument("output", help="output .nii or .nii.gz")
+        else:
+            p.add_argument("--json", action="store_true", help="print JSON")
+        p.add_argument("--series", help="series key (from `medtl scan`) or SeriesInstanceUID")
+        p.add_argument("--volume", help="4D NIfTI: volume index, or 'all'")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``medtl`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if getattr(args, "volume", None) not in (None, "all"):
+        args.volume = int(args.volume)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except MedtlError as exc:
+        print(f"medtl {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Typed exceptions for medtl.
+
+Every error raised for bad input is a :class:`MedtlError` subclass whose message names the
+file (when there is one) and the reason, so a batch command can log it per item and go on.
+
+>>> from medtl.errors import ImageReadError
+>>> err = ImageReadError("/data/a.dcm", "no pixel data")
+>>> str(err)
+'/data/a.dcm: no pixel data'
+>>> err.path, err.reason
+('/data/a.dcm', 'no pixel data')
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = [
+    "MedtlError",
+    "ImageReadError",
+    "NotAnImageError",
+    "UnsupportedImageError",
+    "SeriesError",
+    "WeightsError",
+    "ConfigError",
+]
+
+
+class MedtlError(Exception):
+    """Base class of every error medtl raises on purpose.
+
+    ``path`` is the file or folder concerned (``None`` when there is none) and ``reason`` the
+    human-readable cause; ``str(err)`` is ``"<path>: <reason>"``.
+    """
+
+    def __init__(self, path: str | os.PathLike | None, reason: str):
+        self.path = None if path is None else os.fspath(path)
+        self.reason = reason
+        super().__init__(reason if self.path is None else f"{self.path}: {reason}")
+
+    def __reduce__(self):  # keep (path, reason) across process pools
+        return (type(self), (self.path, self.reason))
+
+
+class ImageReadError(MedtlError):
+    """A file or series could not be read as an image (truncated, corrupt, no pixel data...)."""
+
+
+class NotAnImageError(ImageReadError):
+    """The file is not in any image format medtl recognises by its content."""
+
+
+class UnsupportedImageError(ImageReadError):
+    """The file is a valid image, but of a kind medtl does not handle (say, a codec)."""
+
+
+class SeriesError(ImageReadError):
+    """Files of one DICOM series do not form a consistent volume."""
+
+
+class WeightsError(MedtlError):
+    """Pretrained weights are missing, corrupt, or do not match the model."""
+
+
+class ConfigError(MedtlError):
+    """A configuration file or option is invalid."""

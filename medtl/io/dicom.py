@@ -1,0 +1,509 @@
+"""DICOM files, multi-frame objects and series → :class:`~medtl.io.image.Image`.
+
+Decoding goes through pydicom's pixel backend with permissively licensed plugins
+(OpenJPEG, CharLS, GDCM, Pillow, pylibjpeg-rle). Geometry follows
+:mod:`medtl.io.geometry`: slices are ordered by position along the normal and spaced by
+their positions, never by InstanceNumber, file name or SliceThickness.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..errors import ImageReadError, NotAnImageError, SeriesError, UnsupportedImageError
+from .geometry import dicom_affine, slice_normal, stack_slices
+from .image import Image
+from .phi import SAFE_ATTRIBUTES, age_from_dates, parse_age, pseudonym
+
+__all__ = ["read_dataset", "dataset_meta", "load_dicom_file", "load_dicom_series", "group_series"]
+
+_COLOR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420", "PALETTE COLOR")
+_IOP_TOL = 1e-4
+
+
+def _add_flags(meta: dict, flags: list[str]) -> None:
+    for flag in flags:
+        if flag not in meta.setdefault("flags", []):
+            meta["flags"].append(flag)
+
+
+# ----------------------------------------------------------------------------- reading
+def read_dataset(path: str | os.PathLike, *, header_only: bool = False):
+    """Parse one DICOM file, mapping every failure to a typed :class:`ImageReadError`.
+
+    With ``header_only`` the pixel data is not loaded (its length is still checked against
+    the file size, so truncated files are caught by a header scan).
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    path = os.fspath(path)
+    try:
+        ds = pydicom.dcmread(path, defer_size="64 KB" if header_only else None)
+    except InvalidDicomError:
+        try:  # a bare stream without the 128-byte preamble
+            ds = pydicom.dcmread(path, force=True, defer_size="64 KB" if header_only else None)
+        except Exception as exc:  # noqa: BLE001 - any parse failure means "not DICOM"
+            raise NotAnImageError(path, f"not a DICOM file ({exc})") from exc
+        if "SOPClassUID" not in ds and "PixelData" not in ds:
+            raise NotAnImageError(path, "not a DICOM file (no DICOM preamble and no DICOM elements)") from None
+        _infer_transfer_syntax(ds)
+    except (EOFError, OSError) as exc:
+        raise ImageReadError(path, f"DICOM file is truncated or unreadable ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for corrupt headers
+        raise ImageReadError(path, f"corrupt DICOM header ({type(exc).__name__}: {exc})") from exc
+    _check_pixel_data(ds, path)
+    return ds
+
+
+def _infer_transfer_syntax(ds) -> None:
+    """A bare dataset has no file meta: record the encoding pydicom found, so it can decode."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return
+    implicit, little = ds.original_encoding
+    ds.file_meta = meta if meta is not None else FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = (
+        ImplicitVRLittleEndian if implicit else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    )
+
+
+def _sop_name(ds) -> str:
+    uid = ds.get("SOPClassUID")
+    return getattr(uid, "name", None) or str(uid or "unknown SOP class")
+
+
+def _check_pixel_data(ds, path: str) -> None:
+    pixel_tags = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+    tag = next((t for t in pixel_tags if t in ds), None)
+    if tag is None:
+        raise ImageReadError(path, f"no pixel data ({_sop_name(ds)})")
+    for kw in ("Rows", "Columns", "BitsAllocated"):
+        if kw not in ds:
+            raise ImageReadError(path, f"pixel data without the required {kw} attribute")
+    raw = ds.get_item(tag)
+    length = getattr(raw, "length", None)
+    if length is None or length == 0xFFFFFFFF:
+        return  # encapsulated (compressed) data: checked when decoded
+    tell = getattr(raw, "value_tell", None)
+    if tell is not None and tell + length > os.path.getsize(path):
+        have = max(os.path.getsize(path) - tell, 0)
+        raise ImageReadError(path, f"DICOM file is truncated: pixel data has {have} of {length} bytes")
+    tsyntax = getattr(getattr(ds, "file_meta", None), "get", lambda *_: None)("TransferSyntaxUID")
+    if tsyntax is not None and tsyntax.is_encapsulated:
+        return
+    expected = (
+        int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * int(ds.get("NumberOfFrames", 1) or 1)
+    )
+    expected = expected * int(ds.BitsAllocated) // 8 if int(ds.BitsAllocated) >= 8 else (expected + 7) // 8
+    if ds.get("PhotometricInterpretation") == "YBR_FULL_422":
+        expected = expected * 2 // 3  # chroma subsampled 2:1 horizontally
+    if length < expected:
+        raise ImageReadError(path, f"DICOM file is truncated: pixel data has {length} of {expected} bytes")
+
+
+def _decode(ds, path: str) -> np.ndarray:
+    try:
+        return ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 - decoders raise RuntimeError/ValueError/...
+        tsyntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
+        name = getattr(tsyntax, "name", None) or str(tsyntax)
+        msg = " ".join(line.strip() for line in str(exc).strip().splitlines())[:400]
+        if "less than expected" in msg or "truncat" in msg.lower():
+            raise ImageReadError(path, f"DICOM file is truncated: {msg}") from exc
+        raise UnsupportedImageError(path, f"cannot decode pixel data in transfer syntax '{name}': {msg}") from exc
+
+
+# ----------------------------------------------------------------------------- metadata
+def _plain(value):
+    """pydicom value → plain Python (IS/DS subclass int/float; MultiValue → list)."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return [_plain(v) for v in value]
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text) if type(value).__name__ == "DSdecimal" else (text or None)
+    except ValueError:
+        return text or None
+
+
+def dataset_meta(ds) -> dict:
+    """Non-identifying metadata of a dataset: the allow-list plus pseudonymised keys.
+
+    >>> from pydicom import Dataset
+    >>> ds = Dataset(); ds.Modality = "CT"; ds.PatientName = "DOE^JANE"; ds.PatientAge = "093Y"
+    >>> meta = dataset_meta(ds)
+    >>> meta["modality"], meta["age"], "DOE" in repr(meta)
+    ('CT', 90, False)
+    """
+    meta: dict = {}
+    for keyword, key in SAFE_ATTRIBUTES.items():
+        value = _plain(ds.get(keyword))
+        if value not in (None, "", []):
+            meta[key] = value
+    if "sex" in meta:
+        meta["sex"] = {"M": "M", "F": "F", "O": "O"}.get(str(meta["sex"]).upper()[:1])
+        if meta["sex"] is None:
+            del meta["sex"]
+    age = parse_age(ds.get("PatientAge"))
+    if age is None:
+        age = age_from_dates(ds.get("PatientBirthDate"), ds.get("StudyDate") or ds.get("AcquisitionDate"))
+    if age is not None:
+        meta["age"] = age
+    site = ds.get("InstitutionName") or ds.get("StationName")
+    keys = {
+        "patient": pseudonym(ds.get("PatientID"), "patient"),
+        "study": pseudonym(ds.get("StudyInstanceUID"), "study"),
+        "series": pseudonym(ds.get("SeriesInstanceUID"), "series"),
+        "site": pseudonym(site, "site"),
+    }
+    meta.update({k: v for k, v in keys.items() if v})
+    sop = ds.get("SOPClassUID")
+    if sop is not None:
+        meta["sop_class"] = getattr(sop, "name", None) or str(sop)
+    return meta
+
+
+def _window(ds, fg=None) -> tuple[float | None, float | None, str | None]:
+    src = fg.FrameVOILUTSequence[0] if fg is not None and "FrameVOILUTSequence" in fg else ds
+    c, w = src.get("WindowCenter"), src.get("WindowWidth")
+    first = lambda v: None if v is None else float(v[0] if type(v).__name__ == "MultiValue" else v)  # noqa: E731
+    fn = src.get("VOILUTFunction")
+    return first(c), first(w), (str(fn) if fn else None)
+
+
+# ----------------------------------------------------------------------------- intensities
+def _rescale_of(ds, fg_shared=None, fg_frame=None) -> tuple[float, float]:
+    for src in (fg_frame, fg_shared):
+        if src is not None and "PixelValueTransformationSequence" in src:
+            pvt = src.PixelValueTransformationSequence[0]
+            return float(pvt.get("RescaleSlope", 1.0)), float(pvt.get("RescaleIntercept", 0.0))
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    if "DoseGridScaling" in ds:  # RT dose stores Gy / DoseGridScaling
+        slope *= float(ds.DoseGridScaling)
+    return slope, float(ds.get("RescaleIntercept", 0.0) or 0.0)
+
+
+def _stored_range(ds) -> tuple[float, float]:
+    bits = int(ds.get("BitsStored", ds.BitsAllocated))
+    if int(ds.get("PixelRepresentation", 0)) == 1:
+        return -(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1
+    return 0.0, 2.0**bits - 1
+
+
+def _to_units(raw: np.ndarray, ds, slope: float, intercept: float, out: np.ndarray | None = None) -> np.ndarray:
+    """Stored values → modality units (float32), applying a Modality LUT if there is one."""
+    if "ModalityLUTSequence" in ds:
+        from pydicom.pixels import apply_modality_lut
+
+        units = apply_modality_lut(raw, ds).astype(np.float32, copy=False)
+        if out is None:
+            return units
+        out[...] = units
+        return out
+    if out is None:
+        out = np.empty(raw.shape, np.float32)
+    np.multiply(raw, np.float32(slope), out=out, casting="unsafe")
+    if intercept:
+        out += np.float32(intercept)
+    return out
+
+
+def _display_range(ds, slope: float, intercept: float) -> tuple[float, float]:
+    lo, hi = _stored_range(ds)
+    ends = _to_units(np.array([lo, hi]), ds, slope, intercept)
+    return float(ends.min()), float(ends.max())
+
+
+def _color(ds, raw: np.ndarray, path: str) -> np.ndarray:
+    """Colour pixels → channel-first float32 (3, ..., rows, cols)."""
+    if ds.PhotometricInterpretation == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        raw = apply_color_lut(raw, ds)
+    if raw.shape[-1] != 3:
+        raise UnsupportedImageError(path, f"colour image with {raw.shape[-1]} samples per pixel")
+    return np.moveaxis(raw, -1, 0).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- single files
+def _spacing_2d(ds, meta: dict) -> tuple[float, float]:
+    for kw in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):
+        if kw in ds and ds.get(kw):
+            meta["spacing_source"] = kw
+            return float(ds[kw].value[0]), float(ds[kw].value[1])
+    regions = ds.get("SequenceOfUltrasoundRegions")
+    if regions and "PhysicalDeltaX" in regions[0] and int(regions[0].get("PhysicalUnitsXDirection", 0)) == 3:
+        meta["spacing_source"] = "SequenceOfUltrasoundRegions"
+        return abs(float(regions[0].PhysicalDeltaY)) * 10.0, abs(float(regions[0].PhysicalDeltaX)) * 10.0  # cm → mm
+    _add_flags(meta, ["spacing_unknown"])
+    return 1.0, 1.0
+
+
+def _finish(
+    units: np.ndarray, ds, meta: dict, slope: float, intercept: float, apply_voi: bool, path: str
+) -> np.ndarray:
+    """Window/VOI bookkeeping and MONOCHROME1 inversion on frames shaped (..., rows, cols)."""
+    center, width, fn = _window(ds)
+    monochrome1 = ds.get("PhotometricInterpretation") == "MONOCHROME1"
+    if apply_voi:
+        if "VOILUTSequence" in ds:
+            from pydicom.pixels import apply_voi
+
+            lut = ds.VOILUTSequence[0]
+            bits = int(lut.LUTDescriptor[2])
+            units = apply_voi(units, ds).astype(np.float32) / float(2**bits - 1)
+        elif center is not None and width is not None:
+            from .display import window
+
+            units = window(units, center, width, function=fn or "LINEAR")
+        else:
+            raise ImageReadError(path, "apply_voi=True but the file has no window or VOI LUT")
+        if monochrome1:
+            units = 1.0 - units
+        meta["units"] = "display [0, 1] after VOI LUT"
+    else:
+        if monochrome1:
+            lo, hi = _display_range(ds, slope, intercept)
+            units = np.subtract(lo + hi, units, out=units)
+            if center is not None:
+                center = lo + hi - center
+        if center is not None and width is not None:
+            meta["window_center"], meta["window_width"] = center, width
+            if fn:
+                meta["voi_function"] = fn
+    if monochrome1:
+        meta["inverted"] = True
+    return units
+
+
+def load_dicom_file(path: str | os.PathLike, ds=None, *, apply_voi: bool = False) -> Image:
+    """Read one DICOM file: a 2D image, or a multi-frame object (enhanced CT/MR, RT dose, cine).
+
+    Args:
+        path: the file.
+        ds: an already parsed dataset of ``path`` (saves a second parse).
+        apply_voi: map to display values in [0, 1] through the file's VOI LUT or window.
+
+    Raises:
+        ImageReadError: unreadable, truncated, no pixel data; ``UnsupportedImageError`` for a
+        codec no installed decoder handles.
+    """
+    path = os.fspath(path)
+    ds = read_dataset(path) if ds is None else ds
+    meta = dataset_meta(ds)
+    raw = _decode(ds, path)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        return _load_multiframe(ds, raw, meta, path, apply_voi)
+    if ds.get("PhotometricInterpretation") in _COLOR:
+        array = _color(ds, raw, path).transpose(0, 2, 1)
+        meta["channel_axis"] = 0
+    else:
+        slope, intercept = _rescale_of(ds)
+        array = _finish(_to_units(raw, ds, slope, intercept), ds, meta, slope, intercept, apply_voi, path).T
+    if "ImageOrientationPatient" in ds and "ImagePositionPatient" in ds:
+        iop = [float(v) for v in ds.ImageOrientationPatient]
+        spacing = _spacing_2d(ds, meta)
+        thickness = float(ds.get("SliceThickness") or 1.0)
+        affine = dicom_affine(iop, spacing, [float(v) for v in ds.ImagePositionPatient], slice_normal(iop) * thickness)
+        meta["geometry"] = "patient"
+    else:
+        spacing = _spacing_2d(ds, meta)
+        affine = dicom_affine([1, 0, 0, 0, 1, 0], spacing, (0, 0, 0), (0, 0, 1))
+        meta["geometry"] = "detector"  # projection/photo: no patient coordinates exist
+    return Image(array, affine, meta)
+
+
+def _load_multiframe(ds, raw: np.ndarray, meta: dict, path: str, apply_voi: bool) -> Image:
+    frames = int(ds.NumberOfFrames)
+    if ds.get("PhotometricInterpretation") in _COLOR:
+        # cine colour (ultrasound loops): (3, cols, rows, frames), frames are time
+        array = _color(ds, raw, path).transpose(0, 3, 2, 1)
+        meta["channel_axis"] = 0
+        _add_flags(meta, ["frames_not_spatial"])
+        spacing = _spacing_2d(ds, meta)
+        return Image(array, dicom_affine([1, 0, 0, 0, 1, 0], spacing, (0, 0, 0), (0, 0, 1)), meta)
+    shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else None
+    per = ds.get("PerFrameFunctionalGroupsSequence")
+
+    def group(f: int, seq: str):
+        for src in ((per[f] if per else None), shared):
+            if src is not None and seq in src:
+                return src[seq][0]
+        return None
+
+    units = np.empty(raw.shape, np.float32)
+    for f in range(frames):
+        slope, intercept = _rescale_of(ds, shared, per[f] if per else None)
+        _to_units(raw[f], ds, slope, intercept, out=units[f])
+    positions = iop = spacing = None
+    if per and group(0, "PlanePositionSequence") is not None and group(0, "PlaneOrientationSequence") is not None:
+        positions = np.array(
+            [[float(v) for v in group(f, "PlanePositionSequence").ImagePositionPatient] for f in range(frames)]
+        )
+        iops = np.array(
+            [[float(v) for v in group(f, "PlaneOrientationSequence").ImageOrientationPatient] for f in range(frames)]
+        )
+        if np.abs(iops - iops[0]).max() > _IOP_TOL:
+            raise SeriesError(path, "frames of this multi-frame object have different orientations")
+        iop = iops[0]
+        pm = group(0, "PixelMeasuresSequence")
+        spacing = [float(v) for v in pm.PixelSpacing] if pm is not None and "PixelSpacing" in pm else None
+    elif "GridFrameOffsetVector" in ds and "ImagePositionPatient" in ds:
+        iop = np.array([float(v) for v in ds.ImageOrientationPatient])
+        offsets = np.array([float(v) for v in ds.GridFrameOffsetVector])
+        positions = np.array([float(v) for v in ds.ImagePositionPatient]) + offsets[:, None] * slice_normal(iop)
+    if spacing is None:
+        spacing = _spacing_2d(ds, meta)
+    slope, intercept = _rescale_of(ds, shared, per[0] if per else None)
+    units = _finish(units, ds, meta, slope, intercept, apply_voi, path)
+    if positions is None:
+        _add_flags(meta, ["frames_not_spatial"])
+        return Image(units.transpose(2, 1, 0), dicom_affine([1, 0, 0, 0, 1, 0], spacing, (0, 0, 0), (0, 0, 1)), meta)
+    stack = stack_slices(positions, iop, where=path)
+    _add_flags(meta, stack.flags)
+    meta.update(stack.details)
+    meta["geometry"] = "patient"
+    affine = dicom_affine(iop, spacing, positions[stack.order[0]], stack.step)
+    return Image(units[stack.order].transpose(2, 1, 0), affine, meta)
+
+
+# ----------------------------------------------------------------------------- series
+def group_series(datasets: Iterable[tuple[str, object]]) -> dict[str, list[tuple[str, object]]]:
+    """Group ``(path, dataset)`` pairs by SeriesInstanceUID (files without one by path)."""
+    groups: dict[str, list] = defaultdict(list)
+    for path, ds in datasets:
+        groups[str(ds.get("SeriesInstanceUID") or path)].append((path, ds))
+    return dict(groups)
+
+
+def _pick_series(groups: dict, series: str | None, where: str) -> list:
+    if series is not None:
+        chosen = [g for uid, g in groups.items() if series in (uid, pseudonym(uid, "series"))]
+        if not chosen:
+            raise SeriesError(where, f"no series matches '{series}'; found {_describe(groups)}")
+        return chosen[0]
+    if len(groups) > 1:
+        raise SeriesError(where, f"holds {len(groups)} series; pass series=<key> to pick one of {_describe(groups)}")
+    return next(iter(groups.values()))
+
+
+def _describe(groups: dict) -> str:
+    parts = []
+    for uid, members in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        ds = members[0][1]
+        parts.append(f"{pseudonym(uid, 'series')} ({ds.get('Modality', '?')}, {len(members)} file(s))")
+    return ", ".join(parts)
+
+
+def load_dicom_series(
+    paths: Sequence[str | os.PathLike], *, series: str | None = None, where: str | None = None, apply_voi: bool = False
+) -> Image:
+    """Read the files of one DICOM series as a volume (or a single file as a 2D image).
+
+    Args:
+        paths: DICOM files, in any order; non-DICOM files among them raise.
+        series: SeriesInstanceUID or its medtl pseudonym, when the files hold several series.
+        where: how to name the set in errors (default: the common folder).
+        apply_voi: see :func:`load_dicom_file`.
+
+    Raises:
+        SeriesError: several series without ``series``, inconsistent orientation or size,
+        slices missing positions, duplicate positions.
+    """
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        raise SeriesError(where, "no DICOM files")
+    where = where or os.path.commonpath([os.path.abspath(p) for p in paths])
+    members = _pick_series(group_series((p, read_dataset(p)) for p in paths), series, where)
+    if len(members) == 1:
+        return load_dicom_file(members[0][0], members[0][1], apply_voi=apply_voi)
+    return _stack_files(members, where, apply_voi)
+
+
+def _stack_files(members: list, where: str, apply_voi: bool) -> Image:
+    first = members[0][1]
+    missing = [p for p, ds in members if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds]
+    if missing:
+        raise SeriesError(
+            where,
+            f"{len(missing)} of {len(members)} files lack ImagePositionPatient/ImageOrientationPatient "
+            f"(e.g. {missing[0]}); they are separate 2D images: load them one by one",
+        )
+    if any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for _, ds in members):
+        raise SeriesError(where, "series mixes multi-frame files; load each file on its own")
+    sizes = {(int(ds.Rows), int(ds.Columns)) for _, ds in members}
+    if len(sizes) > 1:
+        raise SeriesError(where, f"slices differ in size: {sorted(sizes)}")
+    iops = np.array([[float(v) for v in ds.ImageOrientationPatient] for _, ds in members])
+    if np.abs(iops - iops[0]).max() > _IOP_TOL:
+        n = len({tuple(np.round(r, 3)) for r in iops})
+        raise SeriesError(where, f"slices have {n} different orientations (a localizer mixed in?)")
+    positions = np.array([[float(v) for v in ds.ImagePositionPatient] for _, ds in members])
+    stack = stack_slices(positions, iops[0], where=where)
+    meta = dataset_meta(first)
+    _add_flags(meta, stack.flags)
+    meta.update(stack.details)
+    meta["geometry"] = "patient"
+    meta["n_files"] = len(members)
+    rows, cols = sizes.pop()
+    colour = first.get("PhotometricInterpretation") in _COLOR
+    units = np.empty((len(members), 3, rows, cols) if colour else (len(members), rows, cols), np.float32)
+    slopes = []
+    for k, idx in enumerate(stack.order):
+        path, ds = members[idx]
+        raw = _decode(ds, path)
+        if colour:
+            units[k] = _color(ds, raw, path)
+        else:
+            slope, intercept = _rescale_of(ds)
+            slopes.append((slope, intercept))
+            _to_units(raw, ds, slope, intercept, out=units[k])
+    if colour:
+        array = units.transpose(1, 3, 2, 0)
+        meta["channel_axis"] = 0
+    else:
+        slope, intercept = slopes[0]
+        array = _finish(units, first, meta, slope, intercept, apply_voi, where).transpose(2, 1, 0)
+    spacing = _spacing_2d(first, meta)
+    affine = dicom_affine(iops[0], spacing, positions[stack.order[0]], stack.step)
+    return Image(array, affine, meta)
+
+
+def dicom_files_under(folder: str | os.PathLike) -> list[str]:
+    """Every DICOM file below ``folder`` (recursively), recognised by content."""
+    from .sniff import sniff
+
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            p = os.path.join(root, name)
+            try:
+                if sniff(p) == "dicom":
+                    found.append(p)
+            except OSError:
+                continue
+    return found
+
+
+def load_dicom_folder(folder: str | os.PathLike, *, series: str | None = None, apply_voi: bool = False) -> Image:
+    """Read the DICOM series in ``folder`` (recursively); see :func:`load_dicom_series`."""
+    files = dicom_files_under(folder)
+    if not files:
+        raise ImageReadError(folder, "folder holds no DICOM files")
+    return load_dicom_series(files, series=series, where=str(Path(folder)), apply_voi=apply_voi)

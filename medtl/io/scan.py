@@ -1,0 +1,421 @@
+"""Folders → manifest: one row per 2D image or 3D series, one error row per broken file.
+
+Only headers are read (pixel data lengths are checked against file sizes, so truncated files
+are still caught), in parallel across processes. Nothing written holds a direct identifier:
+study, series, patient and site appear as salted pseudonyms (:mod:`medtl.io.phi`).
+
+>>> import tempfile
+>>> result = scan(tempfile.mkdtemp())
+>>> result.rows, result.errors
+([], [])
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+
+from ..errors import ImageReadError, MedtlError, NotAnImageError
+from .sniff import sniff
+
+__all__ = ["scan", "ScanResult", "MANIFEST_COLUMNS", "ERROR_COLUMNS"]
+
+#: Columns of the manifest CSV, in order.
+MANIFEST_COLUMNS = (
+    "path", "series", "format", "modality", "kind", "shape", "spacing", "n_files",
+    "sex", "age", "site", "patient", "study", "manufacturer", "body_part", "view", "photometric", "flags",
+)  # fmt: skip
+#: Columns of the errors CSV.
+ERROR_COLUMNS = ("path", "error", "reason")
+
+# Files whose content is unrecognised are errors only if their name suggests an image.
+_IMAGE_SUFFIXES = {
+    ".dcm",
+    ".dicom",
+    ".ima",
+    ".img",
+    ".nii",
+    ".gz",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".tif",
+    ".tiff",
+    ".npy",
+    ".npz",
+}
+_DIRECTORY_SOP = "1.2.840.10008.1.3.10"  # DICOMDIR: an index, not an image
+# Modalities whose files are separate 2D images even when they carry patient positions.
+_PROJECTION = {"CR", "DX", "MG", "IO", "PX", "XA", "RF", "US", "SC", "OT", "XC", "ES", "SM"}
+_SMALL_SCAN = 64  # below this many files a process pool costs more than it saves
+
+
+@dataclass
+class ScanResult:
+    """What :func:`scan` found: manifest ``rows``, ``errors`` and the count of ``skipped`` non-images."""
+
+    root: str
+    rows: list[dict] = field(default_factory=list)
+    errors: list[dict] = field(default_factory=list)
+    skipped: int = 0
+    n_files: int = 0
+
+    def to_csv(self, manifest: str | os.PathLike | None = None, errors: str | os.PathLike | None = None) -> None:
+        """Write the manifest and/or the errors as CSV (UTF-8, header row)."""
+        for target, rows, cols in ((manifest, self.rows, MANIFEST_COLUMNS), (errors, self.errors, ERROR_COLUMNS)):
+            if target is None:
+                continue
+            os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+            with open(target, "w", newline="", encoding="utf-8") as fh:
+                writer = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(rows)
+
+    def summary(self) -> str:
+        """A short human-readable account of the scan."""
+        kinds: dict[tuple, int] = defaultdict(int)
+        for row in self.rows:
+            kinds[(row.get("format"), row.get("modality") or "-", row.get("kind"))] += 1
+        lines = [
+            f"Scanned {self.n_files} files under {self.root}: {len(self.rows)} images/series, "
+            f"{len(self.errors)} errors, {self.skipped} non-image files skipped."
+        ]
+        if kinds:
+            lines.append(f"  {'format':<7} {'modality':<9} {'kind':<5} {'count':>5}")
+            for (fmt, mod, kind), n in sorted(kinds.items()):
+                lines.append(f"  {fmt:<7} {mod:<9} {kind:<5} {n:>5}")
+        flagged = [r for r in self.rows if r.get("flags")]
+        if flagged:
+            lines.append(f"  {len(flagged)} flagged: " + "; ".join(f"{r['path']} [{r['flags']}]" for r in flagged[:5]))
+        for err in self.errors[:10]:
+            lines.append(f"  error: {err['path']}: {err['reason']}")
+        if len(self.errors) > 10:
+            lines.append(f"  ... and {len(self.errors) - 10} more errors (see the errors CSV)")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- per-file headers
+def _fmt_tuple(values: Iterable[float]) -> str:
+    return "x".join(f"{float(v):.6g}" for v in values)
+
+
+def _dicom_header(path: str) -> dict:
+    try:
+        return _dicom_header_fields(path)
+    except MedtlError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - malformed values (IS '1A', missing items ...)
+        raise ImageReadError(path, f"corrupt DICOM header ({type(exc).__name__}: {exc})") from exc
+
+
+def _dicom_header_fields(path: str) -> dict:
+    from .dicom import dataset_meta, read_dataset
+
+    ds = read_dataset(path, header_only=True)
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    info = {
+        "format": "dicom",
+        "meta": dataset_meta(ds),
+        "series_uid": str(ds.get("SeriesInstanceUID") or path),
+        "size": (cols, rows),
+        "frames": frames,
+        "samples": int(ds.get("SamplesPerPixel", 1)),
+    }
+    if "ImageOrientationPatient" in ds and "ImagePositionPatient" in ds and frames == 1:
+        info["iop"] = [float(v) for v in ds.ImageOrientationPatient]
+        info["ipp"] = [float(v) for v in ds.ImagePositionPatient]
+    spacing = None
+    for kw in ("PixelSpacing", "ImagerPixelSpacing"):
+        if ds.get(kw):
+            spacing = (float(ds[kw].value[1]), float(ds[kw].value[0]))  # (column, row) = array axis order
+            break
+    if spacing is None and "SharedFunctionalGroupsSequence" in ds:
+        pm = ds.SharedFunctionalGroupsSequence[0].get("PixelMeasuresSequence")
+        if pm and pm[0].get("PixelSpacing"):
+            spacing = (float(pm[0].PixelSpacing[1]), float(pm[0].PixelSpacing[0]))
+    info["spacing"] = spacing
+    return info
+
+
+def _nifti_header(path: str) -> dict:
+    from .nifti import check_nifti_size, open_nifti
+
+    try:
+        img = open_nifti(path)
+    except Exception as exc:  # noqa: BLE001
+        raise ImageReadError(path, f"unreadable NIfTI ({type(exc).__name__}: {exc})") from exc
+    check_nifti_size(path, img.header)
+    shape = tuple(int(s) for s in img.shape)
+    zooms = tuple(float(z) for z in img.header.get_zooms()[: min(3, len(shape))])
+    return {"format": "nifti", "meta": {}, "shape": shape, "spacing": zooms}
+
+
+def _raster_header(path: str, fmt: str) -> dict:
+    try:
+        if fmt == "tiff":
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                shape = tuple(int(s) for s in tif.pages[0].shape)
+                shape = (shape[1], shape[0]) + shape[2:]
+        elif fmt in ("npy", "npz"):
+            arrays = np.load(path, mmap_mode="r", allow_pickle=False)
+            if fmt == "npz":
+                with arrays:
+                    shapes = {k: arrays[k].shape for k in arrays.files}
+                return {"format": fmt, "meta": {}, "shape": (), "arrays": shapes}
+            shape = tuple(int(s) for s in arrays.shape)
+        else:
+            from PIL import Image as PILImage
+
+            with PILImage.open(path) as im:
+                shape = tuple(im.size)
+                mode = im.mode
+                im.verify() if fmt == "png" else im.load()  # decode: catches truncation
+            return {"format": fmt, "meta": {"photometric": mode}, "shape": shape}
+    except Exception as exc:  # noqa: BLE001 - decoders raise many types
+        raise ImageReadError(path, f"unreadable {fmt.upper()} ({type(exc).__name__}: {exc})") from exc
+    return {"format": fmt, "meta": {}, "shape": shape}
+
+
+def _read_header(path: str) -> tuple[str, dict | None, dict | None]:
+    """(path, header info or None, error row or None); ``(path, None, None)`` = skipped."""
+    import warnings
+
+    with warnings.catch_warnings():
+        # pydicom warns on every non-conformant value; the scan reports what breaks reading
+        warnings.simplefilter("ignore", UserWarning)
+        return _read_header_quiet(path)
+
+
+def _read_header_quiet(path: str) -> tuple[str, dict | None, dict | None]:
+    try:
+        try:
+            fmt = sniff(path)
+        except OSError as exc:
+            raise ImageReadError(path, f"cannot open ({exc.strerror or exc})") from exc
+        if fmt is None:
+            name = os.path.basename(path).lower()
+            suffix = os.path.splitext(name)[1]
+            if (suffix and suffix not in _IMAGE_SUFFIXES) or (not suffix and _is_text(path)):
+                return path, None, None  # README.txt, labels.csv ...: not an image, not an error
+            if os.path.getsize(path) == 0:
+                raise NotAnImageError(path, "empty file")
+            raise NotAnImageError(path, "not a recognised image format (not DICOM, NIfTI, PNG, JPEG, TIFF, NPY/NPZ)")
+        if fmt == "dicom":
+            try:
+                return path, _dicom_header(path), None
+            except ImageReadError as exc:
+                if _is_dicomdir(path):
+                    return path, None, None
+                raise exc
+        if fmt == "nifti":
+            return path, _nifti_header(path), None
+        return path, _raster_header(path, fmt), None
+    except MedtlError as exc:
+        return path, None, {"path": path, "error": type(exc).__name__, "reason": exc.reason}
+    except Exception as exc:  # noqa: BLE001 - a scan never stops on one file
+        return path, None, {"path": path, "error": type(exc).__name__, "reason": str(exc)}
+
+
+def _is_text(path: str) -> bool:
+    """True for a non-empty UTF-8 text file (a README without an extension)."""
+    with open(path, "rb") as fh:
+        head = fh.read(1024)
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return bool(text) and all(c.isprintable() or c in "\r\n\t" for c in text)
+
+
+def _is_dicomdir(path: str) -> bool:
+    try:
+        import pydicom
+
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["MediaStorageSOPClassUID"])
+        return str(ds.file_meta.get("MediaStorageSOPClassUID", "")) == _DIRECTORY_SOP
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _read_chunk(paths: list[str]) -> list[tuple]:
+    return [_read_header(p) for p in paths]
+
+
+# ----------------------------------------------------------------------------- rows
+def _row(path: str, info: dict, **extra) -> dict:
+    meta = info.get("meta", {})
+    row = {
+        "path": path,
+        "format": info["format"],
+        "modality": meta.get("modality", ""),
+        "sex": meta.get("sex", ""),
+        "age": meta.get("age", ""),
+        "site": meta.get("site", ""),
+        "patient": meta.get("patient", ""),
+        "study": meta.get("study", ""),
+        "series": meta.get("series", ""),
+        "manufacturer": meta.get("manufacturer", ""),
+        "body_part": meta.get("body_part", ""),
+        "view": meta.get("view", ""),
+        "photometric": meta.get("photometric", ""),
+        "n_files": 1,
+        "flags": "",
+    }
+    row.update(extra)
+    return row
+
+
+def _single_row(path: str, info: dict) -> dict:
+    if info["format"] == "dicom":
+        cols, rows = info["size"]
+        flags = []
+        if info["frames"] > 1:
+            shape, kind = (cols, rows, info["frames"]), "3d"
+        else:
+            shape, kind = (cols, rows), "2d"
+        if info["samples"] > 1:
+            shape = (info["samples"],) + shape
+        if info["spacing"] is None:
+            flags.append("spacing_unknown")
+        spacing = _fmt_tuple(info["spacing"]) if info["spacing"] else ""
+        return _row(path, info, kind=kind, shape=_fmt_tuple(shape), spacing=spacing, flags=";".join(flags))
+    if info["format"] == "npz":
+        arrays = info["arrays"]
+        desc = ";".join(f"{k}:{_fmt_tuple(s)}" for k, s in arrays.items())
+        return _row(path, info, kind="arrays", shape=desc, spacing="")
+    shape = info["shape"]
+    spatial = len(shape) - (1 if info["format"] != "nifti" and len(shape) == 3 else 0)
+    kind = "4d" if len(shape) == 4 else ("3d" if spatial == 3 else "2d")
+    flags = "" if info["format"] == "nifti" else "spacing_unknown"
+    spacing = _fmt_tuple(info["spacing"]) if info.get("spacing") else ""
+    return _row(path, info, kind=kind, shape=_fmt_tuple(shape), spacing=spacing, flags=flags)
+
+
+def _series_rows(members: list[tuple[str, dict]]) -> tuple[list[dict], list[dict]]:
+    """Rows for one SeriesInstanceUID: one volume, or separate 2D images, or an error."""
+    from .geometry import stack_slices
+
+    paths = [p for p, _ in members]
+    folder = os.path.commonpath(paths) if len(paths) > 1 else paths[0]
+    info0 = members[0][1]
+    volumetric = (
+        len(members) > 1 and all("ipp" in i for _, i in members) and info0["meta"].get("modality") not in _PROJECTION
+    )
+    if not volumetric:
+        return [_single_row(p, i) for p, i in members], []
+    try:
+        sizes = {i["size"] for _, i in members}
+        if len(sizes) > 1:
+            raise ImageReadError(folder, f"slices differ in size: {sorted(sizes)}")
+        iops = np.array([i["iop"] for _, i in members])
+        if np.abs(iops - iops[0]).max() > 1e-4:
+            raise ImageReadError(folder, "slices have different orientations (a localizer mixed in?)")
+        stack = stack_slices([i["ipp"] for _, i in members], iops[0], where=folder)
+    except MedtlError as exc:
+        return [], [{"path": folder, "error": type(exc).__name__, "reason": exc.reason}]
+    cols, rows = info0["size"]
+    spacing = (*info0["spacing"], stack.spacing) if info0["spacing"] else ("", "", stack.spacing)
+    return [
+        _row(
+            folder, info0, kind="3d", shape=_fmt_tuple((cols, rows, len(members))),
+            spacing="x".join(f"{v:.6g}" if v != "" else "?" for v in spacing),
+            n_files=len(members), flags=";".join(stack.flags),
+        )
+    ], []  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- the walk
+def _walk(root: str) -> list[str]:
+    found = []
+    for dirpath, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(os.path.join(dirpath, f) for f in sorted(files) if not f.startswith("."))
+    return found
+
+
+def scan(
+    root: str | os.PathLike,
+    *,
+    workers: int | None = None,
+    progress: bool | Callable[[int], None] = False,
+) -> ScanResult:
+    """Walk ``root`` recursively and describe every image in it from headers only.
+
+    Args:
+        root: a folder (or a single file).
+        workers: processes for header reading (default: the number of CPUs); 1 runs in-process.
+        progress: ``True`` shows a tqdm bar on stderr; a callable receives the number of files
+            done after each chunk (for GUIs and custom logging).
+
+    Returns:
+        :class:`ScanResult`: ``rows`` (one per 2D image, multi-frame object or 3D series,
+        sorted by path), ``errors`` (one per broken file or inconsistent series, with the
+        reason), ``skipped`` (obvious non-images such as ``README.txt``).
+
+    Example:
+        >>> import os
+        >>> from pydicom.data import get_testdata_file
+        >>> folder = os.path.dirname(get_testdata_file("CT_small.dcm"))
+        >>> res = scan(os.path.join(folder, "dicomdirtests"), workers=1)
+        >>> sorted({r["kind"] for r in res.rows})
+        ['2d', '3d']
+    """
+    root = os.fspath(root)
+    if not os.path.exists(root):
+        raise ImageReadError(root, "no such file or folder")
+    files = [root] if os.path.isfile(root) else _walk(root)
+    result = ScanResult(root=root, n_files=len(files))
+    workers = workers or os.cpu_count() or 1
+    bar = None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(files), unit="file", desc="scan", leave=False)
+
+    def advance(n: int) -> None:
+        if bar is not None:
+            bar.update(n)
+        elif callable(progress):
+            progress(n)
+
+    headers: list[tuple] = []
+    if workers <= 1 or len(files) < _SMALL_SCAN:
+        for p in files:
+            headers.append(_read_header(p))
+            advance(1)
+    else:
+        size = max(1, min(256, len(files) // (workers * 8)))
+        chunks = [files[i : i + size] for i in range(0, len(files), size)]
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for chunk_result in pool.map(_read_chunk, chunks):
+                headers.extend(chunk_result)
+                advance(len(chunk_result))
+    if bar is not None:
+        bar.close()
+
+    by_series: dict[str, list] = defaultdict(list)
+    for path, info, error in headers:
+        if error is not None:
+            result.errors.append(error)
+        elif info is None:
+            result.skipped += 1
+        elif info["format"] == "dicom" and info["frames"] == 1:
+            by_series[info["series_uid"]].append((path, info))
+        else:
+            result.rows.append(_single_row(path, info))
+    for members in by_series.values():
+        rows, errors = _series_rows(members)
+        result.rows.extend(rows)
+        result.errors.extend(errors)
+    result.rows.sort(key=lambda r: r["path"])
+    result.errors.sort(key=lambda r: r["path"])
+    return result
