@@ -20,7 +20,15 @@ from .geometry import dicom_affine, slice_normal, stack_slices
 from .image import Image
 from .phi import SAFE_ATTRIBUTES, age_from_dates, parse_age, pseudonym
 
-__all__ = ["read_dataset", "dataset_meta", "load_dicom_file", "load_dicom_series", "group_series"]
+__all__ = [
+    "read_dataset",
+    "dataset_meta",
+    "load_dicom_file",
+    "load_dicom_series",
+    "load_dicom_folder",
+    "group_series",
+    "valid_spacing",
+]
 
 _COLOR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420", "PALETTE COLOR")
 _IOP_TOL = 1e-4
@@ -240,11 +248,21 @@ def _color(ds, raw: np.ndarray, path: str) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- single files
+def valid_spacing(value) -> tuple[float, float] | None:
+    """(row, column) spacing from a PixelSpacing-like value; None if absent or not positive."""
+    try:
+        rows, cols = float(value[0]), float(value[1])
+    except (TypeError, ValueError, IndexError):
+        return None
+    return (rows, cols) if rows > 0 and cols > 0 else None  # some exports write 0\0
+
+
 def _spacing_2d(ds, meta: dict) -> tuple[float, float]:
     for kw in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):
-        if kw in ds and ds.get(kw):
+        value = valid_spacing(ds.get(kw))
+        if value is not None:
             meta["spacing_source"] = kw
-            return float(ds[kw].value[0]), float(ds[kw].value[1])
+            return value
     regions = ds.get("SequenceOfUltrasoundRegions")
     if regions and "PhysicalDeltaX" in regions[0] and int(regions[0].get("PhysicalUnitsXDirection", 0)) == 3:
         meta["spacing_source"] = "SequenceOfUltrasoundRegions"

@@ -115,7 +115,7 @@ def _dicom_header(path: str) -> dict:
 
 
 def _dicom_header_fields(path: str) -> dict:
-    from .dicom import dataset_meta, read_dataset
+    from .dicom import dataset_meta, read_dataset, valid_spacing
 
     ds = read_dataset(path, header_only=True)
     rows, cols = int(ds.Rows), int(ds.Columns)
@@ -131,16 +131,12 @@ def _dicom_header_fields(path: str) -> dict:
     if "ImageOrientationPatient" in ds and "ImagePositionPatient" in ds and frames == 1:
         info["iop"] = [float(v) for v in ds.ImageOrientationPatient]
         info["ipp"] = [float(v) for v in ds.ImagePositionPatient]
-    spacing = None
-    for kw in ("PixelSpacing", "ImagerPixelSpacing"):
-        if ds.get(kw):
-            spacing = (float(ds[kw].value[1]), float(ds[kw].value[0]))  # (column, row) = array axis order
-            break
-    if spacing is None and "SharedFunctionalGroupsSequence" in ds:
+    candidates = [ds.get(kw) for kw in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing")]
+    if "SharedFunctionalGroupsSequence" in ds:
         pm = ds.SharedFunctionalGroupsSequence[0].get("PixelMeasuresSequence")
-        if pm and pm[0].get("PixelSpacing"):
-            spacing = (float(pm[0].PixelSpacing[1]), float(pm[0].PixelSpacing[0]))
-    info["spacing"] = spacing
+        candidates.append(pm[0].get("PixelSpacing") if pm else None)
+    spacing = next((s for s in map(valid_spacing, candidates) if s is not None), None)
+    info["spacing"] = spacing[::-1] if spacing else None  # (column, row) = array axis order
     return info
 
 
