@@ -92,6 +92,8 @@ def _sop_name(ds) -> str:
 def _check_pixel_data(ds, path: str) -> None:
     pixel_tags = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
     tag = next((t for t in pixel_tags if t in ds), None)
+    if tag is None and len(ds) == 0:
+        raise ImageReadError(path, "corrupt or truncated DICOM: no data element could be read after the file meta")
     if tag is None:
         raise ImageReadError(path, f"no pixel data ({_sop_name(ds)})")
     for kw in ("Rows", "Columns", "BitsAllocated"):
