@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -30,6 +31,16 @@ __all__ = [
     "valid_spacing",
 ]
 
+#: What a header-only read keeps: enough for :func:`dataset_meta`, the scan and pixel checks.
+HEADER_KEYWORDS = (
+    *SAFE_ATTRIBUTES,
+    "SpecificCharacterSet", "SOPClassUID", "PatientID", "PatientAge", "PatientBirthDate", "StudyDate",
+    "AcquisitionDate", "InstitutionName", "StationName", "StudyInstanceUID", "SeriesInstanceUID",
+    "Rows", "Columns", "BitsAllocated", "BitsStored", "PixelRepresentation", "SamplesPerPixel",
+    "NumberOfFrames", "ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing",
+    "ImagerPixelSpacing", "NominalScannedPixelSpacing", "SharedFunctionalGroupsSequence",
+    "PixelData", "FloatPixelData", "DoubleFloatPixelData",
+)  # fmt: skip
 _COLOR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420", "PALETTE COLOR")
 _IOP_TOL = 1e-4
 
@@ -51,11 +62,13 @@ def read_dataset(path: str | os.PathLike, *, header_only: bool = False):
     from pydicom.errors import InvalidDicomError
 
     path = os.fspath(path)
+    # a header scan keeps only what it reports: converting every value dominates its time
+    opts = {"defer_size": "64 KB", "specific_tags": _header_tags()} if header_only else {}
     try:
-        ds = pydicom.dcmread(path, defer_size="64 KB" if header_only else None)
+        ds = pydicom.dcmread(path, **opts)
     except InvalidDicomError:
         try:  # a bare stream without the 128-byte preamble
-            ds = pydicom.dcmread(path, force=True, defer_size="64 KB" if header_only else None)
+            ds = pydicom.dcmread(path, force=True, **opts)
         except Exception as exc:  # noqa: BLE001 - any parse failure means "not DICOM"
             raise NotAnImageError(path, f"not a DICOM file ({exc})") from exc
         if "SOPClassUID" not in ds and "PixelData" not in ds:
@@ -67,6 +80,13 @@ def read_dataset(path: str | os.PathLike, *, header_only: bool = False):
         raise ImageReadError(path, f"corrupt DICOM header ({type(exc).__name__}: {exc})") from exc
     _check_pixel_data(ds, path)
     return ds
+
+
+@lru_cache(maxsize=1)
+def _header_tags() -> list:
+    from pydicom.tag import Tag
+
+    return [Tag(k) for k in HEADER_KEYWORDS]
 
 
 def _infer_transfer_syntax(ds) -> None:

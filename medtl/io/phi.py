@@ -90,12 +90,12 @@ def _salt() -> bytes:
     env = os.environ.get("MEDTL_SALT")
     if env:
         return env.encode()
-    return _salt_file(str(medtl_home()))
+    return _salt_file(os.environ.get("MEDTL_HOME", ""))  # cached: scans hash millions of keys
 
 
 @lru_cache(maxsize=4)
-def _salt_file(home: str) -> bytes:
-    path = Path(home) / "salt"
+def _salt_file(home_env: str) -> bytes:
+    path = medtl_home() / "salt"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
