@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -154,20 +155,16 @@ def _decode(ds, path: str) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- metadata
 def _plain(value):
-    """pydicom value → plain Python (IS/DS subclass int/float; MultiValue → list)."""
+    """pydicom value → plain Python (IS/DS subclass int/float/Decimal; MultiValue → list)."""
     if value is None:
         return None
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
         return [_plain(v) for v in value]
     if isinstance(value, int):
         return int(value)
-    if isinstance(value, float):
+    if isinstance(value, (float, Decimal)):
         return float(value)
-    text = str(value).strip()
-    try:
-        return float(text) if type(value).__name__ == "DSdecimal" else (text or None)
-    except ValueError:
-        return text or None
+    return str(value).strip() or None
 
 
 def dataset_meta(ds) -> dict:
@@ -207,12 +204,19 @@ def dataset_meta(ds) -> dict:
     return meta
 
 
-def _window(ds, fg=None) -> tuple[float | None, float | None, str | None]:
-    src = fg.FrameVOILUTSequence[0] if fg is not None and "FrameVOILUTSequence" in fg else ds
-    c, w = src.get("WindowCenter"), src.get("WindowWidth")
-    first = lambda v: None if v is None else float(v[0] if type(v).__name__ == "MultiValue" else v)  # noqa: E731
+def _window(ds) -> tuple[float | None, float | None, str | None]:
+    """First window (centre, width, VOI LUT function): top level, else the functional groups."""
+    src = ds
+    if "WindowCenter" not in ds:
+        for seq in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+            groups = ds.get(seq)
+            if groups and "FrameVOILUTSequence" in groups[0]:
+                src = groups[0].FrameVOILUTSequence[0]
+                break
+    values = [src.get("WindowCenter"), src.get("WindowWidth")]
+    center, width = (None if v is None else float(v[0] if type(v).__name__ == "MultiValue" else v) for v in values)
     fn = src.get("VOILUTFunction")
-    return first(c), first(w), (str(fn) if fn else None)
+    return center, width, (str(fn) if fn else None)
 
 
 # ----------------------------------------------------------------------------- intensities
@@ -254,7 +258,7 @@ def _to_units(raw: np.ndarray, ds, slope: float, intercept: float, out: np.ndarr
 
 def _display_range(ds, slope: float, intercept: float) -> tuple[float, float]:
     lo, hi = _stored_range(ds)
-    ends = _to_units(np.array([lo, hi]), ds, slope, intercept)
+    ends = _to_units(np.array([lo, hi], dtype=np.int64), ds, slope, intercept)
     return float(ends.min()), float(ends.max())
 
 

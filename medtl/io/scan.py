@@ -105,25 +105,32 @@ def _fmt_tuple(values: Iterable[float]) -> str:
     return "x".join(f"{float(v):.6g}" for v in values)
 
 
-def _dicom_header(path: str) -> dict:
+def _dicom_header(path: str, series_meta: dict) -> dict:
     try:
-        return _dicom_header_fields(path)
+        return _dicom_header_fields(path, series_meta)
     except MedtlError:
         raise
     except Exception as exc:  # noqa: BLE001 - malformed values (IS '1A', missing items ...)
         raise ImageReadError(path, f"corrupt DICOM header ({type(exc).__name__}: {exc})") from exc
 
 
-def _dicom_header_fields(path: str) -> dict:
+def _dicom_header_fields(path: str, series_meta: dict) -> dict:
+    """Header facts of one file; ``series_meta`` memoises metadata per series (same patient, study)."""
     from .dicom import dataset_meta, read_dataset, valid_spacing
 
     ds = read_dataset(path, header_only=True)
     rows, cols = int(ds.Rows), int(ds.Columns)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
+    uid = ds.get("SeriesInstanceUID")
+    meta = series_meta.get(uid) if uid else None
+    if meta is None:
+        meta = dataset_meta(ds)
+        if uid:
+            series_meta[uid] = meta
     info = {
         "format": "dicom",
-        "meta": dataset_meta(ds),
-        "series_uid": str(ds.get("SeriesInstanceUID") or path),
+        "meta": meta,
+        "series_uid": str(uid or path),
         "size": (cols, rows),
         "frames": frames,
         "samples": int(ds.get("SamplesPerPixel", 1)),
@@ -181,17 +188,17 @@ def _raster_header(path: str, fmt: str) -> dict:
     return {"format": fmt, "meta": {}, "shape": shape}
 
 
-def _read_header(path: str) -> tuple[str, dict | None, dict | None]:
+def _read_header(path: str, series_meta: dict | None = None) -> tuple[str, dict | None, dict | None]:
     """(path, header info or None, error row or None); ``(path, None, None)`` = skipped."""
     import warnings
 
     with warnings.catch_warnings():
         # pydicom warns on every non-conformant value; the scan reports what breaks reading
         warnings.simplefilter("ignore", UserWarning)
-        return _read_header_quiet(path)
+        return _read_header_quiet(path, {} if series_meta is None else series_meta)
 
 
-def _read_header_quiet(path: str) -> tuple[str, dict | None, dict | None]:
+def _read_header_quiet(path: str, series_meta: dict) -> tuple[str, dict | None, dict | None]:
     try:
         try:
             fmt = sniff(path)
@@ -207,7 +214,7 @@ def _read_header_quiet(path: str) -> tuple[str, dict | None, dict | None]:
             raise NotAnImageError(path, "not a recognised image format (not DICOM, NIfTI, PNG, JPEG, TIFF, NPY/NPZ)")
         if fmt == "dicom":
             try:
-                return path, _dicom_header(path), None
+                return path, _dicom_header(path, series_meta), None
             except ImageReadError as exc:
                 if _is_dicomdir(path):
                     return path, None, None
@@ -243,7 +250,8 @@ def _is_dicomdir(path: str) -> bool:
 
 
 def _read_chunk(paths: list[str]) -> list[tuple]:
-    return [_read_header(p) for p in paths]
+    series_meta: dict = {}  # files of a series lie together, so a chunk mostly shares one
+    return [_read_header(p, series_meta) for p in paths]
 
 
 # ----------------------------------------------------------------------------- rows
@@ -384,9 +392,10 @@ def scan(
             progress(n)
 
     headers: list[tuple] = []
+    series_meta: dict = {}
     if workers <= 1 or len(files) < _SMALL_SCAN:
         for p in files:
-            headers.append(_read_header(p))
+            headers.append(_read_header(p, series_meta))
             advance(1)
     else:
         size = max(1, min(256, len(files) // (workers * 8)))
