@@ -149,6 +149,9 @@ def _enhanced_ct(tmp_path, frame_order):
     shared.PixelMeasuresSequence = Sequence([pm])
     shared.PlaneOrientationSequence = Sequence([po])
     shared.PixelValueTransformationSequence = Sequence([pvt])
+    voi = Dataset()
+    voi.WindowCenter, voi.WindowWidth = "40", "400"
+    shared.FrameVOILUTSequence = Sequence([voi])
     ds.SharedFunctionalGroupsSequence = Sequence([shared])
     per = []
     origin = np.array([30.0, -20.0, 100.0])
@@ -174,6 +177,7 @@ def test_enhanced_multiframe_ct_sorted_by_position(tmp_path):
     img = load_image(path)
     assert img.spatial_shape == (5, 6, 5)
     assert img.spacing == pytest.approx((0.9, 0.7, 1.5))
+    assert (img.meta["window_center"], img.meta["window_width"]) == (40.0, 400.0)  # from the functional groups
     for k in range(5):
         for r, c in [(0, 0), (5, 4), (2, 3)]:
             assert img.array[c, r, k] == pytest.approx(100 * k + r * 5 + c)  # HU after the shared rescale
