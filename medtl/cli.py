@@ -2,7 +2,8 @@
 
 Each subcommand maps to one library function with the same arguments:
 ``medtl scan`` → :func:`medtl.io.scan`, ``medtl info`` / ``medtl convert`` →
-:func:`medtl.io.load_image` (+ :func:`medtl.io.save_nifti`).
+:func:`medtl.io.load_image` (+ :func:`medtl.io.save_nifti`), ``medtl models`` →
+:func:`medtl.models.list_models`, ``medtl weights`` → :mod:`medtl.models.weights`.
 """
 
 from __future__ import annotations
@@ -65,6 +66,47 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_table(rows: list[dict], columns: list[str]) -> None:
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .models import list_models
+
+    rows = list_models(args.pattern)
+    _print_table(rows, ["name", "dims", "params_m", "sources"])
+    if args.verbose_conventions:
+        for row in rows:
+            if row["conventions"]:
+                print(f"{row['name']}: {row['conventions']}")
+    return 0
+
+
+def _cmd_weights(args: argparse.Namespace) -> int:
+    from .models import weights
+
+    if args.action == "list":
+        _print_table(weights.weights_table(), ["name", "dims", "format", "available", "licence"])
+    elif args.action == "path":
+        print(weights.fetch(args.name, download=False))
+    elif args.action == "import":
+        path = weights.import_weights(args.name, args.file)
+        print(f"Imported {args.name} → {path}")
+    elif args.action == "download":
+        print(weights.fetch(args.name, download=True, progress=sys.stderr.isatty()))
+    elif args.action == "verify":
+        rows = weights.verify_cached()
+        if not rows:
+            print(f"no cached weights in {weights.weights_dir()}")
+        else:
+            _print_table(rows, ["name", "status", "path"])
+        return 1 if any(r["status"] == "CHANGED" for r in rows) else 0
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(
@@ -83,6 +125,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_scan)
+
+    p = sub.add_parser("models", help="list backbones, their pretrained sources and sizes")
+    p.add_argument("pattern", nargs="?", default="*", help="filter, e.g. 'resnet*'")
+    p.add_argument("--conventions", dest="verbose_conventions", action="store_true", help="show input conventions")
+    p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("weights", help="manage pretrained weights (offline cache)")
+    wsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    wsub.add_parser("list", help="every declared source and whether it is available here")
+    wsub.add_parser("verify", help="check cached files against the digests recorded at import")
+    for action, helptext in (("path", "print the file medtl would load (never downloads)"),
+                             ("download", "download into the cache, checking the checksum")):  # fmt: skip
+        wsub.add_parser(action, help=helptext).add_argument("name", help="source, e.g. resnet18.imagenet")
+    imp = wsub.add_parser("import", help="bring a file you obtained by hand into the cache")
+    imp.add_argument("name", help="source, e.g. densenet121.xrv-all")
+    imp.add_argument("file", help="the upstream file")
+    p.set_defaults(func=_cmd_weights)
 
     for name, helptext, func in (
         ("info", "load one image or series and print its geometry and metadata", _cmd_info),

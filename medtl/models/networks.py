@@ -1,0 +1,67 @@
+"""Build the MONAI network a :class:`~medtl.models.registry.BackboneSpec` describes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .registry import BackboneSpec
+
+__all__ = ["build_network", "head_in_features"]
+
+
+def _use_activation(net, name: str) -> None:
+    """MONAI's EfficientNet hard-wires swish in ``_swish`` attributes; Lite variants use ReLU6."""
+    from torch import nn
+
+    if name == "swish":
+        return
+    if name != "relu6":
+        raise ValueError(f"unsupported EfficientNet activation '{name}'")
+    for module in net.modules():
+        if hasattr(module, "_swish"):
+            module._swish = nn.ReLU6(inplace=False)
+
+
+def build_network(
+    spec: BackboneSpec,
+    *,
+    spatial_dims: int = 2,
+    in_channels: int = 3,
+    num_classes: int = 1000,
+    overrides: dict[str, Any] | None = None,
+):
+    """A MONAI network for ``spec`` with its own classifier (``num_classes`` outputs).
+
+    ``overrides`` are constructor arguments a pretrained source needs (MedicalNet's shortcut
+    type). ``num_classes=0`` still builds a 1-output head: the caller replaces it.
+
+    >>> from medtl.models.registry import get_backbone
+    >>> net = build_network(get_backbone("resnet18"), in_channels=1, num_classes=5)
+    >>> net.conv1.weight.shape[1], net.fc.out_features
+    (1, 5)
+    """
+    from monai.networks import nets
+
+    if spatial_dims not in spec.dims:
+        raise ValueError(f"{spec.name} is available in {spec.dims}D, not {spatial_dims}D")
+    config = {**spec.config, **(overrides or {})}
+    outputs = max(num_classes, 1)
+    if spec.family == "resnet":
+        return nets.ResNet(spatial_dims=spatial_dims, n_input_channels=in_channels, num_classes=outputs, **config)
+    if spec.family == "densenet":
+        return nets.DenseNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=outputs, **config)
+    if spec.family == "efficientnet":
+        activation = config.pop("activation", "swish")
+        net = nets.EfficientNet(spatial_dims=spatial_dims, in_channels=in_channels, num_classes=outputs, **config)
+        _use_activation(net, activation)
+        return net
+    raise ValueError(f"unknown family '{spec.family}'")
+
+
+def head_in_features(net, spec: BackboneSpec) -> int:
+    """Width of the pooled features that feed the classifier."""
+    if spec.family == "resnet":
+        return net.fc.in_features
+    if spec.family == "densenet":
+        return net.class_layers.out.in_features
+    return net._fc.in_features

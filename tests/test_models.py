@@ -1,0 +1,163 @@
+"""Backbones: real pretrained weights, adaptation, inflation, the model contract, the cache."""
+
+import numpy as np
+import pytest
+import torch
+from skimage import data, transform
+
+from medtl.errors import ConfigError, WeightsError
+from medtl.models import BACKBONES, adapt_input_conv, create, inflate_weight, list_models
+from medtl.models import weights as W
+
+CAT_CLASSES = range(281, 286)  # ImageNet tabby, tiger cat, Persian, Siamese, Egyptian cat
+ESPRESSO, CUP = 967, 968
+
+
+def _lite0_input(image: np.ndarray, size: int, gray: bool = False) -> torch.Tensor:
+    """EfficientNet-Lite's convention: RGB in [0, 1], (x - 127/255) / (128/255), (rows, columns)."""
+    im = transform.resize(image, (size, size), anti_aliasing=True).astype(np.float32)
+    x = torch.from_numpy(im).permute(2, 0, 1)
+    if gray:
+        x = x.mean(0, keepdim=True)
+    return ((x - 127 / 255) / (128 / 255))[None]
+
+
+@pytest.fixture(scope="module")
+def lite0_rgb():
+    return create("efficientnet-lite0", "imagenet", in_channels=3, num_classes=1000).eval()
+
+
+@pytest.fixture(scope="module")
+def lite0_gray():
+    return create("efficientnet-lite0", "imagenet", in_channels=1, num_classes=1000).eval()
+
+
+@torch.no_grad()
+def test_real_imagenet_weights_recognise_photographs(lite0_rgb):
+    cat = lite0_rgb(_lite0_input(data.chelsea(), 224)).argmax(1).item()
+    coffee = lite0_rgb(_lite0_input(data.coffee(), 224)).argmax(1).item()
+    assert cat in CAT_CLASSES
+    assert coffee in (ESPRESSO, CUP)
+
+
+@torch.no_grad()
+def test_one_channel_model_equals_rgb_model_on_gray(lite0_rgb, lite0_gray):
+    gray = _lite0_input(data.chelsea(), 224, gray=True)
+    rgb_out = lite0_rgb(gray.repeat(1, 3, 1, 1))
+    one_out = lite0_gray(gray)
+    torch.testing.assert_close(one_out, rgb_out, rtol=1e-4, atol=1e-4 * rgb_out.abs().max().item())
+    assert one_out.argmax(1).item() in CAT_CLASSES
+
+
+@torch.no_grad()
+def test_inflated_3d_model_still_sees_the_cat():
+    model = create("efficientnet-lite0", "imagenet", in_channels=1, num_classes=1000, spatial_dims=3).eval()
+    gray = _lite0_input(data.chelsea(), 128, gray=True)  # (1, 1, 128, 128)
+    volume = gray[:, :, None].repeat(1, 1, 128, 1, 1)  # identical slices along depth
+    assert model(volume).argmax(1).item() in CAT_CLASSES
+    assert model.input_convention.axes == "depth, rows, columns"
+
+
+def test_imagenet_head_kept_only_when_classes_match(lite0_rgb):
+    raw = torch.load(W.fetch("efficientnet-lite0.imagenet"), weights_only=True)
+    torch.testing.assert_close(lite0_rgb.head.weight, raw["_fc.weight"])
+    fresh = create("efficientnet-lite0", "imagenet", in_channels=1, num_classes=3)
+    assert fresh.num_classes == 3 and isinstance(fresh.head[0], torch.nn.Dropout)
+    # the backbone still carries the pretrained stem, summed over RGB for one channel
+    torch.testing.assert_close(fresh.encoder._conv_stem.weight, raw["_conv_stem.weight"].sum(1, keepdim=True))
+
+
+def test_embeddings_for_linear_probes(lite0_gray):
+    x = torch.randn(2, 1, 64, 64)
+    emb = create("efficientnet-lite0", num_classes=0)(x)
+    assert emb.shape == (2, 1280)
+    assert lite0_gray.forward_features(x).shape == (2, lite0_gray.num_features)
+
+
+# ----------------------------------------------------------------------------- pure surgery
+def test_adapt_input_conv_sums_and_tiles():
+    w = torch.randn(4, 3, 3, 3)
+    torch.testing.assert_close(adapt_input_conv(w, 1), w.sum(1, keepdim=True))
+    six = adapt_input_conv(w, 6)
+    x = torch.randn(1, 1, 8, 8)
+    # six channels carrying the same image respond exactly like RGB on that image
+    torch.testing.assert_close(
+        torch.nn.functional.conv2d(x.repeat(1, 6, 1, 1), six), torch.nn.functional.conv2d(x.repeat(1, 3, 1, 1), w)
+    )
+    five = adapt_input_conv(w, 5)
+    for c in range(5):  # tiled cyclically over R, G, B and scaled by 3/N
+        torch.testing.assert_close(five[:, c], w[:, c % 3] * 3 / 5)
+    torch.testing.assert_close(adapt_input_conv(w[:, :1], 4), w[:, :1].repeat(1, 4, 1, 1) / 4)  # 1 → N
+    with pytest.raises(WeightsError):
+        adapt_input_conv(w, 0)
+
+
+def test_inflated_kernel_on_constant_depth_equals_2d():
+    w = torch.randn(5, 2, 3, 3)
+    x = torch.randn(1, 2, 9, 9)
+    w3 = inflate_weight(w, 3)
+    vol = x[:, :, None].repeat(1, 1, 7, 1, 1)
+    out3 = torch.nn.functional.conv3d(vol, w3)  # valid padding: no depth borders
+    out2 = torch.nn.functional.conv2d(x, w)
+    for d in range(out3.shape[2]):
+        torch.testing.assert_close(out3[:, :, d], out2, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- every backbone
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize("dims", [2, 3])
+def test_every_backbone_builds_runs_and_groups_its_parameters(name, dims):
+    model = create(name, in_channels=1, num_classes=3, spatial_dims=dims).eval()
+    size = (64, 64) if dims == 2 else (32, 32, 32)
+    with torch.no_grad():
+        assert model(torch.zeros(1, 1, *size)).shape == (1, 3)
+    groups = model.param_groups()
+    assert list(groups)[0] == "stem" and list(groups)[-1] == "head"
+    assert all(groups[g] for g in groups), f"empty group in {[g for g in groups if not groups[g]]}"
+    grouped = [id(p) for params in groups.values() for p in params]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())  # each exactly once
+
+
+def test_list_models_rows():
+    rows = {r["name"]: r for r in list_models()}
+    assert set(rows) == set(BACKBONES)
+    assert rows["resnet18"]["params_m"] == pytest.approx(11.17, abs=0.01)
+    assert "medicalnet(3D)" in rows["resnet18"]["sources"]
+
+
+# ----------------------------------------------------------------------------- errors and the cache
+def test_typos_suggest_the_nearest_name():
+    with pytest.raises(ConfigError, match="did you mean 'resnet18'"):
+        create("resnet-18")
+    with pytest.raises(ConfigError, match="available for resnet18: imagenet, medicalnet"):
+        create("resnet18", pretrained="radimagenet")
+    with pytest.raises(ConfigError, match="3D weights"):
+        create("resnet18", pretrained="medicalnet", spatial_dims=2)
+
+
+def test_offline_missing_weights_name_the_file_and_the_command(monkeypatch):
+    monkeypatch.setenv("MEDTL_OFFLINE", "1")
+    with pytest.raises(WeightsError) as info:
+        create("resnet18", pretrained="imagenet")
+    msg = str(info.value)
+    assert "resnet18-f37072fd.pth" in msg and "https://download.pytorch.org/models/" in msg
+    assert "medtl weights import resnet18.imagenet" in msg
+
+
+def test_import_checks_the_checksum_and_the_cache_detects_tampering(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDTL_HOME", str(tmp_path / "home"))
+    original = W.fetch("efficientnet-lite0.imagenet")
+    data_bytes = bytearray(original.read_bytes())
+    bad = tmp_path / "efficientnet-lite0-57934424.pth"
+    data_bytes[-100] ^= 0xFF
+    bad.write_bytes(bytes(data_bytes))
+    with pytest.raises(WeightsError, match="checksum mismatch"):
+        W.import_weights("efficientnet-lite0.imagenet", bad)
+    cached = W.import_weights("efficientnet-lite0.imagenet", original)
+    assert cached.parent == tmp_path / "home" / "weights"
+    assert W.fetch("efficientnet-lite0.imagenet") == cached  # the cache wins over the package
+    assert [r["status"] for r in W.verify_cached()] == ["ok"]
+    cached.write_bytes(cached.read_bytes()[:-10])
+    with pytest.raises(WeightsError, match="changed since it was imported"):
+        W.fetch("efficientnet-lite0.imagenet")
+    assert [r["status"] for r in W.verify_cached()] == ["CHANGED"]
