@@ -161,3 +161,14 @@ def test_import_checks_the_checksum_and_the_cache_detects_tampering(tmp_path, mo
     with pytest.raises(WeightsError, match="changed since it was imported"):
         W.fetch("efficientnet-lite0.imagenet")
     assert [r["status"] for r in W.verify_cached()] == ["CHANGED"]
+
+
+def test_docs_cover_every_source():
+    from pathlib import Path
+
+    from medtl.models import SOURCES
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "weights.md").read_text()
+    for name, source in SOURCES.items():
+        assert source.filename.split("-")[0] in text, f"docs/weights.md does not mention {name}"
+        assert source.tag in text
