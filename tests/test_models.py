@@ -172,3 +172,20 @@ def test_docs_cover_every_source():
     for name, source in SOURCES.items():
         assert source.filename in text, f"docs/weights.md does not name the file of {name}"
         assert f"`{name}`" in text, f"docs/weights.md does not name {name}"
+
+
+def test_medicalnet_layout_has_dilated_last_stages():
+    """MedicalNet's layer3/4 run at stride 1 with dilation 2/4; MONAI's defaults would stride."""
+    from medtl.models.networks import build_network
+    from medtl.models.registry import SOURCES, get_backbone
+
+    for depth in (10, 18, 50):
+        src = SOURCES[f"resnet{depth}.medicalnet"]
+        net = build_network(get_backbone(src.backbone), spatial_dims=3, in_channels=1, overrides=src.config).eval()
+        first = net.layer4[0].conv2 if depth == 50 else net.layer4[0].conv1
+        assert first.stride == (1, 1, 1) and first.dilation == (4, 4, 4) and first.padding == (4, 4, 4)
+        feats = {}
+        net.layer4.register_forward_hook(lambda m, i, o: feats.setdefault("x", o))
+        with torch.no_grad():
+            net(torch.zeros(1, 1, 32, 32, 32))
+        assert feats["x"].shape[2:] == (4, 4, 4)  # /8 overall (stem /4, layer2 /2), not /32

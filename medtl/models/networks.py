@@ -22,6 +22,29 @@ def _use_activation(net, name: str) -> None:
             module._swish = nn.ReLU6(inplace=False)
 
 
+def _dilate_stages(net, dilations: dict[str, int]) -> None:
+    """Turn ResNet stages into MedicalNet's dilated ones: stride 1, 3×3 convs dilated by d.
+
+    MedicalNet keeps resolution in layer3/layer4 (stride 1, dilation 2 and 4) for
+    segmentation; with MONAI's strided stages its weights would compute a different function.
+    """
+    from functools import partial
+
+    from torch import nn
+
+    for stage, d in dilations.items():
+        for block in getattr(net, stage):
+            for conv in block.modules():
+                if not isinstance(conv, (nn.Conv2d, nn.Conv3d)):
+                    continue
+                n = len(conv.kernel_size)
+                conv.stride = (1,) * n
+                if conv.kernel_size[0] == 3:
+                    conv.dilation, conv.padding = (d,) * n, (d,) * n
+            if isinstance(block.downsample, partial):  # type-A shortcut: a strided avg-pool + zero channels
+                block.downsample = partial(block.downsample.func, **{**block.downsample.keywords, "stride": 1})
+
+
 def build_network(
     spec: BackboneSpec,
     *,
@@ -47,7 +70,11 @@ def build_network(
     config = {**spec.config, **(overrides or {})}
     outputs = max(num_classes, 1)
     if spec.family == "resnet":
-        return nets.ResNet(spatial_dims=spatial_dims, n_input_channels=in_channels, num_classes=outputs, **config)
+        dilations = config.pop("dilated_stages", None)
+        net = nets.ResNet(spatial_dims=spatial_dims, n_input_channels=in_channels, num_classes=outputs, **config)
+        if dilations:
+            _dilate_stages(net, dilations)
+        return net
     if spec.family == "densenet":
         return nets.DenseNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=outputs, **config)
     if spec.family == "efficientnet":

@@ -225,7 +225,11 @@ def _medicalnet(depth: int) -> PretrainedSource:
             notes="each volume z-scored over its non-zero (foreground) voxels, as MedicalNet trained",
         ),
         # MedicalNet's own layout: type-A (zero-padded) shortcuts for 18/34, type B without bias otherwise
-        config=dict(shortcut_type="A" if depth in (18, 34) else "B", bias_downsample=depth in (18, 34)),
+        config=dict(
+            shortcut_type="A" if depth in (18, 34) else "B",
+            bias_downsample=depth in (18, 34),
+            dilated_stages={"layer3": 2, "layer4": 4},  # MedicalNet keeps resolution in its last stages
+        ),
         citation="Chen, Ma & Zheng 2019, Med3D: Transfer Learning for 3D Medical Image Analysis",
         notes="trained on 23 segmentation datasets (CT and MR); the segmentation decoder is dropped",
     )  # fmt: skip
