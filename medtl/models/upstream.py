@@ -6,7 +6,7 @@ converter (upstream names → the parameter names of the MONAI network the sourc
 raise :class:`~medtl.errors.WeightsError` listing what is missing, unexpected or mis-shaped:
 never a silent partial load. Files are read with ``torch.load(weights_only=True)``; the one
 format published as a pickled whole model (TorchXRayVision) is read through an allow-list of
-inert stand-in classes, so no code from the file runs.
+inert stand-in classes, so no code from the file runs (see :func:`_read_xrv_densenet`).
 
 Formats and what they hold (evidence: the upstream repository and file named):
 
@@ -26,14 +26,18 @@ Formats and what they hold (evidence: the upstream repository and file named):
     ``scripts/train_utils.py`` saves ``torch.save(model, ...-best.pt)``; ``models.py`` loads it
     with ``savedmodel.state_dict()``): torchvision's DenseNet layout with one input channel, 18
     outputs and, depending on the xrv version that saved it, ``op_threshs`` (attribute or buffer)
-    and a ``pathologies``/``targets`` list. Those travel as :data:`EXTRA_PREFIX` keys.
+    and a ``pathologies``/``targets`` list. Those travel as :data:`EXTRA_PREFIX` keys. The
+    release files predate PyTorch 1.6 (xrv patches ``_non_persistent_buffers_set`` into them on
+    load), so they are in the legacy non-zip container.
 ``medicalnet-resnet``
     ``{"state_dict": ...}`` saved from ``nn.DataParallel`` (``Tencent/MedicalNet`` ``train.py``,
     ``model.py``), so every key starts with ``module.``; the network is
-    ``models/resnet.py``'s 3D ResNet with a ``conv_seg`` segmentation decoder, dropped here.
-    Caveat: MedicalNet's ``layer3``/``layer4`` use stride 1 with dilation 2/4, MONAI's ResNet
-    stride 2 without dilation. Weight shapes are identical (they load), but the MONAI network
-    computes a different function at those stages; MONAI's own MedicalNet loader does the same.
+    ``models/resnet.py``'s 3D ResNet with a ``conv_seg`` segmentation decoder, dropped when
+    present (MONAI loads the published ``*_23dataset.pth`` strictly into a decoder-less ResNet
+    after stripping ``module.``, which suggests those files no longer carry it).
+    MedicalNet's ``layer3``/``layer4`` run at stride 1 with dilation 2/4; the weights are shaped
+    as in a strided ResNet, so they would also load into MONAI's default one and silently compute
+    something else. The sources' ``dilated_stages`` config builds the dilated network.
 ``radimagenet-resnet`` / ``radimagenet-densenet``
     See :func:`_radimagenet_resnet`: a torchvision backbone wrapped as
     ``Backbone.backbone = nn.Sequential(*children[:-1])``, so keys are ``backbone.<index>.*``.
@@ -56,8 +60,8 @@ StateDict = dict[str, Tensor]
 _IGNORED_SUFFIXES = ("num_batches_tracked",)
 
 #: Keys starting with this carry a checkpoint's non-weight metadata next to its tensors
-#: (``medtl:op_threshs``, ``medtl:pathologies``). A ``:`` cannot occur in a PyTorch
-#: parameter path, so they never collide with weights; :func:`convert` ignores them and
+#: (``medtl:op_threshs``, ``medtl:pathologies``). No module of these upstreams has a ``:`` in
+#: its name, so they never collide with weights; :func:`convert` ignores them and
 #: :func:`split_extras` separates them. They survive ``torch.save``/``weights_only`` loading.
 EXTRA_PREFIX = "medtl:"
 
