@@ -1,0 +1,146 @@
+"""Manifests: a CSV with one row per image or series, its label(s), patient and groups.
+
+Columns: ``path`` (a file or a series folder; relative paths are taken from ``root``, by
+default the CSV's own folder), one or more label columns, an optional ``patient_id`` and any
+group columns (sex, age, site ...). The output of ``medtl scan`` plus a label column is a
+manifest, and so is ``sample_data/labels.csv``. Patient identifiers are replaced on read by
+salted pseudonyms (:func:`medtl.io.phi.pseudonym`): nothing downstream holds the raw ID.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..io.phi import pseudonym
+
+__all__ = ["Record", "Manifest", "read_manifest"]
+
+# Columns that describe the file rather than the patient: never used as groups by default.
+_NON_GROUP = {"path", "series", "mask", "format", "kind", "shape", "spacing", "n_files", "flags", "study",
+              "patient", "patient_id", "photometric"}  # fmt: skip
+
+
+@dataclass
+class Record:
+    """One labelled item. ``labels`` holds one float per label column (NaN = unknown)."""
+
+    path: str
+    labels: tuple[float, ...]
+    patient: str
+    groups: dict[str, str] = field(default_factory=dict)
+    series: str | None = None
+    row: int = 0
+
+
+@dataclass
+class Manifest:
+    """Records plus what they mean: ``label_columns`` and ``group_columns`` in file order."""
+
+    records: list[Record]
+    label_columns: tuple[str, ...]
+    group_columns: tuple[str, ...]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def task(self) -> str:
+        """``binary``, ``multiclass`` (one column, more than two values) or ``multilabel``."""
+        if len(self.label_columns) > 1:
+            return "multilabel"
+        values = {r.labels[0] for r in self.records if not math.isnan(r.labels[0])}
+        return "binary" if values <= {0.0, 1.0} else "multiclass"
+
+    def class_counts(self) -> dict[float, int]:
+        """Items per value of the first label column."""
+        counts: dict[float, int] = {}
+        for r in self.records:
+            counts[r.labels[0]] = counts.get(r.labels[0], 0) + 1
+        return dict(sorted(counts.items()))
+
+
+def _number(value: str, csv_path: str, line: int, column: str) -> float:
+    text = (value or "").strip()
+    if text == "" or text.lower() in ("nan", "na", "unknown"):
+        return math.nan
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(csv_path, f"line {line}: label column '{column}' holds '{text}', not a number") from None
+
+
+def read_manifest(
+    path: str | os.PathLike,
+    *,
+    label_columns: str | list[str] = "label",
+    patient_column: str = "patient_id",
+    group_columns: list[str] | None = None,
+    root: str | os.PathLike | None = None,
+) -> Manifest:
+    """Read a manifest CSV.
+
+    Args:
+        path: the CSV.
+        label_columns: one column (binary or multi-class) or several (multi-label).
+        patient_column: patient identifier column; without it each row is its own patient.
+        group_columns: attributes for the bias audit; default every column that is not a path,
+            a label or a file property.
+        root: folder that relative paths start from (default: the CSV's folder).
+
+    Raises:
+        ConfigError: missing columns (with the nearest existing name), non-numeric labels,
+            an empty file.
+
+    Example:
+        >>> from pathlib import Path
+        >>> m = read_manifest(Path(__file__).resolve().parents[2] / "sample_data" / "labels.csv")
+        >>> len(m), m.task, m.group_columns
+        (62, 'binary', ('sex', 'age', 'site'))
+    """
+    import difflib
+
+    csv_path = os.fspath(path)
+    if not os.path.isfile(csv_path):
+        raise ConfigError(csv_path, "no such manifest file")
+    base = Path(root) if root is not None else Path(csv_path).resolve().parent
+    labels = [label_columns] if isinstance(label_columns, str) else list(label_columns)
+    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        columns = list(reader.fieldnames or [])
+        rows = list(reader)
+    if not rows:
+        raise ConfigError(csv_path, "manifest has no rows")
+    for needed in ["path", *labels] + ([g for g in group_columns] if group_columns else []):
+        if needed not in columns:
+            close = difflib.get_close_matches(needed, columns, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; columns are {', '.join(columns)}"
+            raise ConfigError(csv_path, f"no column '{needed}'" + hint)
+    if group_columns is None:
+        group_columns = [c for c in columns if c not in _NON_GROUP and c not in labels and c != patient_column]
+    has_patient = patient_column in columns
+    records = []
+    for i, row in enumerate(rows):
+        line = i + 2  # header is line 1
+        rel = (row["path"] or "").strip()
+        if not rel:
+            raise ConfigError(csv_path, f"line {line}: empty path")
+        full = rel if os.path.isabs(rel) else str(base / rel)
+        patient_raw = (row.get(patient_column) or "").strip() if has_patient else ""
+        records.append(
+            Record(
+                path=full,
+                labels=tuple(_number(row[c], csv_path, line, c) for c in labels),
+                # a row without a patient is its own patient: it can never leak across splits
+                patient=pseudonym(patient_raw or f"{csv_path}#row{line}", "patient"),
+                groups={g: (row.get(g) or "").strip() for g in group_columns},
+                series=(row.get("series") or "").strip() or None,
+                row=line,
+            )
+        )
+    return Manifest(records, tuple(labels), tuple(group_columns), csv_path)
