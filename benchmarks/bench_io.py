@@ -75,7 +75,7 @@ def new_file_meta(sop_class_uid: str, sop_instance_uid: str):
     """Return a Part-10 file meta header for Explicit VR Little Endian."""
     import pydicom
     from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
     meta = FileMetaDataset()
     meta.FileMetaInformationVersion = b"\x00\x01"
