@@ -226,6 +226,20 @@ def _lukemelas(variant: str, filename: str) -> PretrainedSource:
     )  # fmt: skip
 
 
+def _radimagenet(backbone: str, upstream_name: str, fmt: str) -> PretrainedSource:
+    return PretrainedSource(
+        name=f"{backbone}.radimagenet", backbone=backbone, tag="radimagenet", format=fmt,
+        url=f"https://github.com/BMEII-AI/RadImageNet (request form; PyTorch port {upstream_name}.pt)",
+        filename=f"RadImageNet-{upstream_name}.pt", licence="RadImageNet terms: research use, obtained by request",
+        num_classes=0, labels=None,
+        convention=InputConvention(
+            3, (0.0, 1.0), IMAGENET_MEAN, IMAGENET_STD, (224, 224),
+            notes="unverified: RadImageNet's own PyTorch example feeds BGR scaled to [-1, 1]; ports use ImageNet mean/std",
+        ),
+        citation="Mei et al. 2022, RadImageNet (Radiology: AI)",
+    )  # fmt: skip
+
+
 def _medicalnet(depth: int) -> PretrainedSource:
     filename = f"resnet_{depth}_23dataset.pth"
     return PretrainedSource(
@@ -302,46 +316,8 @@ SOURCES: dict[str, PretrainedSource] = {
             citation="Cohen et al. 2022, TorchXRayVision (MIDL); densenet121-res224-all",
             notes="a pickled whole model upstream: import it once with `medtl weights import`",
         ),  # fmt: skip
-        PretrainedSource(
-            name="resnet50.radimagenet",
-            backbone="resnet50",
-            tag="radimagenet",
-            format="radimagenet-resnet",
-            url="https://github.com/BMEII-AI/RadImageNet (request form; PyTorch port ResNet50.pt)",
-            filename="RadImageNet-ResNet50.pt",
-            licence="RadImageNet terms: research use, obtained by request",
-            num_classes=0,
-            labels=None,
-            convention=InputConvention(
-                3,
-                (0.0, 1.0),
-                IMAGENET_MEAN,
-                IMAGENET_STD,
-                (224, 224),
-                notes="unverified: RadImageNet's own PyTorch example feeds BGR scaled to [-1, 1]; ports use ImageNet mean/std",
-            ),
-            citation="Mei et al. 2022, RadImageNet (Radiology: AI)",
-        ),  # fmt: skip
-        PretrainedSource(
-            name="densenet121.radimagenet",
-            backbone="densenet121",
-            tag="radimagenet",
-            format="radimagenet-densenet",
-            url="https://github.com/BMEII-AI/RadImageNet (request form; PyTorch port DenseNet121.pt)",
-            filename="RadImageNet-DenseNet121.pt",
-            licence="RadImageNet terms: research use, obtained by request",
-            num_classes=0,
-            labels=None,
-            convention=InputConvention(
-                3,
-                (0.0, 1.0),
-                IMAGENET_MEAN,
-                IMAGENET_STD,
-                (224, 224),
-                notes="unverified: RadImageNet's own PyTorch example feeds BGR scaled to [-1, 1]; ports use ImageNet mean/std",
-            ),
-            citation="Mei et al. 2022, RadImageNet (Radiology: AI)",
-        ),  # fmt: skip
+        _radimagenet("resnet50", "ResNet50", "radimagenet-resnet"),
+        _radimagenet("densenet121", "DenseNet121", "radimagenet-densenet"),
         *[_medicalnet(d) for d in (10, 18, 34, 50)],
     ]
 }
