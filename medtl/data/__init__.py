@@ -7,5 +7,16 @@ True
 
 from .manifest import Manifest, Record, read_manifest
 from .splits import Split, kfold_patients, split_patients
+from .transforms import PreprocessSpec, augmentation, preprocess
 
-__all__ = ["Manifest", "Record", "read_manifest", "Split", "split_patients", "kfold_patients"]
+__all__ = [
+    "Manifest",
+    "Record",
+    "read_manifest",
+    "Split",
+    "split_patients",
+    "kfold_patients",
+    "PreprocessSpec",
+    "preprocess",
+    "augmentation",
+]
