@@ -1,0 +1,156 @@
+"""Manifest records → cached, preprocessed tensors (MONAI ``PersistentDataset``).
+
+Decoding DICOM and resampling happen once: the deterministic part (load + :func:`preprocess`)
+is cached on disk under a key that covers the file and the :class:`PreprocessSpec`, so epochs
+and later runs do not re-read DICOM. Random augmentation runs after the cache. Records whose
+image cannot be read are reported (path and reason) and left out, never silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+from monai.transforms import Randomizable, Transform
+
+from ..errors import MedtlError
+from .manifest import Manifest, Record
+from .transforms import PreprocessSpec, preprocess
+
+__all__ = ["LoadPreprocess", "PreparedData", "prepare"]
+
+
+class LoadPreprocess(Transform):
+    """The cached, deterministic step: a record dict → ``{"image", "label", "index"}``.
+
+    Errors keep the file's name: every failure is a :class:`~medtl.errors.MedtlError` whose
+    message starts with the path.
+    """
+
+    def __init__(self, spec: PreprocessSpec):
+        self.spec = spec
+
+    def __call__(self, item: dict) -> dict:
+        import torch
+
+        from ..io import load_image
+
+        try:
+            img = load_image(item["path"], series=item.get("series"))
+            image = preprocess(img, self.spec)
+        except MedtlError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a transform failure must still name the file
+            raise MedtlError(item["path"], f"preprocessing failed ({type(exc).__name__}: {exc})") from exc
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image)),
+            "label": torch.tensor(item["labels"], dtype=torch.float32),
+            "index": item["index"],
+        }
+
+
+def _items(manifest: Manifest, indices) -> list[dict]:
+    def item(i: int, r: Record) -> dict:
+        # the cache key: file identity (path, size, mtime) plus the spec, never the patient
+        stat = os.stat(r.path) if os.path.exists(r.path) else None
+        stamp = (stat.st_size, stat.st_mtime_ns) if stat and os.path.isfile(r.path) else None
+        return {"path": r.path, "series": r.series, "labels": list(r.labels), "index": i, "stamp": stamp}
+
+    return [item(i, manifest.records[i]) for i in indices]
+
+
+def _medtl_cause(exc: BaseException | None) -> MedtlError | None:
+    while exc is not None:
+        if isinstance(exc, MedtlError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+@dataclass
+class PreparedData:
+    """A dataset of the readable records and the list of those that were not."""
+
+    dataset: object
+    indices: list[int]
+    failures: list[dict] = field(default_factory=list)
+
+
+def prepare(
+    manifest: Manifest,
+    indices,
+    spec: PreprocessSpec,
+    *,
+    cache_dir: str | os.PathLike,
+    augment=None,
+    progress: bool = False,
+) -> PreparedData:
+    """Preprocess and cache ``manifest.records[indices]``; return a dataset over the readable ones.
+
+    Args:
+        manifest, indices: the records to use (e.g. ``split.train``).
+        spec: preprocessing; part of the cache key.
+        cache_dir: MONAI ``PersistentDataset`` folder.
+        augment: a random transform applied after the cache (see :func:`augmentation`).
+        progress: show a tqdm bar while caching.
+
+    Returns:
+        :class:`PreparedData`; ``failures`` lists ``{"path", "reason"}`` for skipped records.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from medtl.data import read_manifest
+        >>> m = read_manifest(Path(__file__).resolve().parents[2] / "sample_data" / "labels.csv")
+        >>> rows = [i for i, r in enumerate(m.records) if "/cxr/" in r.path][:4]
+        >>> data = prepare(m, rows, PreprocessSpec(size=(32, 32)), cache_dir=tempfile.mkdtemp())
+        >>> data.dataset[0]["image"].shape, data.failures
+        (torch.Size([1, 32, 32]), [])
+    """
+    from monai.data import PersistentDataset
+    from monai.transforms import Compose
+
+    spec_key = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    cache = os.path.join(os.fspath(cache_dir), spec_key)
+    items = _items(manifest, list(indices))
+    warm = PersistentDataset(items, transform=LoadPreprocess(spec), cache_dir=cache)
+    good, failures = [], []
+    steps = range(len(items))
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc="cache", unit="image")
+    for k in steps:
+        try:
+            warm[k]  # computes and stores the cached tensor
+            good.append(items[k])
+        except Exception as exc:  # noqa: BLE001 - MONAI wraps transform errors in RuntimeError
+            cause = _medtl_cause(exc)
+            if cause is None:
+                raise
+            failures.append({"path": items[k]["path"], "reason": cause.reason})
+    transform = Compose([LoadPreprocess(spec), _Augment(augment)]) if augment is not None else LoadPreprocess(spec)
+    dataset = PersistentDataset(good, transform=transform, cache_dir=cache)
+    return PreparedData(dataset, [it["index"] for it in good], failures)
+
+
+class _Augment(Randomizable):
+    """Random augmentation of the ``image`` entry. Being ``Randomizable`` is what tells MONAI's
+    ``PersistentDataset`` to cache everything before it and run it fresh every time."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def set_random_state(self, seed=None, state=None):
+        if hasattr(self.transform, "set_random_state"):
+            self.transform.set_random_state(seed=seed, state=state)
+        return self
+
+    def randomize(self, data=None) -> None:  # the wrapped transform draws its own numbers
+        pass
+
+    def __call__(self, item: dict) -> dict:
+        return {**item, "image": self.transform(item["image"])}
