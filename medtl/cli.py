@@ -107,6 +107,20 @@ def _cmd_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train.config import load_config
+    from .train.finetune import finetune
+
+    cfg = load_config(args.config, args.set)
+    result = finetune(cfg, args.output, resume=not args.restart, progress=sys.stderr.isatty())
+    print(f"Run written to {result.run_dir}: best validation AUROC {result.val_auroc:.3f} at epoch {result.best_epoch}")
+    if result.skipped:
+        print(f"{len(result.skipped)} record(s) skipped (unreadable or unsuitable); see metrics.json, e.g.:")
+        for item in result.skipped[:5]:
+            print(f"  {item['path']}: {item['reason']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(
@@ -125,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_scan)
+
+    p = sub.add_parser("train", help="fine-tune a pretrained backbone from a YAML config")
+    p.add_argument("config", nargs="?", help="YAML file (see configs/ and docs/config.md)")
+    p.add_argument("-o", "--output", required=True, help="run directory (an interrupted run in it resumes)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--restart", action="store_true", help="ignore a checkpoint in the run directory")
+    p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("models", help="list backbones, their pretrained sources and sizes")
     p.add_argument("pattern", nargs="?", default="*", help="filter, e.g. 'resnet*'")
@@ -163,7 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``medtl`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if not log.handlers:  # medtl's own logger only: other libraries keep their configuration
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     if getattr(args, "volume", None) not in (None, "all"):
         args.volume = int(args.volume)
     if not getattr(args, "func", None):

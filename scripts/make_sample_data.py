@@ -788,10 +788,15 @@ def label_row(path: str, p: Patient, label: int, mask: str) -> dict:
 
 
 def write_labels(out: Path, rows: list[dict]) -> None:
-    with open(out / "labels.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(sorted(rows, key=lambda r: r["path"]))
+    """labels.csv (everything) plus one manifest per dimensionality, ready for `medtl train`:
+    cxr.csv (2D radiographs) and ct.csv (3D volumes, DICOM series and NIfTI)."""
+    parts = {"labels.csv": rows, "cxr.csv": [r for r in rows if r["path"].startswith("cxr/")],
+             "ct.csv": [r for r in rows if not r["path"].startswith("cxr/")]}  # fmt: skip
+    for name, part in parts.items():
+        with open(out / name, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(sorted(part, key=lambda r: r["path"]))
 
 
 def balance_table(rows: list[dict]) -> str:
@@ -858,6 +863,7 @@ versions -- fixed seeds, hashed UIDs, fixed dates, gzip without timestamps):
 | `nifti/<patient>_ct.nii.gz` | {n_nifti} more CT-like volumes (different patients) as NIfTI-1, HU, qform = sform code 1, units mm. |
 | `masks/*.nii.gz` | uint8 lesion mask (1 = lesion) for every positive, same shape and affine as its image. Name = image path with `/` replaced by `_`, extension dropped (`{example_image}` -> `{example_mask}`). |
 | `labels.csv` | one row per image / series / volume, sorted by `path`. |
+| `cxr.csv`, `ct.csv` | the same rows split into the 2D radiographs and the 3D volumes: manifests for `medtl train`. |
 
 HU content of the CT-like volumes: air -1000, subcutaneous fat -100, soft tissue 40, lungs about
 -830 (denser posteriorly), vertebra 700, ribs 600; a positive has a +60 HU sphere (radius 2-4

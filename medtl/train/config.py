@@ -1,0 +1,126 @@
+"""Training configuration: one dataclass, every key with its default (docs/config.md lists them).
+
+A YAML file and ``--set key=value`` overrides fill it; an unknown key is an error that names
+the nearest valid one.
+
+>>> cfg = load_config(None, ["epochs=3", "strategy=full"])
+>>> cfg.epochs, cfg.strategy, cfg.backbone
+(3, 'full', 'efficientnet-lite0')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError
+
+__all__ = ["TrainConfig", "load_config"]
+
+
+@dataclass
+class TrainConfig:
+    """Every training option. Grouped as in docs/config.md."""
+
+    # data
+    manifest: str = ""
+    label_columns: list[str] = field(default_factory=lambda: ["label"])
+    patient_column: str = "patient_id"
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    # model
+    backbone: str = "efficientnet-lite0"
+    pretrained: str | None = "imagenet"
+    spatial_dims: int = 2
+    dropout: float = 0.2
+    # preprocessing
+    preset: str = "xr"
+    windows: list = field(default_factory=list)
+    size: list[int] = field(default_factory=lambda: [224, 224])
+    spacing: list[float] | None = None
+    augment: bool = True
+    flips: list[int] = field(default_factory=list)
+    # strategy
+    strategy: str = "lpft"
+    lr: float = 1e-3
+    layer_decay: float = 1.0
+    probe_epochs: int = 5
+    ft_scale: float = 0.1
+    unfreeze_every: int = 2
+    # regularisation
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+    mixup: float = 0.0
+    l2sp_alpha: float = 0.0
+    l2sp_beta: float = 0.0
+    class_balance: str = "loss"
+    # schedule
+    epochs: int = 30
+    batch_size: int = 32
+    warmup_epochs: int = 1
+    patience: int = 10
+    grad_clip: float = 1.0
+    precision: str = "auto"
+    seed: int = 0
+    workers: int = 0
+    cache_dir: str = ""
+
+    def __post_init__(self) -> None:
+        if self.class_balance not in ("loss", "sampler", "none"):
+            raise ConfigError(None, f"class_balance must be loss, sampler or none, not '{self.class_balance}'")
+        if self.spatial_dims not in (2, 3):
+            raise ConfigError(None, f"spatial_dims must be 2 or 3, not {self.spatial_dims}")
+        if len(self.size) != self.spatial_dims:
+            raise ConfigError(
+                None, f"size {self.size} has {len(self.size)} numbers for spatial_dims={self.spatial_dims}"
+            )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _parse_value(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config (or none) and apply ``key=value`` overrides (values parsed as YAML).
+
+    Raises:
+        ConfigError: unreadable YAML, an unknown key (with the nearest valid name), a bad
+            value.
+    """
+    import yaml
+
+    values: dict = {}
+    where = os.fspath(path) if path is not None else None
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                values = yaml.safe_load(fh) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(where, f"cannot read config: {exc}") from exc
+        if not isinstance(values, dict):
+            raise ConfigError(where, "a config file must be a mapping of keys to values")
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(None, f"--set expects key=value, got '{item}'")
+        key, text = item.split("=", 1)
+        values[key.strip()] = _parse_value(text)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(where, f"unknown key '{key}'" + hint)
+    if "size" not in values and values.get("spatial_dims") == 3:
+        values["size"] = [64, 64, 64]
+    try:
+        return TrainConfig(**values)
+    except TypeError as exc:
+        raise ConfigError(where, str(exc)) from exc

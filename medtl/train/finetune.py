@@ -1,0 +1,327 @@
+"""``finetune(config, run_dir)``: fine-tune a pretrained backbone on a manifest with Lightning.
+
+The run directory ends up holding everything prediction needs: ``model.pt`` (a plain state
+dict, loadable with ``weights_only=True``), ``config.yaml`` (resolved), ``preprocess.json``,
+``labels.json``, ``threshold.json``, ``metrics.json`` (validation), ``curves.csv``/``curves.png``
+and ``model_card.md``. ``checkpoints/last.ckpt`` lets a killed run resume.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ConfigError, MedtlError
+from .config import TrainConfig
+from .regularizers import L2SP, class_weights
+from .strategies import StrategyConfig, configure_strategy, train_mode
+
+__all__ = ["finetune", "FineTuneModule", "RunResult", "load_run"]
+
+
+class FineTuneModule(L.LightningModule):
+    """Lightning wrapper: strategy phases, L2-SP, mixup, label smoothing, class weights,
+    warm-up + cosine schedule, AUROC on validation."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, num_classes: int, weights: torch.Tensor | None):
+        super().__init__()
+        self.model, self.cfg, self.num_classes = model, cfg, num_classes
+        self.strategy = StrategyConfig(
+            cfg.strategy, cfg.lr, cfg.layer_decay, cfg.probe_epochs, cfg.ft_scale, cfg.unfreeze_every
+        )
+        self.l2sp = L2SP(model, cfg.l2sp_alpha, cfg.l2sp_beta) if (cfg.l2sp_alpha or cfg.l2sp_beta) else None
+        self.register_buffer("class_weight", weights if weights is not None else torch.ones(num_classes))
+        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, x):
+        return self.model(x)
+
+    # -- phases -------------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        configure_strategy(self.model, self.strategy, self.current_epoch)  # which groups train now
+        train_mode(self.model)  # frozen BatchNorm keeps its statistics
+
+    def _phase_scale(self, epoch: int) -> float:
+        s = self.strategy
+        return s.ft_scale if s.name == "lpft" and epoch >= s.probe_epochs else 1.0
+
+    def configure_optimizers(self):
+        groups = configure_strategy(self.model, StrategyConfig("full", self.cfg.lr, self.cfg.layer_decay))
+        decay = 0.0 if self.l2sp is not None else self.cfg.weight_decay  # L2-SP replaces decay to zero
+        optimizer = torch.optim.AdamW(groups, weight_decay=decay)
+        total, warm = max(self.cfg.epochs, 1), max(self.cfg.warmup_epochs, 0)
+
+        def factor(epoch: int) -> float:
+            ramp = (epoch + 1) / warm if epoch < warm else 1.0
+            return ramp * 0.5 * (1 + math.cos(math.pi * epoch / total)) * self._phase_scale(epoch)
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    # -- steps --------------------------------------------------------------------------------
+    def _loss(self, logits, target):
+        if self.num_classes == 1 or target.dim() == 2 and target.shape[1] > 1:  # multi-label
+            return nn.functional.binary_cross_entropy_with_logits(logits, target)
+        return nn.functional.cross_entropy(
+            logits, target, weight=self.class_weight, label_smoothing=self.cfg.label_smoothing
+        )
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch["image"], self._target(batch["label"])
+        if self.cfg.mixup > 0 and y.dim() == 1:
+            lam = float(np.random.beta(self.cfg.mixup, self.cfg.mixup))
+            perm = torch.randperm(x.shape[0], device=x.device)
+            x = lam * x + (1 - lam) * x[perm]
+            logits = self.model(x)
+            loss = lam * self._loss(logits, y) + (1 - lam) * self._loss(logits, y[perm])
+        else:
+            loss = self._loss(self.model(x), y)
+        if self.l2sp is not None:
+            loss = loss + self.l2sp(self.model)
+        if not torch.isfinite(loss):
+            raise MedtlError(None, f"loss became {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}: "
+                             "lower the learning rate or check the inputs")  # fmt: skip
+        self.log("train_loss", loss, prog_bar=True, on_epoch=True, on_step=False, batch_size=x.shape[0])
+        return loss
+
+    def _target(self, label: torch.Tensor) -> torch.Tensor:
+        return label[:, 0].long() if label.shape[1] == 1 else label
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch["image"], self._target(batch["label"])
+        logits = self.model(x)
+        self.log("val_loss", self._loss(logits, y), on_epoch=True, batch_size=x.shape[0])
+        self._val.append((probabilities(logits).detach().cpu(), batch["label"].cpu()))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        probs = torch.cat([p for p, _ in self._val]).numpy()
+        labels = torch.cat([y for _, y in self._val]).numpy()
+        self._val.clear()
+        self.log("val_auroc", auroc(labels, probs), prog_bar=True)
+
+
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax for single-label heads, sigmoid for multi-label (one output per finding)."""
+    return logits.softmax(1) if logits.shape[1] > 1 else logits.sigmoid()
+
+
+def auroc(labels: np.ndarray, probs: np.ndarray) -> float:
+    """AUROC (binary: positive class; multi-class: macro one-vs-rest); NaN if one class only."""
+    from sklearn.metrics import roc_auc_score
+
+    y = labels[:, 0]
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    if probs.shape[1] == 2:
+        return float(roc_auc_score(y, probs[:, 1]))
+    return float(roc_auc_score(y, probs, multi_class="ovr", average="macro", labels=list(range(probs.shape[1]))))
+
+
+@dataclass
+class RunResult:
+    """What :func:`finetune` produced: the run folder, the best model and its validation AUROC."""
+
+    run_dir: Path
+    val_auroc: float
+    best_epoch: int
+    skipped: list[dict]
+    model: nn.Module
+
+
+def _loaders(cfg: TrainConfig, run_dir: Path, spec, progress: bool):
+    from ..data import augmentation, read_manifest, split_patients
+    from ..data.dataset import prepare
+
+    if not cfg.manifest:
+        raise ConfigError(None, "no manifest: set `manifest: path/to/labels.csv`")
+    manifest = read_manifest(cfg.manifest, label_columns=cfg.label_columns, patient_column=cfg.patient_column)
+    split = split_patients(manifest, val=cfg.val_fraction, test=cfg.test_fraction, seed=cfg.seed)
+    cache = cfg.cache_dir or str(run_dir / "cache")
+    aug = augmentation(cfg.spatial_dims, flips=tuple(cfg.flips)) if cfg.augment else None
+    train = prepare(manifest, split.train, spec, cache_dir=cache, augment=aug, progress=progress)
+    val = prepare(manifest, split.val, spec, cache_dir=cache, progress=progress)
+    labels = [int(manifest.records[i].labels[0]) for i in train.indices]
+    sampler = None
+    if cfg.class_balance == "sampler":
+        w = class_weights(labels)[torch.tensor(labels)]
+        sampler = torch.utils.data.WeightedRandomSampler(w.double(), num_samples=len(labels), replacement=True)
+    kw = {"batch_size": cfg.batch_size, "num_workers": cfg.workers}
+    train_loader = torch.utils.data.DataLoader(train.dataset, shuffle=sampler is None, sampler=sampler, drop_last=len(labels) > cfg.batch_size, **kw)  # fmt: skip
+    val_loader = torch.utils.data.DataLoader(val.dataset, shuffle=False, **kw)
+    return manifest, split, train, val, train_loader, val_loader, labels
+
+
+def finetune(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = True, progress: bool = False) -> RunResult:
+    """Fine-tune ``cfg.backbone`` on ``cfg.manifest`` and write a self-contained run directory.
+
+    Args:
+        cfg: a :class:`TrainConfig` (see :func:`medtl.train.config.load_config`).
+        run_dir: output folder; an interrupted run in it resumes from ``checkpoints/last.ckpt``.
+        resume: set False to start over even if a checkpoint exists.
+        progress: show progress bars.
+
+    Raises:
+        ConfigError: bad options, too few patients per class for the split.
+        MedtlError: a NaN loss (naming epoch and batch).
+    """
+    import yaml
+
+    from ..data.transforms import PreprocessSpec
+    from ..models import create
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    probe = create(cfg.backbone, cfg.pretrained, in_channels=1, num_classes=2, spatial_dims=cfg.spatial_dims)
+    convention = probe.input_convention
+    spec_kwargs = dict(preset=cfg.preset, windows=tuple(tuple(w) if isinstance(w, list) else w for w in cfg.windows),
+                       size=tuple(cfg.size), spacing=tuple(cfg.spacing) if cfg.spacing else None)  # fmt: skip
+    spec = PreprocessSpec.from_convention(convention, **spec_kwargs) if convention else PreprocessSpec(**spec_kwargs)
+    manifest, split, train, val, train_loader, val_loader, labels = _loaders(cfg, run_dir, spec, progress)
+    multilabel = len(cfg.label_columns) > 1
+    num_classes = len(cfg.label_columns) if multilabel else int(max(r.labels[0] for r in manifest.records)) + 1
+    model = create(cfg.backbone, cfg.pretrained, in_channels=spec.channels, num_classes=num_classes,
+                   spatial_dims=cfg.spatial_dims, dropout=cfg.dropout)  # fmt: skip
+    weights = class_weights(labels) if cfg.class_balance == "loss" and not multilabel else None
+    if weights is not None and len(weights) < num_classes:
+        raise ConfigError(cfg.manifest, f"the training split lacks some of the {num_classes} classes")
+    module = FineTuneModule(model, cfg, num_classes, weights)
+
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor="val_auroc", mode="max", filename="best")
+    # saved at the end of every training epoch, after validation: a resumed run starts the next epoch
+    latest = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_on_train_epoch_end=True,
+                             enable_version_counter=False)  # fmt: skip
+    trainer = L.Trainer(
+        max_epochs=cfg.epochs,
+        callbacks=[ckpt, latest, EarlyStopping("val_auroc", mode="max", patience=cfg.patience, check_finite=False)],
+        logger=CSVLogger(run_dir, name="logs"),  # a resumed run logs to the next version_N
+        gradient_clip_val=cfg.grad_clip or None,
+        precision=("16-mixed" if torch.cuda.is_available() else "32-true")
+        if cfg.precision == "auto"
+        else cfg.precision,
+        deterministic="warn",
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        accelerator="auto",
+        devices="auto",
+        log_every_n_steps=1,
+    )
+    last = run_dir / "checkpoints" / "last.ckpt"
+    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume and last.exists() else None)
+    best = ckpt.best_model_path or str(last)
+    state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]  # our own checkpoint
+    model.load_state_dict({k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")})
+    best_auroc = float(ckpt.best_model_score) if ckpt.best_model_score is not None else float("nan")
+    best_epoch = int(torch.load(best, map_location="cpu", weights_only=False)["epoch"])
+    _write_run(run_dir, cfg, spec, model, manifest, val, best_auroc, best_epoch, train.failures + val.failures)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    return RunResult(run_dir, best_auroc, best_epoch, train.failures + val.failures, model.eval())
+
+
+def _write_run(run_dir, cfg, spec, model, manifest, val, best_auroc, best_epoch, skipped) -> None:
+    model.eval()
+    torch.save(model.state_dict(), run_dir / "model.pt")
+    (run_dir / "preprocess.json").write_text(json.dumps(spec.to_dict(), indent=2, default=list))
+    labels = list(cfg.label_columns) if len(cfg.label_columns) > 1 else [f"{cfg.label_columns[0]}={k}" for k in range(model.num_classes)]  # fmt: skip
+    (run_dir / "labels.json").write_text(json.dumps(labels, indent=2))
+    probs, ys = [], []
+    with torch.no_grad():
+        for i in range(len(val.dataset)):
+            item = val.dataset[i]
+            probs.append(probabilities(model(item["image"][None])).numpy()[0])
+            ys.append(item["label"].numpy())
+    probs, ys = np.array(probs), np.array(ys)
+    threshold = 0.5
+    if probs.shape[1] == 2 and len(np.unique(ys[:, 0])) == 2:
+        from sklearn.metrics import roc_curve
+
+        fpr, tpr, thr = roc_curve(ys[:, 0], probs[:, 1])
+        threshold = float(np.clip(thr[np.argmax(tpr - fpr)], 0, 1))  # Youden's J on validation
+    (run_dir / "threshold.json").write_text(json.dumps({"threshold": threshold, "rule": "youden", "split": "val"}))
+    metrics = {"val_auroc": best_auroc, "best_epoch": best_epoch, "n_val": int(len(ys)), "skipped": skipped}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _curves(run_dir)
+    (run_dir / "model_card.md").write_text(_model_card(cfg, best_auroc, best_epoch, len(ys), skipped))
+
+
+def _curves(run_dir: Path) -> None:
+    import csv
+
+    sources = sorted((run_dir / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    if not sources:
+        return
+    by_epoch: dict[int, dict] = {}
+    for src in sources:  # in run order: a resumed run's rows override what it repeated
+        with open(src, newline="") as fh:
+            for record in csv.DictReader(fh):
+                e = int(float(record.get("epoch") or 0))
+                by_epoch.setdefault(e, {"epoch": e}).update({k: v for k, v in record.items() if v and k != "step"})
+    cols = ["epoch", "train_loss", "val_loss", "val_auroc"]
+    with open(run_dir / "curves.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(by_epoch[e] for e in sorted(by_epoch))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    epochs = sorted(by_epoch)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for key, ax in (("train_loss", a), ("val_loss", a), ("val_auroc", b)):
+        xs = [e for e in epochs if key in by_epoch[e]]
+        ax.plot(xs, [float(by_epoch[e][key]) for e in xs], marker="o", label=key)
+    a.set(xlabel="epoch", ylabel="loss"), b.set(xlabel="epoch", ylabel="validation AUROC")
+    a.legend(), b.legend()
+    fig.tight_layout()
+    fig.savefig(run_dir / "curves.png", dpi=100)
+    plt.close(fig)
+
+
+def _model_card(cfg: TrainConfig, auroc_: float, epoch: int, n_val: int, skipped: list) -> str:
+    return f"""# Model card (draft)
+
+- **Backbone**: {cfg.backbone}, pretrained: {cfg.pretrained or "none"}, {cfg.spatial_dims}D
+- **Task**: {", ".join(cfg.label_columns)} from `{cfg.manifest}`
+- **Training**: strategy {cfg.strategy}, lr {cfg.lr}, {cfg.epochs} epochs max (best epoch {epoch}), seed {cfg.seed}
+- **Validation AUROC**: {auroc_:.3f} on {n_val} images (patient-level split). Not a test result.
+- **Skipped records**: {len(skipped)}
+
+## Known limits
+- Validated only on data like the training manifest; check subgroups (`medtl audit`) before use.
+- Probabilities are uncalibrated until temperature scaling is fitted.
+- Research use only; not a medical device.
+"""
+
+
+def load_run(run_dir: str | os.PathLike):
+    """(model in eval mode, PreprocessSpec, labels) from a run directory — nothing else needed."""
+    import yaml
+
+    from ..data.transforms import PreprocessSpec
+    from ..models import create
+
+    run_dir = Path(run_dir)
+    cfg = TrainConfig(**yaml.safe_load((run_dir / "config.yaml").read_text()))
+    spec_d = json.loads((run_dir / "preprocess.json").read_text())
+    spec = PreprocessSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec_d.items()})
+    labels = json.loads((run_dir / "labels.json").read_text())
+    model = create(cfg.backbone, None, in_channels=spec.channels, num_classes=len(labels),
+                   spatial_dims=cfg.spatial_dims, dropout=cfg.dropout)  # fmt: skip
+    model.load_state_dict(torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True))
+    return model.eval(), spec, labels

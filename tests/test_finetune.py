@@ -1,0 +1,102 @@
+"""medtl.train.finetune end to end on the shipped sample radiographs (tiny, seconds)."""
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from medtl.errors import ConfigError, MedtlError
+from medtl.train.config import TrainConfig, load_config
+from medtl.train.finetune import FineTuneModule, finetune, load_run
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+
+
+@pytest.fixture(scope="module")
+def cxr_manifest(tmp_path_factory):
+    """The 2D radiographs of sample_data only."""
+    rows = [r for r in csv.DictReader(open(SAMPLE / "labels.csv")) if r["path"].startswith("cxr/")]
+    out = tmp_path_factory.mktemp("m") / "cxr.csv"
+    with open(out, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows({**r, "path": str(SAMPLE / r["path"])} for r in rows)
+    return out
+
+
+def _cfg(manifest, **kw):
+    base = dict(manifest=str(manifest), size=[32, 32], batch_size=8, val_fraction=0.25, test_fraction=0.25,
+                probe_epochs=1, epochs=2, patience=5)  # fmt: skip
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_run_directory_is_complete_and_reloads_to_the_same_outputs(cxr_manifest, tmp_path):
+    res = finetune(_cfg(cxr_manifest), tmp_path / "run")
+    for name in ("model.pt", "config.yaml", "preprocess.json", "labels.json", "threshold.json", "metrics.json",
+                 "curves.csv", "curves.png", "model_card.md"):  # fmt: skip
+        assert (tmp_path / "run" / name).exists(), name
+    assert res.skipped == [] and 0.0 <= res.val_auroc <= 1.0
+    model, spec, labels = load_run(tmp_path / "run")
+    x = torch.randn(3, spec.channels, *spec.size)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), res.model(x))
+    assert labels == ["label=0", "label=1"]
+
+
+def test_resume_continues_from_the_saved_epoch(cxr_manifest, tmp_path, monkeypatch):
+    finetune(_cfg(cxr_manifest, epochs=2), tmp_path / "run")
+    calls = []
+    original = FineTuneModule.training_step
+    monkeypatch.setattr(
+        FineTuneModule, "training_step", lambda self, b, i: calls.append(self.current_epoch) or original(self, b, i)
+    )
+    finetune(_cfg(cxr_manifest, epochs=3), tmp_path / "run")  # same folder: resumes at epoch 2
+    assert calls and set(calls) == {2}  # only the new epoch was trained
+    epochs = [int(r["epoch"]) for r in csv.DictReader(open(tmp_path / "run" / "curves.csv"))]
+    assert epochs == [0, 1, 2]
+    assert all(r["train_loss"] for r in csv.DictReader(open(tmp_path / "run" / "curves.csv")))
+
+
+def test_nan_loss_names_the_epoch_and_batch():
+    class Broken(torch.nn.Module):
+        encoder = torch.nn.Identity()
+
+        def forward(self, x):
+            return torch.full((x.shape[0], 2), float("nan"), requires_grad=True)
+
+    module = FineTuneModule(Broken(), TrainConfig(strategy="full"), 2, None)
+    with pytest.raises(MedtlError, match="loss became nan at epoch 0, batch 3"):
+        module.training_step({"image": torch.zeros(2, 1, 4, 4), "label": torch.zeros(2, 1)}, 3)
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key 'learning_rate'"):
+        load_config(None, ["learning_rate=0.1"])
+    with pytest.raises(ConfigError, match="did you mean 'epochs'"):
+        load_config(None, ["epoch=3"])
+    (tmp_path / "c.yaml").write_text("strategy: full\nlr: 0.01\n")
+    cfg = load_config(tmp_path / "c.yaml", ["lr=0.02"])
+    assert (cfg.strategy, cfg.lr) == ("full", 0.02)
+    with pytest.raises(ConfigError, match="no manifest"):
+        finetune(TrainConfig(size=[32, 32]), tmp_path / "r")
+
+
+def test_docs_list_every_config_key():
+    import dataclasses
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "config.md").read_text()
+    for f in dataclasses.fields(TrainConfig):
+        assert f"| `{f.name}` |" in text, f"docs/config.md misses {f.name}"
+
+
+def test_cli_train(cxr_manifest, tmp_path, capsys):
+    from medtl.cli import main
+
+    args = ["train", "-o", str(tmp_path / "run"), "--set", f"manifest={cxr_manifest}", "--set", "size=[32,32]",
+            "--set", "epochs=1", "--set", "probe_epochs=0", "--set", "batch_size=8"]  # fmt: skip
+    assert main(args) == 0
+    assert "best validation AUROC" in capsys.readouterr().out
+    assert main(["train", "-o", str(tmp_path / "r2"), "--set", "epoch=1"]) == 1
+    assert "did you mean 'epochs'" in capsys.readouterr().err
