@@ -18,6 +18,7 @@ from monai.transforms import Randomizable, Transform
 
 from ..errors import MedtlError
 from .manifest import Manifest, Record
+from .npz import NPZ_SCHEME, load_npz_item
 from .transforms import PreprocessSpec, preprocess
 
 __all__ = ["LoadPreprocess", "PreparedData", "prepare"]
@@ -39,7 +40,10 @@ class LoadPreprocess(Transform):
         from ..io import load_image
 
         try:
-            img = load_image(item["path"], series=item.get("series"))
+            if item["path"].startswith(NPZ_SCHEME):
+                img = load_npz_item(item["path"])
+            else:
+                img = load_image(item["path"], series=item.get("series"))
             image = preprocess(img, self.spec)
         except MedtlError:
             raise
@@ -55,8 +59,9 @@ class LoadPreprocess(Transform):
 def _items(manifest: Manifest, indices) -> list[dict]:
     def item(i: int, r: Record) -> dict:
         # the cache key: file identity (path, size, mtime) plus the spec, never the patient
-        stat = os.stat(r.path) if os.path.exists(r.path) else None
-        stamp = (stat.st_size, stat.st_mtime_ns) if stat and os.path.isfile(r.path) else None
+        real = r.path[len(NPZ_SCHEME) :].rpartition("#")[0] if r.path.startswith(NPZ_SCHEME) else r.path
+        stat = os.stat(real) if os.path.exists(real) else None
+        stamp = (stat.st_size, stat.st_mtime_ns) if stat and os.path.isfile(real) else None
         return {"path": r.path, "series": r.series, "labels": list(r.labels), "index": i, "stamp": stamp}
 
     return [item(i, manifest.records[i]) for i in indices]

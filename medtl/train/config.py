@@ -27,6 +27,7 @@ class TrainConfig:
 
     # data
     manifest: str = ""
+    npz: str = ""
     label_columns: list[str] = field(default_factory=lambda: ["label"])
     patient_column: str = "patient_id"
     val_fraction: float = 0.2

@@ -142,10 +142,15 @@ def _loaders(cfg: TrainConfig, run_dir: Path, spec, progress: bool):
     from ..data import augmentation, read_manifest, split_patients
     from ..data.dataset import prepare
 
-    if not cfg.manifest:
-        raise ConfigError(None, "no manifest: set `manifest: path/to/labels.csv`")
-    manifest = read_manifest(cfg.manifest, label_columns=cfg.label_columns, patient_column=cfg.patient_column)
-    split = split_patients(manifest, val=cfg.val_fraction, test=cfg.test_fraction, seed=cfg.seed)
+    if cfg.npz:
+        from ..data.npz import read_npz
+
+        manifest, split = read_npz(cfg.npz)  # the official splits, as published
+    elif cfg.manifest:
+        manifest = read_manifest(cfg.manifest, label_columns=cfg.label_columns, patient_column=cfg.patient_column)
+        split = split_patients(manifest, val=cfg.val_fraction, test=cfg.test_fraction, seed=cfg.seed)
+    else:
+        raise ConfigError(None, "no data: set `manifest: path/to/labels.csv` or `npz: path/to/file.npz`")
     cache = cfg.cache_dir or str(run_dir / "cache")
     aug = augmentation(cfg.spatial_dims, flips=tuple(cfg.flips)) if cfg.augment else None
     train = prepare(manifest, split.train, spec, cache_dir=cache, augment=aug, progress=progress)
@@ -188,8 +193,8 @@ def finetune(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Tru
                        size=tuple(cfg.size), spacing=tuple(cfg.spacing) if cfg.spacing else None)  # fmt: skip
     spec = PreprocessSpec.from_convention(convention, **spec_kwargs) if convention else PreprocessSpec(**spec_kwargs)
     manifest, split, train, val, train_loader, val_loader, labels = _loaders(cfg, run_dir, spec, progress)
-    multilabel = len(cfg.label_columns) > 1
-    num_classes = len(cfg.label_columns) if multilabel else int(max(r.labels[0] for r in manifest.records)) + 1
+    multilabel = len(manifest.label_columns) > 1
+    num_classes = len(manifest.label_columns) if multilabel else int(max(r.labels[0] for r in manifest.records)) + 1
     model = create(cfg.backbone, cfg.pretrained, in_channels=spec.channels, num_classes=num_classes,
                    spatial_dims=cfg.spatial_dims, dropout=cfg.dropout)  # fmt: skip
     weights = class_weights(labels) if cfg.class_balance == "loss" and not multilabel else None
@@ -235,7 +240,8 @@ def _write_run(run_dir, cfg, spec, model, manifest, val, best_auroc, best_epoch,
     model.eval()
     torch.save(model.state_dict(), run_dir / "model.pt")
     (run_dir / "preprocess.json").write_text(json.dumps(spec.to_dict(), indent=2, default=list))
-    labels = list(cfg.label_columns) if len(cfg.label_columns) > 1 else [f"{cfg.label_columns[0]}={k}" for k in range(model.num_classes)]  # fmt: skip
+    cols = manifest.label_columns
+    labels = list(cols) if len(cols) > 1 else [f"{cols[0]}={k}" for k in range(model.num_classes)]
     (run_dir / "labels.json").write_text(json.dumps(labels, indent=2))
     probs, ys = [], []
     with torch.no_grad():
@@ -297,7 +303,7 @@ def _model_card(cfg: TrainConfig, auroc_: float, epoch: int, n_val: int, skipped
     return f"""# Model card (draft)
 
 - **Backbone**: {cfg.backbone}, pretrained: {cfg.pretrained or "none"}, {cfg.spatial_dims}D
-- **Task**: {", ".join(cfg.label_columns)} from `{cfg.manifest}`
+- **Task**: {", ".join(cfg.label_columns)} from `{cfg.npz or cfg.manifest}`
 - **Training**: strategy {cfg.strategy}, lr {cfg.lr}, {cfg.epochs} epochs max (best epoch {epoch}), seed {cfg.seed}
 - **Validation AUROC**: {auroc_:.3f} on {n_val} images (patient-level split). Not a test result.
 - **Skipped records**: {len(skipped)}
