@@ -121,3 +121,16 @@ def test_medmnist_npz_with_official_splits(tmp_path):
     res = finetune(TrainConfig(npz=str(tmp_path / "toy.npz"), size=[32, 32], batch_size=8, epochs=3,
                                probe_epochs=0, strategy="full", lr=0.003), tmp_path / "run")  # fmt: skip
     assert res.val_auroc > 0.9  # the square is easy: the pipeline learns it
+
+
+def test_train_fraction_keeps_whole_patients_and_both_classes():
+    from medtl.data import read_manifest, split_patients
+    from medtl.train.finetune import _subsample_train
+
+    m = read_manifest(SAMPLE / "cxr.csv")
+    s = split_patients(m, val=0.25, test=0.25, seed=0)
+    small = _subsample_train(m, s, 0.1, seed=0)
+    assert set(small.train) < set(s.train) and small.val == s.val and small.test == s.test
+    kept = {m.records[i].patient for i in small.train}
+    assert all(i in small.train for i in s.train if m.records[i].patient in kept)  # whole patients
+    assert {m.records[i].labels[0] for i in small.train} == {0.0, 1.0}

@@ -32,6 +32,7 @@ class TrainConfig:
     patient_column: str = "patient_id"
     val_fraction: float = 0.2
     test_fraction: float = 0.2
+    train_fraction: float = 1.0
     # model
     backbone: str = "efficientnet-lite0"
     pretrained: str | None = "imagenet"
@@ -72,6 +73,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.class_balance not in ("loss", "sampler", "none"):
             raise ConfigError(None, f"class_balance must be loss, sampler or none, not '{self.class_balance}'")
+        if not 0 < self.train_fraction <= 1:
+            raise ConfigError(None, f"train_fraction must be in (0, 1], not {self.train_fraction}")
         if self.spatial_dims not in (2, 3):
             raise ConfigError(None, f"spatial_dims must be 2 or 3, not {self.spatial_dims}")
         if len(self.size) != self.spatial_dims:

@@ -138,6 +138,26 @@ class RunResult:
     model: nn.Module
 
 
+def _subsample_train(manifest, split, fraction: float, seed: int):
+    """Keep ``fraction`` of the training patients, stratified, at least two per class
+    (label-efficiency studies); validation and test stay whole."""
+    from ..data.splits import Split
+
+    rng = np.random.default_rng(seed)
+    by_class: dict[float, list[str]] = {}
+    for i in split.train:
+        r = manifest.records[i]
+        by_class.setdefault(r.labels[0], [])
+        if r.patient not in by_class[r.labels[0]]:
+            by_class[r.labels[0]].append(r.patient)
+    keep: set[str] = set()
+    for patients in by_class.values():
+        n = max(2, round(fraction * len(patients)))
+        keep |= set(rng.choice(patients, size=min(n, len(patients)), replace=False).tolist())
+    train = tuple(i for i in split.train if manifest.records[i].patient in keep)
+    return Split(train, split.val, split.test)
+
+
 def _loaders(cfg: TrainConfig, run_dir: Path, spec, progress: bool):
     from ..data import augmentation, read_manifest, split_patients
     from ..data.dataset import prepare
@@ -151,6 +171,8 @@ def _loaders(cfg: TrainConfig, run_dir: Path, spec, progress: bool):
         split = split_patients(manifest, val=cfg.val_fraction, test=cfg.test_fraction, seed=cfg.seed)
     else:
         raise ConfigError(None, "no data: set `manifest: path/to/labels.csv` or `npz: path/to/file.npz`")
+    if cfg.train_fraction < 1:
+        split = _subsample_train(manifest, split, cfg.train_fraction, cfg.seed)
     cache = cfg.cache_dir or str(run_dir / "cache")
     aug = augmentation(cfg.spatial_dims, flips=tuple(cfg.flips)) if cfg.augment else None
     train = prepare(manifest, split.train, spec, cache_dir=cache, augment=aug, progress=progress)
