@@ -205,12 +205,13 @@ def finetune(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Tru
 
     from ..data.transforms import PreprocessSpec
     from ..models import create
+    from ..models.registry import resolve_source
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    probe = create(cfg.backbone, cfg.pretrained, in_channels=1, num_classes=2, spatial_dims=cfg.spatial_dims)
-    convention = probe.input_convention
+    source = resolve_source(cfg.backbone, cfg.pretrained)  # its input convention drives preprocessing
+    convention = source.convention if source is not None else None
     spec_kwargs = dict(preset=cfg.preset, windows=tuple(tuple(w) if isinstance(w, list) else w for w in cfg.windows),
                        size=tuple(cfg.size), spacing=tuple(cfg.spacing) if cfg.spacing else None)  # fmt: skip
     spec = PreprocessSpec.from_convention(convention, **spec_kwargs) if convention else PreprocessSpec(**spec_kwargs)
@@ -249,10 +250,10 @@ def finetune(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Tru
     last = run_dir / "checkpoints" / "last.ckpt"
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume and last.exists() else None)
     best = ckpt.best_model_path or str(last)
-    state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]  # our own checkpoint
-    model.load_state_dict({k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")})
+    saved = torch.load(best, map_location="cpu", weights_only=True)
+    model.load_state_dict({k[len("model.") :]: v for k, v in saved["state_dict"].items() if k.startswith("model.")})
     best_auroc = float(ckpt.best_model_score) if ckpt.best_model_score is not None else float("nan")
-    best_epoch = int(torch.load(best, map_location="cpu", weights_only=False)["epoch"])
+    best_epoch = int(saved["epoch"])
     _write_run(run_dir, cfg, spec, model, manifest, val, best_auroc, best_epoch, train.failures + val.failures)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     return RunResult(run_dir, best_auroc, best_epoch, train.failures + val.failures, model.eval())
