@@ -121,6 +121,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_adapt(args: argparse.Namespace) -> int:
+    from .train.domain import adapt_run
+
+    adapt_run(args.run, args.target, args.output, progress=sys.stderr.isatty())
+    print(f"Adapted run written to {args.output} (AdaBN on {args.target})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(
@@ -146,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--restart", action="store_true", help="ignore a checkpoint in the run directory")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("adapt", help="adapt a trained run to a new site or scanner (AdaBN, unlabelled images)")
+    p.add_argument("run", help="a run directory from `medtl train`")
+    p.add_argument("target", help="CSV with a `path` column of target-site images")
+    p.add_argument("-o", "--output", required=True, help="the adapted run directory")
+    p.set_defaults(func=_cmd_adapt)
 
     p = sub.add_parser("models", help="list backbones, their pretrained sources and sizes")
     p.add_argument("pattern", nargs="?", default="*", help="filter, e.g. 'resnet*'")

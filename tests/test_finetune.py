@@ -134,3 +134,25 @@ def test_train_fraction_keeps_whole_patients_and_both_classes():
     kept = {m.records[i].patient for i in small.train}
     assert all(i in small.train for i in s.train if m.records[i].patient in kept)  # whole patients
     assert {m.records[i].labels[0] for i in small.train} == {0.0, 1.0}
+
+
+def test_adabn_adapts_a_run_to_another_site(cxr_manifest, tmp_path):
+    from medtl.cli import main
+
+    finetune(_cfg(cxr_manifest, epochs=1, probe_epochs=0), tmp_path / "run")
+    site_b = [r for r in csv.DictReader(open(cxr_manifest)) if r["site"] == "B"]
+    target = tmp_path / "site_b.csv"
+    target.write_text("path\n" + "".join(f"{r['path']}\n" for r in site_b) + "missing.dcm\n")
+    assert main(["adapt", str(tmp_path / "run"), str(target), "-o", str(tmp_path / "adapted")]) == 0
+    before = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    after = torch.load(tmp_path / "adapted" / "model.pt", weights_only=True)
+    stats = [k for k in before if k.endswith("running_mean")]
+    weights = [k for k in before if k.endswith(".weight")]
+    assert any(not torch.equal(before[k], after[k]) for k in stats)  # statistics moved to site B
+    assert all(torch.equal(before[k], after[k]) for k in weights)  # weights did not
+    import json
+
+    info = json.loads((tmp_path / "adapted" / "adaptation.json").read_text())
+    assert info["n_target"] == len(site_b) and info["skipped"][0]["path"].endswith("missing.dcm")
+    model, spec, labels = load_run(tmp_path / "adapted")  # still a complete run directory
+    assert labels == ["label=0", "label=1"]
