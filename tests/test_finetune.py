@@ -156,3 +156,13 @@ def test_adabn_adapts_a_run_to_another_site(cxr_manifest, tmp_path):
     assert info["n_target"] == len(site_b) and info["skipped"][0]["path"].endswith("missing.dcm")
     model, spec, labels = load_run(tmp_path / "adapted")  # still a complete run directory
     assert labels == ["label=0", "label=1"]
+
+
+def test_domain_confusion_trains_a_domain_head_through_reversal(cxr_manifest, tmp_path):
+    site_b = [r for r in csv.DictReader(open(cxr_manifest)) if r["site"] == "B"]
+    target = tmp_path / "site_b.csv"
+    target.write_text("path\n" + "".join(f"{r['path']}\n" for r in site_b))
+    res = finetune(_cfg(cxr_manifest, epochs=1, probe_epochs=0, domain_manifest=str(target)), tmp_path / "run")
+    logged = open(next((tmp_path / "run" / "logs").glob("version_*/metrics.csv"))).read()
+    assert "domain_loss" in logged
+    assert np.isfinite(res.val_auroc)

@@ -59,6 +59,9 @@ class TrainConfig:
     l2sp_alpha: float = 0.0
     l2sp_beta: float = 0.0
     class_balance: str = "loss"
+    # domain adaptation
+    domain_manifest: str = ""
+    domain_weight: float = 0.1
     # schedule
     epochs: int = 30
     batch_size: int = 32

@@ -114,7 +114,15 @@ def adapt_run(run_dir, target_manifest, out_dir, *, batch_size: int = 16, progre
             shutil.copy2(f, out_dir / f.name)
     torch.save(model.state_dict(), out_dir / "model.pt")
     (out_dir / "adaptation.json").write_text(
-        json.dumps({"method": "adabn", "source_run": str(run_dir), "target": str(target_manifest),
-                    "n_target": len(data.indices), "skipped": data.failures}, indent=2)  # fmt: skip
+        json.dumps(
+            {
+                "method": "adabn",
+                "source_run": str(run_dir),
+                "target": str(target_manifest),
+                "n_target": len(data.indices),
+                "skipped": data.failures,
+            },
+            indent=2,
+        )  # fmt: skip
     )
     return model

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..errors import ConfigError, MedtlError
 from .config import TrainConfig
+from .domain import DomainClassifier
 from .regularizers import L2SP, class_weights
 from .strategies import StrategyConfig, configure_strategy, train_mode
 
@@ -31,7 +32,9 @@ class FineTuneModule(L.LightningModule):
     """Lightning wrapper: strategy phases, L2-SP, mixup, label smoothing, class weights,
     warm-up + cosine schedule, AUROC on validation."""
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, num_classes: int, weights: torch.Tensor | None):
+    def __init__(
+        self, model: nn.Module, cfg: TrainConfig, num_classes: int, weights: torch.Tensor | None, domain_loader=None
+    ):
         super().__init__()
         self.model, self.cfg, self.num_classes = model, cfg, num_classes
         self.strategy = StrategyConfig(
@@ -40,6 +43,18 @@ class FineTuneModule(L.LightningModule):
         self.l2sp = L2SP(model, cfg.l2sp_alpha, cfg.l2sp_beta) if (cfg.l2sp_alpha or cfg.l2sp_beta) else None
         self.register_buffer("class_weight", weights if weights is not None else torch.ones(num_classes))
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+        # domain confusion: unlabelled target images, a domain head behind gradient reversal
+        self.domain_loader = domain_loader
+        self.domain = DomainClassifier(model.num_features) if domain_loader is not None else None
+        self._target_iter = None
+
+    def _target_batch(self) -> torch.Tensor:
+        try:
+            batch = next(self._target_iter)
+        except (StopIteration, TypeError):  # exhausted, or not started: cycle the target set
+            self._target_iter = iter(self.domain_loader)
+            batch = next(self._target_iter)
+        return batch["image"].to(self.device)
 
     def forward(self, x):
         return self.model(x)
@@ -56,6 +71,8 @@ class FineTuneModule(L.LightningModule):
     def configure_optimizers(self):
         groups = configure_strategy(self.model, StrategyConfig("full", self.cfg.lr, self.cfg.layer_decay))
         decay = 0.0 if self.l2sp is not None else self.cfg.weight_decay  # L2-SP replaces decay to zero
+        if self.domain is not None:
+            groups.append({"params": list(self.domain.parameters()), "lr": self.cfg.lr, "name": "domain"})
         optimizer = torch.optim.AdamW(groups, weight_decay=decay)
         total, warm = max(self.cfg.epochs, 1), max(self.cfg.warmup_epochs, 0)
 
@@ -84,6 +101,13 @@ class FineTuneModule(L.LightningModule):
             loss = lam * self._loss(logits, y) + (1 - lam) * self._loss(logits, y[perm])
         else:
             loss = self._loss(self.model(x), y)
+        if self.domain is not None:
+            target = self._target_batch()
+            feats = torch.cat([self.model.forward_features(x), self.model.forward_features(target)])
+            domains = torch.cat([torch.zeros(len(x)), torch.ones(len(target))]).long().to(self.device)
+            domain_loss = nn.functional.cross_entropy(self.domain(feats), domains)
+            self.log("domain_loss", domain_loss, on_epoch=True, on_step=False, batch_size=x.shape[0])
+            loss = loss + self.cfg.domain_weight * domain_loss
         if self.l2sp is not None:
             loss = loss + self.l2sp(self.model)
         if not torch.isfinite(loss):
@@ -223,7 +247,19 @@ def finetune(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Tru
     weights = class_weights(labels) if cfg.class_balance == "loss" and not multilabel else None
     if weights is not None and len(weights) < num_classes:
         raise ConfigError(cfg.manifest, f"the training split lacks some of the {num_classes} classes")
-    module = FineTuneModule(model, cfg, num_classes, weights)
+    domain_loader = None
+    if cfg.domain_manifest:
+        from ..data import read_manifest
+        from ..data.dataset import prepare
+
+        target = read_manifest(cfg.domain_manifest, label_columns=[])
+        tdata = prepare(target, range(len(target)), spec, cache_dir=cfg.cache_dir or str(run_dir / "cache"))
+        if not tdata.indices:
+            raise ConfigError(cfg.domain_manifest, "no readable target image for domain confusion")
+        domain_loader = torch.utils.data.DataLoader(
+            tdata.dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=False
+        )
+    module = FineTuneModule(model, cfg, num_classes, weights, domain_loader)
 
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
