@@ -112,6 +112,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train.finetune import finetune
 
     cfg = load_config(args.config, args.set)
+    if args.seeds > 1:
+        from .train.finetune import finetune_seeds
+
+        summary = finetune_seeds(cfg, args.output, args.seeds, resume=not args.restart, progress=sys.stderr.isatty())
+        ci = summary.get("ci95")
+        ci_text = f" (95% CI {ci[0]:.3f}–{ci[1]:.3f})" if ci else ""
+        print(
+            f"{args.seeds} seeds in {args.output}: validation AUROC mean {summary.get('mean', float('nan')):.3f}{ci_text}"
+        )
+        return 0
     result = finetune(cfg, args.output, resume=not args.restart, progress=sys.stderr.isatty())
     print(f"Run written to {result.run_dir}: best validation AUROC {result.val_auroc:.3f} at epoch {result.best_epoch}")
     if result.skipped:
@@ -153,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="run directory (an interrupted run in it resumes)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--restart", action="store_true", help="ignore a checkpoint in the run directory")
+    p.add_argument("--seeds", type=int, default=1, help="train N seeds (RUN/seed_k) and report mean and 95%% CI")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("adapt", help="adapt a trained run to a new site or scanner (AdaBN, unlabelled images)")

@@ -166,3 +166,20 @@ def test_domain_confusion_trains_a_domain_head_through_reversal(cxr_manifest, tm
     logged = open(next((tmp_path / "run" / "logs").glob("version_*/metrics.csv"))).read()
     assert "domain_loss" in logged
     assert np.isfinite(res.val_auroc)
+
+
+def test_seeds_report_mean_and_ci(cxr_manifest, tmp_path, capsys):
+    import json
+
+    from medtl.cli import main
+
+    args = ["train", "-o", str(tmp_path / "runs"), "--seeds", "2", "--set", f"manifest={cxr_manifest}",
+            "--set", "size=[32,32]", "--set", "epochs=1", "--set", "probe_epochs=0", "--set", "batch_size=8"]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "runs" / "seeds.json").read_text())
+    values = [r["val_auroc"] for r in summary["runs"]]
+    assert [r["seed"] for r in summary["runs"]] == [0, 1]
+    assert summary["mean"] == pytest.approx(np.mean(values))
+    assert summary["ci95"][0] <= summary["mean"] <= summary["ci95"][1]
+    assert (tmp_path / "runs" / "seed_1" / "model.pt").exists()
+    assert "2 seeds" in capsys.readouterr().out

@@ -50,7 +50,8 @@ def list_models(pattern: str = "*", *, with_params: bool = True) -> list[dict]:
             "dims": "/".join(f"{d}D" for d in spec.dims),
             "sources": ", ".join(s.tag + ("(3D)" if s.spatial_dims == 3 else "") for s in sources) or "-",
             "conventions": "; ".join(
-                f"{s.tag}: {s.convention.channels}ch {s.convention.value_range} size {s.convention.size}" for s in sources
+                f"{s.tag}: {s.convention.channels}ch {s.convention.value_range} size {s.convention.size}"
+                for s in sources
             ),
         }
         if with_params:

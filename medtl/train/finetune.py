@@ -25,7 +25,7 @@ from .domain import DomainClassifier
 from .regularizers import L2SP, class_weights
 from .strategies import StrategyConfig, configure_strategy, train_mode
 
-__all__ = ["finetune", "FineTuneModule", "RunResult", "load_run"]
+__all__ = ["finetune", "finetune_seeds", "FineTuneModule", "RunResult", "load_run"]
 
 
 class FineTuneModule(L.LightningModule):
@@ -390,3 +390,33 @@ def load_run(run_dir: str | os.PathLike):
                    spatial_dims=cfg.spatial_dims, dropout=cfg.dropout)  # fmt: skip
     model.load_state_dict(torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True))
     return model.eval(), spec, labels
+
+
+def finetune_seeds(cfg: TrainConfig, run_dir: str | os.PathLike, seeds: int, **kwargs) -> dict:
+    """Train ``seeds`` runs (``seed``, ``seed+1`` ...) into ``run_dir/seed_<k>`` and summarise.
+
+    Returns (and writes to ``run_dir/seeds.json``) each seed's validation AUROC, their mean and
+    a 95% confidence interval (t distribution over seeds).
+    """
+    import dataclasses
+
+    from scipy import stats
+
+    run_dir = Path(run_dir)
+    results = []
+    for k in range(seeds):
+        seed = cfg.seed + k
+        res = finetune(dataclasses.replace(cfg, seed=seed), run_dir / f"seed_{seed}", **kwargs)
+        results.append({"seed": seed, "val_auroc": res.val_auroc, "best_epoch": res.best_epoch})
+    values = np.array([r["val_auroc"] for r in results], dtype=float)
+    values = values[np.isfinite(values)]
+    summary: dict = {"runs": results, "n": int(len(values))}
+    if len(values):
+        summary["mean"] = float(values.mean())
+    if len(values) > 1:
+        half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+        summary["ci95"] = [summary["mean"] - half, summary["mean"] + half]
+        summary["sd"] = float(values.std(ddof=1))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "seeds.json").write_text(json.dumps(summary, indent=2))
+    return summary
