@@ -39,6 +39,7 @@ def test_run_directory_is_complete_and_reloads_to_the_same_outputs(cxr_manifest,
                  "curves.csv", "curves.png", "model_card.md"):  # fmt: skip
         assert (tmp_path / "run" / name).exists(), name
     assert res.skipped == [] and 0.0 <= res.val_auroc <= 1.0
+    assert list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))  # TensorBoard logs
     model, spec, labels = load_run(tmp_path / "run")
     x = torch.randn(3, spec.channels, *spec.size)
     with torch.no_grad():

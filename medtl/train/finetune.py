@@ -262,7 +262,7 @@ def finetune(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Tru
     module = FineTuneModule(model, cfg, num_classes, weights, domain_loader)
 
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor="val_auroc", mode="max", filename="best")
     # saved at the end of every training epoch, after validation: a resumed run starts the next epoch
@@ -271,7 +271,8 @@ def finetune(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Tru
     trainer = L.Trainer(
         max_epochs=cfg.epochs,
         callbacks=[ckpt, latest, EarlyStopping("val_auroc", mode="max", patience=cfg.patience, check_finite=False)],
-        logger=CSVLogger(run_dir, name="logs"),  # a resumed run logs to the next version_N
+        # a resumed run logs to the next version_N; TensorBoard files go to run_dir/tensorboard
+        logger=[CSVLogger(run_dir, name="logs"), TensorBoardLogger(run_dir, name="tensorboard")],
         gradient_clip_val=cfg.grad_clip or None,
         precision=("16-mixed" if torch.cuda.is_available() else "32-true")
         if cfg.precision == "auto"
