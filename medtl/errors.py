@@ -23,6 +23,7 @@ __all__ = [
     "SeriesError",
     "WeightsError",
     "ConfigError",
+    "suggest",
 ]
 
 
@@ -64,3 +65,20 @@ class WeightsError(MedtlError):
 
 class ConfigError(MedtlError):
     """A configuration file or option is invalid."""
+
+
+def suggest(name: str, options, listing: str | None = "choose from") -> str:
+    """The tail of an error message for a mistyped ``name``: the nearest valid option, or the list.
+
+    >>> suggest("resnet-18", ["resnet18", "resnet34"])
+    "; did you mean 'resnet18'?"
+    >>> suggest("xyz", ["a", "b"], listing="columns are")
+    '; columns are a, b'
+    """
+    import difflib
+
+    options = [str(o) for o in options]
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.5)
+    if close:
+        return f"; did you mean '{close[0]}'?"
+    return f"; {listing} {', '.join(options)}" if listing else ""

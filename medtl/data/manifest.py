@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, suggest
 from ..io.phi import pseudonym
 
 __all__ = ["Record", "Manifest", "read_manifest"]
@@ -103,8 +103,6 @@ def read_manifest(
         >>> len(m), m.task, m.group_columns
         (62, 'binary', ('sex', 'age', 'site'))
     """
-    import difflib
-
     csv_path = os.fspath(path)
     if not os.path.isfile(csv_path):
         raise ConfigError(csv_path, "no such manifest file")
@@ -118,9 +116,7 @@ def read_manifest(
         raise ConfigError(csv_path, "manifest has no rows")
     for needed in ["path", *labels] + ([g for g in group_columns] if group_columns else []):
         if needed not in columns:
-            close = difflib.get_close_matches(needed, columns, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; columns are {', '.join(columns)}"
-            raise ConfigError(csv_path, f"no column '{needed}'" + hint)
+            raise ConfigError(csv_path, f"no column '{needed}'" + suggest(needed, columns, listing="columns are"))
     if group_columns is None:
         group_columns = [c for c in columns if c not in _NON_GROUP and c not in labels and c != patient_column]
     has_patient = patient_column in columns

@@ -16,11 +16,10 @@ medtl.errors.ConfigError: unknown backbone 'resnet-18'; did you mean 'resnet18'?
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, suggest
 
 __all__ = [
     "InputConvention",
@@ -323,22 +322,17 @@ SOURCES: dict[str, PretrainedSource] = {
 }
 
 
-def _suggest(name: str, options) -> str:
-    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
-    return f"; did you mean '{close[0]}'?" if close else f"; choose from {', '.join(sorted(options))}"
-
-
 def get_backbone(name: str) -> BackboneSpec:
     """The :class:`BackboneSpec` called ``name``; a typo raises with the nearest valid name."""
     if name not in BACKBONES:
-        raise ConfigError(None, f"unknown backbone '{name}'" + _suggest(name, BACKBONES))
+        raise ConfigError(None, f"unknown backbone '{name}'" + suggest(name, sorted(BACKBONES)))
     return BACKBONES[name]
 
 
 def get_source(name: str) -> PretrainedSource:
     """The :class:`PretrainedSource` called ``name`` (``backbone.tag``)."""
     if name not in SOURCES:
-        raise ConfigError(None, f"unknown pretrained source '{name}'" + _suggest(name, SOURCES))
+        raise ConfigError(None, f"unknown pretrained source '{name}'" + suggest(name, sorted(SOURCES)))
     return SOURCES[name]
 
 

@@ -11,12 +11,11 @@ the nearest valid one.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, suggest
 
 __all__ = ["TrainConfig", "load_config"]
 
@@ -122,9 +121,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     for key in values:
         if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(where, f"unknown key '{key}'" + hint)
+            raise ConfigError(where, f"unknown key '{key}'" + suggest(key, sorted(known), listing=None))
     if "size" not in values and values.get("spatial_dims") == 3:
         values["size"] = [64, 64, 64]
     try:

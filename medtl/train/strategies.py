@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, suggest
 
 __all__ = ["STRATEGIES", "StrategyConfig", "configure_strategy", "train_mode"]
 
@@ -35,11 +35,7 @@ class StrategyConfig:
 
     def __post_init__(self) -> None:
         if self.name not in STRATEGIES:
-            import difflib
-
-            close = difflib.get_close_matches(self.name, STRATEGIES, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; choose from {', '.join(STRATEGIES)}"
-            raise ConfigError(None, f"unknown strategy '{self.name}'" + hint)
+            raise ConfigError(None, f"unknown strategy '{self.name}'" + suggest(self.name, STRATEGIES))
 
 
 def _trainable_groups(groups: list[str], cfg: StrategyConfig, epoch: int) -> tuple[list[str], float]:
