@@ -21,7 +21,7 @@ from .manifest import Manifest, Record
 from .npz import NPZ_SCHEME, load_npz_item
 from .transforms import PreprocessSpec, preprocess
 
-__all__ = ["LoadPreprocess", "PreparedData", "prepare"]
+__all__ = ["LoadPreprocess", "PreparedData", "prepare", "prepare_unlabelled"]
 
 
 class LoadPreprocess(Transform):
@@ -159,3 +159,19 @@ class _Augment(Randomizable):
 
     def __call__(self, item: dict) -> dict:
         return {**item, "image": self.transform(item["image"])}
+
+
+def prepare_unlabelled(csv_path, spec: PreprocessSpec, *, cache_dir, progress: bool = False) -> PreparedData:
+    """Target-site images for domain adaptation: a CSV with just a ``path`` column.
+
+    Raises:
+        ConfigError: not one of its images can be read.
+    """
+    from ..errors import ConfigError
+    from .manifest import read_manifest
+
+    target = read_manifest(csv_path, label_columns=[])
+    data = prepare(target, range(len(target)), spec, cache_dir=cache_dir, progress=progress)
+    if not data.indices:
+        raise ConfigError(csv_path, f"no readable image among its {len(target)} rows ({data.failures[0]['reason']})")
+    return data

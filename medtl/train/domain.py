@@ -94,18 +94,12 @@ def adapt_run(run_dir, target_manifest, out_dir, *, batch_size: int = 16, progre
     import shutil
     from pathlib import Path
 
-    from ..data import read_manifest
-    from ..data.dataset import prepare
+    from ..data.dataset import prepare_unlabelled
     from .finetune import load_run
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     model, spec, _ = load_run(run_dir)
-    target = read_manifest(target_manifest, label_columns=[])
-    data = prepare(target, range(len(target)), spec, cache_dir=out_dir / "cache", progress=progress)
-    if not data.indices:
-        from ..errors import ConfigError
-
-        raise ConfigError(target_manifest, "no readable target image to adapt to")
+    data = prepare_unlabelled(target_manifest, spec, cache_dir=out_dir / "cache", progress=progress)
     loader = torch.utils.data.DataLoader(data.dataset, batch_size=batch_size)
     adabn(model, (batch["image"] for batch in loader))
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -249,13 +249,9 @@ def finetune(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Tru
         raise ConfigError(cfg.manifest, f"the training split lacks some of the {num_classes} classes")
     domain_loader = None
     if cfg.domain_manifest:
-        from ..data import read_manifest
-        from ..data.dataset import prepare
+        from ..data.dataset import prepare_unlabelled
 
-        target = read_manifest(cfg.domain_manifest, label_columns=[])
-        tdata = prepare(target, range(len(target)), spec, cache_dir=cfg.cache_dir or str(run_dir / "cache"))
-        if not tdata.indices:
-            raise ConfigError(cfg.domain_manifest, "no readable target image for domain confusion")
+        tdata = prepare_unlabelled(cfg.domain_manifest, spec, cache_dir=cfg.cache_dir or str(run_dir / "cache"))
         domain_loader = torch.utils.data.DataLoader(
             tdata.dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=False
         )
