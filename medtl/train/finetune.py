@@ -168,16 +168,14 @@ def _subsample_train(manifest, split, fraction: float, seed: int):
     from ..data.splits import Split
 
     rng = np.random.default_rng(seed)
-    by_class: dict[float, list[str]] = {}
+    by_class: dict[float, dict[str, None]] = {}  # ordered sets: reproducible choice per seed
     for i in split.train:
         r = manifest.records[i]
-        by_class.setdefault(r.labels[0], [])
-        if r.patient not in by_class[r.labels[0]]:
-            by_class[r.labels[0]].append(r.patient)
+        by_class.setdefault(r.labels[0], {})[r.patient] = None
     keep: set[str] = set()
     for patients in by_class.values():
         n = max(2, round(fraction * len(patients)))
-        keep |= set(rng.choice(patients, size=min(n, len(patients)), replace=False).tolist())
+        keep |= set(rng.choice(list(patients), size=min(n, len(patients)), replace=False).tolist())
     train = tuple(i for i in split.train if manifest.records[i].patient in keep)
     return Split(train, split.val, split.test)
 
