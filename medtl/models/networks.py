@@ -79,6 +79,10 @@ def build_network(
         return nets.DenseNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=outputs, **config)
     if spec.family == "efficientnet":
         activation = config.pop("activation", "swish")
+        # MONAI keeps TensorFlow's BatchNorm momentum (0.01): running statistics then need hundreds
+        # of steps to settle, and a small medical set gives tens per epoch, so a model trained from
+        # scratch evaluates to a constant. PyTorch's 0.1 settles within an epoch.
+        config.setdefault("norm", ("batch", {"eps": 1e-3, "momentum": 0.1}))
         net = nets.EfficientNet(spatial_dims=spatial_dims, in_channels=in_channels, num_classes=outputs, **config)
         _use_activation(net, activation)
         return net

@@ -44,6 +44,7 @@ class TrainConfig:
     spacing: list[float] | None = None
     augment: bool = True
     flips: list[int] = field(default_factory=list)
+    tta: bool = True
     # strategy
     strategy: str = "lpft"
     lr: float = 1e-3

@@ -22,6 +22,7 @@ from torch import nn
 from ..errors import ConfigError, MedtlError
 from .config import TrainConfig
 from .domain import DomainClassifier
+from .inference import predict_logits, probabilities, tta_logits
 from .regularizers import L2SP, class_weights
 from .strategies import StrategyConfig, configure_strategy, train_mode
 
@@ -121,7 +122,7 @@ class FineTuneModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         x, y = batch["image"], self._target(batch["label"])
-        logits = self.model(x)
+        logits = tta_logits(self.model, x, self.cfg.flips if self.cfg.tta else ())
         self.log("val_loss", self._loss(logits, y), on_epoch=True, batch_size=x.shape[0])
         self._val.append((probabilities(logits).detach().cpu(), batch["label"].cpu()))
 
@@ -132,11 +133,6 @@ class FineTuneModule(L.LightningModule):
         labels = torch.cat([y for _, y in self._val]).numpy()
         self._val.clear()
         self.log("val_auroc", auroc(labels, probs), prog_bar=True)
-
-
-def probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """Softmax for single-label heads, sigmoid for multi-label (one output per finding)."""
-    return logits.softmax(1) if logits.shape[1] > 1 else logits.sigmoid()
 
 
 def auroc(labels: np.ndarray, probs: np.ndarray) -> float:
@@ -283,6 +279,7 @@ def finetune(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Tru
     best = ckpt.best_model_path or str(last)
     saved = torch.load(best, map_location="cpu", weights_only=True)
     model.load_state_dict({k[len("model.") :]: v for k, v in saved["state_dict"].items() if k.startswith("model.")})
+    model.cpu()  # the run directory and the returned model are device-independent
     best_auroc = float(ckpt.best_model_score) if ckpt.best_model_score is not None else float("nan")
     best_epoch = int(saved["epoch"])
     _write_run(run_dir, cfg, spec, model, manifest, val, best_auroc, best_epoch, train.failures + val.failures)
@@ -297,13 +294,9 @@ def _write_run(run_dir, cfg, spec, model, manifest, val, best_auroc, best_epoch,
     cols = manifest.label_columns
     labels = list(cols) if len(cols) > 1 else [f"{cols[0]}={k}" for k in range(model.num_classes)]
     (run_dir / "labels.json").write_text(json.dumps(labels, indent=2))
-    probs, ys = [], []
-    with torch.no_grad():
-        for i in range(len(val.dataset)):
-            item = val.dataset[i]
-            probs.append(probabilities(model(item["image"][None])).numpy()[0])
-            ys.append(item["label"].numpy())
-    probs, ys = np.array(probs), np.array(ys)
+    loader = torch.utils.data.DataLoader(val.dataset, batch_size=cfg.batch_size)
+    logits, ys = predict_logits(model, loader, flips=cfg.flips if cfg.tta else (), device="cpu")
+    probs = probabilities(torch.from_numpy(logits)).numpy()
     threshold = 0.5
     if probs.shape[1] == 2 and len(np.unique(ys[:, 0])) == 2:
         from sklearn.metrics import roc_curve
