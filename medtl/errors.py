@@ -23,6 +23,7 @@ __all__ = [
     "SeriesError",
     "WeightsError",
     "ConfigError",
+    "EvaluationError",
     "suggest",
 ]
 
@@ -65,6 +66,10 @@ class WeightsError(MedtlError):
 
 class ConfigError(MedtlError):
     """A configuration file or option is invalid."""
+
+
+class EvaluationError(MedtlError):
+    """Predictions, labels or group columns given to an evaluation or audit are unusable."""
 
 
 def suggest(name: str, options, listing: str | None = "choose from") -> str:

@@ -83,6 +83,12 @@ def test_config_errors(tmp_path):
     assert (cfg.strategy, cfg.lr) == ("full", 0.02)
     with pytest.raises(ConfigError, match="no data"):
         finetune(TrainConfig(size=[32, 32]), tmp_path / "r")
+    # YAML 1.1 reads exponents without a dot as text; numeric keys take them as numbers
+    (tmp_path / "e.yaml").write_text("lr: 3e-4\nweight_decay: 1e-5\nepochs: '7'\n")
+    cfg = load_config(tmp_path / "e.yaml")
+    assert (cfg.lr, cfg.weight_decay, cfg.epochs) == (3e-4, 1e-5, 7)
+    with pytest.raises(ConfigError, match="lr must be a number, not 'fast'"):
+        load_config(None, ["lr=fast"])
 
 
 def test_docs_list_every_config_key():

@@ -19,4 +19,4 @@ python benchmarks/bench_finetune.py --npz $data/adrenalmnist3d_64.npz --dims 3 -
   --json $out/search3d.jsonl > $out/s9.md 2>$out/s9.err &
 wait
 }
-cat $out/s*.md
+cat $out/s*.md > $out/tables.md; cat $out/tables.md

@@ -6,6 +6,8 @@ the nearest valid one.
 >>> cfg = load_config(None, ["epochs=3", "strategy=full"])
 >>> cfg.epochs, cfg.strategy, cfg.backbone
 (3, 'full', 'efficientnet-lite0')
+>>> load_config(None, ["lr=3e-4"]).lr  # YAML would read this as text
+0.0003
 """
 
 from __future__ import annotations
@@ -123,6 +125,14 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
     for key in values:
         if key not in known:
             raise ConfigError(where, f"unknown key '{key}'" + suggest(key, sorted(known), listing=None))
+    types = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+    for key, value in values.items():
+        # YAML 1.1 reads 3e-4 (no dot) as a string; a float key takes it as the number it means
+        if isinstance(value, str) and types[key].startswith(("float", "int")):
+            try:
+                values[key] = (float if types[key].startswith("float") else int)(value)
+            except ValueError:
+                raise ConfigError(where, f"{key} must be a number, not '{value}'") from None
     if "size" not in values and values.get("spatial_dims") == 3:
         values["size"] = [64, 64, 64]
     try:
