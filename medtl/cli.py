@@ -139,6 +139,68 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split_names(text: str | None) -> list[str]:
+    return [g.strip() for g in (text or "").split(",") if g.strip()]
+
+
+def _print_audit_summary(overall: dict, flags: list, out: str) -> None:
+    ci = overall.get("auroc_ci")
+    ci_text = f" (95% CI {ci[0]:.3f}–{ci[1]:.3f})" if ci else ""
+    auroc = overall.get("auroc")
+    print(
+        f"n={overall.get('n')}, AUROC {auroc:.3f}{ci_text}" if auroc is not None else f"n={overall.get('n')}, AUROC n/a"
+    )
+    for flag in flags:
+        print(f"FLAG {flag['attribute']} {flag['metric']}: gap {flag['gap']:.3f} "
+              f"(95% CI {flag['ci'][0]:.3f}–{flag['ci'][1]:.3f}), groups {' vs '.join(map(str, flag['groups']))}")  # fmt: skip
+    print(f"Wrote {out}/ (audit.json, groups.csv, gaps.csv, PNG plots, audit_section.html)")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate.run import evaluate_run
+
+    result = evaluate_run(args.run, args.manifest, args.output, groups=_split_names(args.groups), split=args.split,
+                          n_boot=args.n_boot, seed=args.seed, min_group=args.min_group, min_gap=args.min_gap,
+                          intersections=args.intersections, progress=sys.stderr.isatty())  # fmt: skip
+    if result["skipped"]:
+        print(f"{len(result['skipped'])} image(s) skipped (unreadable); listed in metrics.json, e.g.:")
+        for item in result["skipped"][:5]:
+            print(f"  {item['path']}: {item['reason']}")
+    print(f"threshold {result['threshold']:.3f} and temperature {result['temperature']:.3f} from the run (validation)")
+    if result["task"] == "binary":
+        _print_audit_summary(result["overall"], result["flags"], args.output)
+    else:
+        for name, part in result["per_label"].items():
+            print(f"{name}:", end=" ")
+            _print_audit_summary(part["overall"], part["flags"], f"{args.output}/{part['folder']}")
+    return 0
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from .evaluate.audit import audit
+
+    bins = tuple(float(b) for b in _split_names(args.age_bins)) if args.age_bins else None
+    res = audit(args.predictions, args.label, args.score, _split_names(args.groups), threshold=args.threshold,
+                patient=args.patient, intersections=args.intersections, n_boot=args.n_boot, seed=args.seed,
+                min_group=args.min_group, min_gap=args.min_gap, positive=args.positive,
+                **({"age_bins": bins} if bins else {}))  # fmt: skip
+    res.save(args.output)
+    if res.settings.get("threshold_rule", "given") != "given":
+        print("note: no --threshold given; Youden's J on these rows was used, which flatters sensitivity/specificity")
+    _print_audit_summary(res.overall, res.flags, args.output)
+    return 0
+
+
+def _audit_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--groups", default="", help="comma-separated group columns, e.g. sex,age,site")
+    p.add_argument("--intersections", action="store_true", help="also audit every pair of group columns")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the resamples")
+    p.add_argument("--min-group", type=int, default=30, help="smaller groups are reported but not compared (30)")
+    p.add_argument("--min-gap", type=float, default=0.05, help="a gap must exceed this to be flagged (0.05)")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(
@@ -171,6 +233,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="CSV with a `path` column of target-site images")
     p.add_argument("-o", "--output", required=True, help="the adapted run directory")
     p.set_defaults(func=_cmd_adapt)
+
+    p = sub.add_parser("evaluate", help="apply a run to a labelled manifest: metrics with CIs, calibration, audit")
+    p.add_argument("run", help="a run directory from `medtl train`")
+    p.add_argument("manifest", help="labelled manifest CSV (same label columns as training), or a .npz")
+    p.add_argument("--split", default="test", help=".npz only: which split (default test)")
+    _audit_options(p)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("audit", help="bias audit of any predictions CSV (labels, scores, group columns)")
+    p.add_argument("predictions", help="CSV with a label column, a score column and group columns")
+    p.add_argument("--label", required=True, help="label column (0/1, or any classes with --positive)")
+    p.add_argument("--score", required=True, help="score column: higher means more likely positive")
+    p.add_argument("--threshold", type=float, default=None, help="decision threshold, chosen on validation data")
+    p.add_argument("--patient", default=None, help="patient id column: resample patients, not rows")
+    p.add_argument("--positive", default=None, help="the positive class when labels are not 0/1")
+    p.add_argument("--age-bins", default=None, help="age band edges in years (default 0,40,60,75,200)")
+    _audit_options(p)
+    p.set_defaults(func=_cmd_audit)
 
     p = sub.add_parser("models", help="list backbones, their pretrained sources and sizes")
     p.add_argument("pattern", nargs="?", default="*", help="filter, e.g. 'resnet*'")

@@ -1,0 +1,182 @@
+"""``evaluate_run``: a trained run directory applied to a labelled manifest, measured honestly.
+
+The run directory supplies everything: weights, preprocessing, the flips used for test-time
+averaging, the temperature fitted on validation (``calibration.json``) and the operating threshold
+chosen on validation (``threshold.json``). Nothing is re-tuned on the evaluated rows. Each image
+becomes one row of ``predictions.csv`` (patient pseudonym, group columns, label, calibrated
+score); metrics carry bootstrap CIs that resample patients; with ``groups`` the same call runs
+the bias audit (:func:`medtl.evaluate.audit`) on those rows.
+
+>>> import inspect
+>>> list(inspect.signature(evaluate_run).parameters)[:3]
+['run_dir', 'manifest', 'out_dir']
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import EvaluationError
+
+__all__ = ["evaluate_run", "predict_manifest"]
+
+
+def _records(run_dir: Path, manifest: str | os.PathLike, split: str):
+    """The manifest (or .npz split) to evaluate, read with the run's label and patient columns."""
+    from ..data import read_manifest
+    from ..train.finetune import run_config
+
+    cfg = run_config(run_dir)
+    path = os.fspath(manifest)
+    if path.endswith(".npz"):
+        from ..data.npz import read_npz
+
+        data, splits = read_npz(path)
+        if split not in ("train", "val", "test"):
+            raise EvaluationError(path, f"split must be train, val or test, not '{split}'")
+        return cfg, data, list(getattr(splits, split))
+    data = read_manifest(path, label_columns=cfg.label_columns, patient_column=cfg.patient_column)
+    return cfg, data, list(range(len(data)))
+
+
+def predict_manifest(
+    run_dir: str | os.PathLike, manifest: str | os.PathLike, *, split: str = "test", progress: bool = False
+) -> tuple[list[dict[str, Any]], list[dict[str, str]], dict[str, Any]]:
+    """Calibrated probabilities of a run for every readable row of a manifest.
+
+    Returns ``(rows, skipped, info)``: one dict per image with ``path``, ``patient``, the group
+    columns, the label column(s) and ``score`` (binary: P(positive)) or ``score_<k>`` per
+    output; the ``{"path", "reason"}`` of unreadable rows; and ``info`` (labels, temperature,
+    threshold, task). ``split`` picks the part of a ``.npz`` file (a CSV is used whole).
+    """
+    import torch
+
+    from ..data.dataset import prepare
+    from ..train.finetune import load_run
+    from ..train.inference import predict_logits
+    from .calibration import apply_temperature, load_calibration
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "model.pt").is_file():
+        raise EvaluationError(run_dir, "not a run directory (no model.pt): train one with `medtl train`")
+    cfg, data, indices = _records(run_dir, manifest, split)
+    model, spec, names = load_run(run_dir)
+    cache = tempfile.mkdtemp(prefix="medtl-eval-")
+    try:
+        prepared = prepare(data, indices, spec, cache_dir=cache, progress=progress)
+        if not prepared.indices:
+            raise EvaluationError(manifest, f"none of its {len(indices)} images could be read")
+        loader = torch.utils.data.DataLoader(prepared.dataset, batch_size=cfg.batch_size)
+        logits, _ = predict_logits(model, loader, flips=cfg.flips if cfg.tta else (), device="cpu")
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    multilabel = len(data.label_columns) > 1
+    kind = "multilabel" if multilabel else "softmax"
+    temperature = load_calibration(run_dir)
+    probs = apply_temperature(logits, temperature, kind=kind)
+    threshold_file = run_dir / "threshold.json"
+    threshold = json.loads(threshold_file.read_text())["threshold"] if threshold_file.is_file() else 0.5
+    task = "multilabel" if multilabel else ("binary" if probs.shape[1] == 2 else "multiclass")
+    rows = []
+    for k, i in enumerate(prepared.indices):
+        rec = data.records[i]
+        row: dict[str, Any] = {"path": rec.path, "patient": rec.patient, **rec.groups}
+        row.update({c: (None if np.isnan(v) else v) for c, v in zip(data.label_columns, rec.labels, strict=True)})
+        if task == "binary":
+            row["score"] = float(probs[k, 1])
+            row["prediction"] = int(probs[k, 1] >= threshold)
+        else:
+            row.update({f"score_{j}": float(p) for j, p in enumerate(probs[k])})
+        rows.append(row)
+    info = {"labels": names, "label_columns": list(data.label_columns), "temperature": temperature,
+            "threshold": threshold, "task": task, "group_columns": list(data.group_columns)}  # fmt: skip
+    return rows, prepared.failures, info
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike,
+    manifest: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    groups: Sequence[str] = (),
+    split: str = "test",
+    n_boot: int = 1000,
+    seed: int = 0,
+    min_group: int = 30,
+    min_gap: float = 0.05,
+    intersections: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Evaluate a run on a labelled manifest (or a ``.npz`` split) and write the results to ``out_dir``.
+
+    Writes ``predictions.csv``, ``metrics.json`` (every metric with a 95 % CI, resampling patients,
+    at the run's validation threshold, on temperature-calibrated probabilities), ``roc.png``,
+    ``calibration.png`` and, for a binary task, the audit files (``audit.json``, ``groups.csv``,
+    ``gaps.csv``, ``gaps.png``, ``audit_section.html``) over ``groups``. A multi-class or
+    multi-label run is measured one class / label against the rest, each in its own sub-folder.
+
+    Returns the content of ``metrics.json``.
+
+    Raises:
+        EvaluationError: not a run directory, no readable image, a missing label or group column.
+    """
+    from .audit import audit
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, skipped, info = predict_manifest(run_dir, manifest, split=split, progress=progress)
+    unknown = [g for g in groups if g not in info["group_columns"]]
+    if unknown:
+        from ..errors import suggest
+
+        raise EvaluationError(
+            manifest,
+            f"no group column '{unknown[0]}'" + suggest(unknown[0], info["group_columns"], listing="groups are"),
+        )
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    with open(out / "predictions.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns)
+        w.writeheader()
+        w.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=columns)
+    kw = dict(patient="patient", n_boot=n_boot, seed=seed, min_group=min_group, min_gap=min_gap,
+              intersections=intersections)  # fmt: skip
+    result: dict[str, Any] = {
+        "run": os.fspath(run_dir), "data": os.fspath(manifest), "task": info["task"], "n": len(rows),
+        "skipped": skipped, "temperature": info["temperature"], "threshold": info["threshold"],
+        "threshold_source": "threshold.json (chosen on validation)", "n_boot": n_boot, "seed": seed,
+        "resampling_unit": "patient",
+    }  # fmt: skip
+    if info["task"] == "binary":
+        res = audit(frame, info["label_columns"][0], "score", list(groups), threshold=info["threshold"], **kw)
+        res.save(out)
+        result.update(overall=res.overall, flags=res.flags)
+    else:
+        per: dict[str, Any] = {}
+        targets = (
+            [(c, c, f"score_{j}", None) for j, c in enumerate(info["label_columns"])]
+            if info["task"] == "multilabel"
+            else [(info["labels"][j], info["label_columns"][0], f"score_{j}", j) for j in range(len(info["labels"]))]
+        )
+        for name, label, score, positive in targets:
+            res = audit(frame, label, score, list(groups), threshold=0.5, positive=positive, **kw)
+            res.save(out / _folder(name))
+            per[name] = {"overall": res.overall, "flags": res.flags, "folder": _folder(name)}
+        result["per_label"] = per
+    (out / "metrics.json").write_text(json.dumps(result, indent=2, allow_nan=False, default=str) + "\n")
+    return result
+
+
+def _folder(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)

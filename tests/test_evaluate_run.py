@@ -1,0 +1,107 @@
+"""`medtl evaluate` / `medtl audit` and the calibration a training run writes (tiny, seconds)."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medtl.cli import main
+from medtl.errors import EvaluationError
+from medtl.evaluate.calibration import load_calibration
+from medtl.evaluate.run import evaluate_run
+from medtl.train.config import TrainConfig
+from medtl.train.finetune import finetune, load_run
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run") / "cxr"
+    cfg = TrainConfig(manifest=str(SAMPLE / "cxr.csv"), size=[32, 32], batch_size=8, epochs=2, val_fraction=0.25,
+                      test_fraction=0.25, patience=5, seed=0)  # fmt: skip
+    finetune(cfg, run, resume=False)
+    return run
+
+
+def test_run_directory_holds_calibration_and_threshold(run_dir):
+    cal = json.loads((run_dir / "calibration.json").read_text())
+    assert cal["method"] == "temperature" and cal["fitted_on"] == "val"
+    assert cal["temperature"] > 0 and cal["temperature"] == load_calibration(run_dir)
+    # fitting minimises validation NLL, so it can only go down
+    assert cal["nll_after"] <= cal["nll_before"] + 1e-9
+    thr = json.loads((run_dir / "threshold.json").read_text())
+    assert thr["rule"] == "youden" and 0 <= thr["threshold"] <= 1
+
+
+def test_evaluate_run_scores_equal_model_with_temperature(run_dir, tmp_path):
+    res = evaluate_run(run_dir, SAMPLE / "cxr.csv", tmp_path, groups=["sex", "site"], n_boot=50, min_group=5)
+    rows = list(csv.DictReader(open(tmp_path / "predictions.csv")))
+    assert res["n"] == len(rows) == 48 and res["task"] == "binary"
+    # identifiers never leave: the patient column holds pseudonyms, not MRN-...
+    assert not any("MRN" in r["patient"] for r in rows)
+    # an independent recomputation of one score: model -> logits / T -> softmax
+    from medtl.data import read_manifest
+    from medtl.data.dataset import prepare
+
+    model, spec, _ = load_run(run_dir)
+    manifest = read_manifest(SAMPLE / "cxr.csv")
+    image = prepare(manifest, [0], spec, cache_dir=tmp_path / "c").dataset[0]["image"][None]
+    with torch.no_grad():
+        expected = torch.softmax(model(image) / res["temperature"], 1)[0, 1].item()
+    first = next(r for r in rows if r["path"] == manifest.records[0].path)
+    assert float(first["score"]) == pytest.approx(expected, abs=1e-5)
+    assert int(first["prediction"]) == int(float(first["score"]) >= res["threshold"])
+    # metrics at the run's validation threshold, with CIs; the audit files beside them
+    audit = json.loads((tmp_path / "audit.json").read_text())
+    assert audit["settings"]["threshold_rule"] == "given" and audit["settings"]["resampling_unit"] == "patient"
+    assert set(audit["groups"]) == {"sex", "site"}
+    for name in ("metrics.json", "groups.csv", "gaps.csv", "roc.png", "audit_section.html"):
+        assert (tmp_path / name).is_file(), name
+    overall = json.loads((tmp_path / "metrics.json").read_text())["overall"]
+    lo, hi = overall["auroc_ci"]
+    assert lo <= overall["auroc"] <= hi
+
+
+def test_evaluate_errors_name_the_problem(run_dir, tmp_path):
+    with pytest.raises(EvaluationError, match="no group column 'sexx'.*did you mean 'sex'"):
+        evaluate_run(run_dir, SAMPLE / "cxr.csv", tmp_path, groups=["sexx"], n_boot=0)
+    with pytest.raises(EvaluationError, match="not a run directory"):
+        evaluate_run(tmp_path, SAMPLE / "cxr.csv", tmp_path / "o", n_boot=0)
+
+
+def _predictions(path: Path, n: int = 400, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    site = rng.choice(["A", "B"], n)
+    noise = np.where(site == "B", 3.0, 0.7)  # site B's scores are much noisier: a real gap
+    score = 1 / (1 + np.exp(-(2.0 * (2 * y - 1) + rng.normal(0, 1, n) * noise)))
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["pid", "truth", "prob", "sex", "site"])
+        for i in range(n):
+            w.writerow([f"p{i // 2}", y[i], f"{score[i]:.6f}", rng.choice(["F", "M"]), site[i]])
+
+
+def test_cli_audit_flags_a_planted_gap(tmp_path, capsys):
+    csv_path = tmp_path / "preds.csv"
+    _predictions(csv_path)
+    code = main(["audit", str(csv_path), "--label", "truth", "--score", "prob", "--groups", "sex,site",
+                 "--threshold", "0.5", "--patient", "pid", "--n-boot", "200", "-o", str(tmp_path / "out")])  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "FLAG site auroc" in out and "FLAG sex" not in out
+    data = json.loads((tmp_path / "out" / "audit.json").read_text())
+    assert {f["attribute"] for f in data["flags"]} == {"site"}
+
+
+def test_cli_audit_bad_input(tmp_path, capsys):
+    csv_path = tmp_path / "preds.csv"
+    _predictions(csv_path, n=60)
+    code = main(["audit", str(csv_path), "--label", "truth", "--score", "probability", "--groups", "sex",
+                 "-o", str(tmp_path / "out")])  # fmt: skip
+    assert code == 1
+    assert "did you mean 'prob'" in capsys.readouterr().err
