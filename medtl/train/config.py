@@ -48,7 +48,7 @@ class TrainConfig:
     flips: list[int] = field(default_factory=list)
     tta: bool = True
     # strategy
-    strategy: str = "lpft"
+    strategy: str = "full"
     lr: float = 1e-3
     layer_decay: float = 1.0
     probe_epochs: int = 5
@@ -65,19 +65,25 @@ class TrainConfig:
     domain_manifest: str = ""
     domain_weight: float = 0.1
     # schedule
-    epochs: int = 30
+    epochs: int = 40
     batch_size: int = 32
     warmup_epochs: int = 1
-    patience: int = 10
+    patience: int = 13
     grad_clip: float = 1.0
+    # operating point, chosen on validation after training
+    threshold_rule: str = "youden"
+    target_sensitivity: float = 0.9
     precision: str = "auto"
     seed: int = 0
+    deterministic: bool = True
     workers: int = 0
     cache_dir: str = ""
 
     def __post_init__(self) -> None:
         if self.class_balance not in ("loss", "sampler", "none"):
             raise ConfigError(None, f"class_balance must be loss, sampler or none, not '{self.class_balance}'")
+        if self.threshold_rule not in ("youden", "sensitivity"):
+            raise ConfigError(None, f"threshold_rule must be youden or sensitivity, not '{self.threshold_rule}'")
         if not 0 < self.train_fraction <= 1:
             raise ConfigError(None, f"train_fraction must be in (0, 1], not {self.train_fraction}")
         if self.spatial_dims not in (2, 3):

@@ -26,7 +26,7 @@ from .inference import predict_logits, probabilities, tta_logits
 from .regularizers import L2SP, class_weights
 from .strategies import StrategyConfig, configure_strategy, train_mode
 
-__all__ = ["finetune", "finetune_seeds", "FineTuneModule", "RunResult", "load_run"]
+__all__ = ["finetune", "finetune_seeds", "FineTuneModule", "RunResult", "load_run", "run_config"]
 
 
 class FineTuneModule(L.LightningModule):
@@ -267,7 +267,7 @@ def finetune(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Tru
         precision=("16-mixed" if torch.cuda.is_available() else "32-true")
         if cfg.precision == "auto"
         else cfg.precision,
-        deterministic="warn",
+        deterministic="warn" if cfg.deterministic else False,
         enable_progress_bar=progress,
         enable_model_summary=False,
         accelerator="auto",
@@ -296,18 +296,36 @@ def _write_run(run_dir, cfg, spec, model, manifest, val, best_auroc, best_epoch,
     (run_dir / "labels.json").write_text(json.dumps(labels, indent=2))
     loader = torch.utils.data.DataLoader(val.dataset, batch_size=cfg.batch_size)
     logits, ys = predict_logits(model, loader, flips=cfg.flips if cfg.tta else (), device="cpu")
-    probs = probabilities(torch.from_numpy(logits)).numpy()
+    probs = _calibrate(run_dir, logits, ys, multilabel=len(cols) > 1)
     threshold = 0.5
     if probs.shape[1] == 2 and len(np.unique(ys[:, 0])) == 2:
-        from sklearn.metrics import roc_curve
+        from ..evaluate.metrics import choose_threshold
 
-        fpr, tpr, thr = roc_curve(ys[:, 0], probs[:, 1])
-        threshold = float(np.clip(thr[np.argmax(tpr - fpr)], 0, 1))  # Youden's J on validation
-    (run_dir / "threshold.json").write_text(json.dumps({"threshold": threshold, "rule": "youden", "split": "val"}))
+        # on the calibrated validation scores, as predict applies temperature then threshold
+        threshold = choose_threshold(ys[:, 0], probs[:, 1], rule=cfg.threshold_rule, target=cfg.target_sensitivity)
+    rule = cfg.threshold_rule if cfg.threshold_rule == "youden" else f"sensitivity >= {cfg.target_sensitivity}"
+    (run_dir / "threshold.json").write_text(json.dumps({"threshold": threshold, "rule": rule, "split": "val"}))
     metrics = {"val_auroc": best_auroc, "best_epoch": best_epoch, "n_val": int(len(ys)), "skipped": skipped}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     _curves(run_dir)
     (run_dir / "model_card.md").write_text(_model_card(cfg, best_auroc, best_epoch, len(ys), skipped))
+
+
+def _calibrate(run_dir: Path, logits: np.ndarray, ys: np.ndarray, multilabel: bool) -> np.ndarray:
+    """Fit temperature scaling on the validation logits, write ``calibration.json``, and return the
+    calibrated validation probabilities (the threshold is chosen on those, as predict applies both).
+
+    The array-level calibration functions live in :mod:`medtl.evaluate.calibration`; a run
+    calibrates itself so that every run directory is complete without a separate step.
+    """
+    from ..evaluate.calibration import apply_temperature, fit_temperature, save_calibration
+
+    kind = "multilabel" if multilabel else "softmax"
+    target = ys if multilabel else ys[:, 0].astype(int)
+    fittable = len(target) > 0 and (multilabel or len(np.unique(target)) > 1)
+    temperature = fit_temperature(logits, target, kind=kind) if fittable else 1.0
+    save_calibration(run_dir, temperature, logits if fittable else None, target if fittable else None, kind=kind)
+    return apply_temperature(logits, temperature, kind=kind)
 
 
 def _curves(run_dir: Path) -> None:
@@ -357,20 +375,29 @@ def _model_card(cfg: TrainConfig, auroc_: float, epoch: int, n_val: int, skipped
 
 ## Known limits
 - Validated only on data like the training manifest; check subgroups (`medtl audit`) before use.
-- Probabilities are uncalibrated until temperature scaling is fitted.
+- Probabilities are temperature-scaled on the validation split (`calibration.json`); check
+  calibration on your own data with `medtl evaluate` before reading them as risks.
 - Research use only; not a medical device.
 """
 
 
-def load_run(run_dir: str | os.PathLike):
-    """(model in eval mode, PreprocessSpec, labels) from a run directory — nothing else needed."""
+def run_config(run_dir: str | os.PathLike) -> TrainConfig:
+    """The resolved :class:`TrainConfig` a run was trained with (its ``config.yaml``)."""
     import yaml
 
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(run_dir, "not a run directory (no config.yaml): train one with `medtl train`")
+    return TrainConfig(**yaml.safe_load(path.read_text()))
+
+
+def load_run(run_dir: str | os.PathLike):
+    """(model in eval mode, PreprocessSpec, labels) from a run directory — nothing else needed."""
     from ..data.transforms import PreprocessSpec
     from ..models import create
 
     run_dir = Path(run_dir)
-    cfg = TrainConfig(**yaml.safe_load((run_dir / "config.yaml").read_text()))
+    cfg = run_config(run_dir)
     spec_d = json.loads((run_dir / "preprocess.json").read_text())
     spec = PreprocessSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec_d.items()})
     labels = json.loads((run_dir / "labels.json").read_text())
