@@ -112,6 +112,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train.finetune import finetune
 
     cfg = load_config(args.config, args.set)
+    if args.folds:
+        from .evaluate.crossval import cross_validate
+
+        s = cross_validate(cfg, args.output, args.folds, progress=sys.stderr.isatty())
+        for f in s["folds"]:
+            auroc = "n/a" if f["test_auroc"] is None else f"{f['test_auroc']:.3f}"
+            print(f"fold {f['fold']}: held-out AUROC {auroc} (n={f['n_test']}), validation {f['val_auroc']:.3f}")
+        if "ci95" in s:
+            print(f"mean over folds {s['mean']:.3f} (SD {s['sd']:.3f}, 95% CI {s['ci95'][0]:.3f}–{s['ci95'][1]:.3f})")
+        p = s["pooled"]
+        if p["auroc"] is not None and p["auroc_ci"]:
+            print(f"pooled out-of-fold AUROC {p['auroc']:.3f} (95% CI {p['auroc_ci'][0]:.3f}–{p['auroc_ci'][1]:.3f}, "
+                  f"{p['n']} images, {p['resampling_unit']} bootstrap)")  # fmt: skip
+        print(f"Wrote {args.output}/folds.json and predictions.csv")
+        return 0
     if args.seeds > 1:
         from .train.finetune import finetune_seeds
 
@@ -226,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--restart", action="store_true", help="ignore a checkpoint in the run directory")
     p.add_argument("--seeds", type=int, default=1, help="train N seeds (RUN/seed_k) and report mean and 95%% CI")
+    p.add_argument("--folds", type=int, default=0, help="k-fold cross-validation over patients (RUN/fold_i)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("adapt", help="adapt a trained run to a new site or scanner (AdaBN, unlabelled images)")
@@ -237,7 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="apply a run to a labelled manifest: metrics with CIs, calibration, audit")
     p.add_argument("run", help="a run directory from `medtl train`")
     p.add_argument("manifest", help="labelled manifest CSV (same label columns as training), or a .npz")
-    p.add_argument("--split", default="test", help=".npz only: which split (default test)")
+    p.add_argument(
+        "--split",
+        default=None,
+        choices=["all", "train", "val", "test"],
+        help="all rows (CSV default); or a part of a .npz (default test) or of the run's own split",
+    )
     _audit_options(p)
     p.set_defaults(func=_cmd_evaluate)
 

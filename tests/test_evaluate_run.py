@@ -105,3 +105,23 @@ def test_cli_audit_bad_input(tmp_path, capsys):
                  "-o", str(tmp_path / "out")])  # fmt: skip
     assert code == 1
     assert "did you mean 'prob'" in capsys.readouterr().err
+
+
+def test_cross_validation_tests_every_patient_once(tmp_path, capsys):
+    code = main(["train", "-o", str(tmp_path / "cv"), "--folds", "3", "--set", f"manifest={SAMPLE / 'cxr.csv'}",
+                 "--set", "size=[32,32]", "--set", "epochs=1", "--set", "batch_size=8"])  # fmt: skip
+    assert code == 0
+    assert "pooled out-of-fold AUROC" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "cv" / "folds.json").read_text())
+    assert [f["fold"] for f in summary["folds"]] == [0, 1, 2]
+    rows = list(csv.DictReader(open(tmp_path / "cv" / "predictions.csv")))
+    assert len(rows) == 48 and len({r["path"] for r in rows}) == 48  # each image tested exactly once
+    folds_of = {}
+    for r in rows:
+        folds_of.setdefault(r["patient"], set()).add(r["fold"])
+    assert all(len(f) == 1 for f in folds_of.values())  # a patient's images share one held-out fold
+    # evaluating one fold's run on its own held-out split reproduces its rows
+    res = evaluate_run(tmp_path / "cv" / "fold_1", SAMPLE / "cxr.csv", tmp_path / "e", split="test", n_boot=0)
+    assert res["n"] == sum(r["fold"] == "1" for r in rows)
+    with pytest.raises(EvaluationError, match="needs the manifest the run was trained on"):
+        evaluate_run(tmp_path / "cv" / "fold_1", SAMPLE / "labels.csv", tmp_path / "e2", split="test", n_boot=0)

@@ -83,11 +83,29 @@ def split_patients(manifest: Manifest, *, val: float = 0.15, test: float = 0.15,
     return Split(tuple(train_idx), tuple(val_idx), tuple(test_idx))
 
 
-def kfold_patients(manifest: Manifest, k: int = 5, *, seed: int = 0) -> list[Split]:
-    """k cross-validation splits: fold i validates, the others train (no test part)."""
-    if k < 2:
-        raise ConfigError(None, f"k-fold needs k >= 2, got {k}")
+def kfold_patients(manifest: Manifest, k: int = 5, *, seed: int = 0, with_test: bool = False) -> list[Split]:
+    """k cross-validation splits over whole patients, stratified by label.
+
+    Without ``with_test``: fold i validates, the others train. With it: fold i is held out as
+    the test part, fold i+1 (cyclically) validates (early stopping, calibration, threshold) and
+    the other k-2 train, so every patient is tested exactly once and never tunes its own model.
+
+    Example:
+        >>> from pathlib import Path
+        >>> from medtl.data import read_manifest
+        >>> m = read_manifest(Path(__file__).resolve().parents[2] / "sample_data" / "cxr.csv")
+        >>> folds = kfold_patients(m, k=4, with_test=True)
+        >>> sorted(i for f in folds for i in f.test) == list(range(len(m)))
+        True
+    """
+    if k < 2 or (with_test and k < 3):
+        raise ConfigError(None, f"k-fold needs k >= {3 if with_test else 2}, got {k}")
     _check_classes(manifest, k)
     folds = _fold_indices(manifest, k, seed)
     every = set(range(len(manifest)))
-    return [Split(tuple(sorted(every - set(f))), f) for f in folds]
+    if not with_test:
+        return [Split(tuple(sorted(every - set(f))), f) for f in folds]
+    return [
+        Split(tuple(sorted(every - set(f) - set(folds[(i + 1) % k]))), folds[(i + 1) % k], f)
+        for i, f in enumerate(folds)
+    ]

@@ -30,33 +30,45 @@ from ..errors import EvaluationError
 __all__ = ["evaluate_run", "predict_manifest"]
 
 
-def _records(run_dir: Path, manifest: str | os.PathLike, split: str):
-    """The manifest (or .npz split) to evaluate, read with the run's label and patient columns."""
+def _records(run_dir: Path, manifest: str | os.PathLike, split: str | None):
+    """The rows to evaluate, read with the run's label and patient columns: a whole CSV, a part
+    of a ``.npz`` (``test`` by default), or a part of the run's own split of its own manifest."""
+    import dataclasses
+
     from ..data import read_manifest
-    from ..train.finetune import run_config
+    from ..train.finetune import run_config, run_data
 
     cfg = run_config(run_dir)
     path = os.fspath(manifest)
-    if path.endswith(".npz"):
+    is_npz = path.endswith(".npz")
+    split = split or ("test" if is_npz else "all")
+    if split not in ("all", "train", "val", "test"):
+        raise EvaluationError(path, f"split must be all, train, val or test, not '{split}'")
+    if is_npz:
         from ..data.npz import read_npz
 
         data, splits = read_npz(path)
-        if split not in ("train", "val", "test"):
-            raise EvaluationError(path, f"split must be train, val or test, not '{split}'")
-        return cfg, data, list(getattr(splits, split))
-    data = read_manifest(path, label_columns=cfg.label_columns, patient_column=cfg.patient_column)
-    return cfg, data, list(range(len(data)))
+        return cfg, data, list(range(len(data))) if split == "all" else list(getattr(splits, split))
+    if split == "all":
+        data = read_manifest(path, label_columns=cfg.label_columns, patient_column=cfg.patient_column)
+        return cfg, data, list(range(len(data)))
+    if not cfg.manifest or os.path.realpath(cfg.manifest) != os.path.realpath(path):
+        raise EvaluationError(path, f"--split {split} re-creates the run's own split, so it needs the manifest the "
+                              f"run was trained on ({cfg.manifest or cfg.npz}); use --split all for another CSV")  # fmt: skip
+    data, splits = run_data(dataclasses.replace(cfg, train_fraction=1.0))
+    return cfg, data, list(getattr(splits, split))
 
 
 def predict_manifest(
-    run_dir: str | os.PathLike, manifest: str | os.PathLike, *, split: str = "test", progress: bool = False
+    run_dir: str | os.PathLike, manifest: str | os.PathLike, *, split: str | None = None, progress: bool = False
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]], dict[str, Any]]:
     """Calibrated probabilities of a run for every readable row of a manifest.
 
     Returns ``(rows, skipped, info)``: one dict per image with ``path``, ``patient``, the group
     columns, the label column(s) and ``score`` (binary: P(positive)) or ``score_<k>`` per
     output; the ``{"path", "reason"}`` of unreadable rows; and ``info`` (labels, temperature,
-    threshold, task). ``split`` picks the part of a ``.npz`` file (a CSV is used whole).
+    threshold, task). ``split``: ``all`` rows (a CSV's default), or ``train`` / ``val`` / ``test``
+    of a ``.npz`` (default ``test``) or of the run's own split of the manifest it was trained on.
     """
     import torch
 
@@ -108,7 +120,7 @@ def evaluate_run(
     out_dir: str | os.PathLike,
     *,
     groups: Sequence[str] = (),
-    split: str = "test",
+    split: str | None = None,
     n_boot: int = 1000,
     seed: int = 0,
     min_group: int = 30,

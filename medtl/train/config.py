@@ -34,6 +34,8 @@ class TrainConfig:
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     train_fraction: float = 1.0
+    folds: int = 0
+    fold: int = 0
     # model
     backbone: str = "efficientnet-lite0"
     pretrained: str | None = "imagenet"
@@ -84,6 +86,10 @@ class TrainConfig:
             raise ConfigError(None, f"class_balance must be loss, sampler or none, not '{self.class_balance}'")
         if self.threshold_rule not in ("youden", "sensitivity"):
             raise ConfigError(None, f"threshold_rule must be youden or sensitivity, not '{self.threshold_rule}'")
+        if self.folds and not (self.folds >= 3 and 0 <= self.fold < self.folds):
+            raise ConfigError(
+                None, f"folds must be 0 or >= 3 and fold in 0..folds-1, got folds={self.folds}, fold={self.fold}"
+            )
         if not 0 < self.train_fraction <= 1:
             raise ConfigError(None, f"train_fraction must be in (0, 1], not {self.train_fraction}")
         if self.spatial_dims not in (2, 3):

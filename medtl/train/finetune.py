@@ -176,9 +176,11 @@ def _subsample_train(manifest, split, fraction: float, seed: int):
     return Split(train, split.val, split.test)
 
 
-def _loaders(cfg: TrainConfig, run_dir: Path, spec, progress: bool):
-    from ..data import augmentation, read_manifest, split_patients
-    from ..data.dataset import prepare
+def run_data(cfg: TrainConfig):
+    """``(manifest, split)`` of a config, exactly as training drew them: the official splits of an
+    ``npz``, cross-validation fold ``fold`` of ``folds``, or a seeded patient-level split; then the
+    ``train_fraction`` subsample. Evaluation calls this to find a run's own held-out patients."""
+    from ..data import kfold_patients, read_manifest, split_patients
 
     if cfg.npz:
         from ..data.npz import read_npz
@@ -186,11 +188,22 @@ def _loaders(cfg: TrainConfig, run_dir: Path, spec, progress: bool):
         manifest, split = read_npz(cfg.npz)  # the official splits, as published
     elif cfg.manifest:
         manifest = read_manifest(cfg.manifest, label_columns=cfg.label_columns, patient_column=cfg.patient_column)
-        split = split_patients(manifest, val=cfg.val_fraction, test=cfg.test_fraction, seed=cfg.seed)
+        if cfg.folds:
+            split = kfold_patients(manifest, cfg.folds, seed=cfg.seed, with_test=True)[cfg.fold]
+        else:
+            split = split_patients(manifest, val=cfg.val_fraction, test=cfg.test_fraction, seed=cfg.seed)
     else:
         raise ConfigError(None, "no data: set `manifest: path/to/labels.csv` or `npz: path/to/file.npz`")
     if cfg.train_fraction < 1:
         split = _subsample_train(manifest, split, cfg.train_fraction, cfg.seed)
+    return manifest, split
+
+
+def _loaders(cfg: TrainConfig, run_dir: Path, spec, progress: bool):
+    from ..data import augmentation
+    from ..data.dataset import prepare
+
+    manifest, split = run_data(cfg)
     cache = cfg.cache_dir or str(run_dir / "cache")
     aug = augmentation(cfg.spatial_dims, flips=tuple(cfg.flips)) if cfg.augment else None
     train = prepare(manifest, split.train, spec, cache_dir=cache, augment=aug, progress=progress)
