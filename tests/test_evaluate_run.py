@@ -125,3 +125,25 @@ def test_cross_validation_tests_every_patient_once(tmp_path, capsys):
     assert res["n"] == sum(r["fold"] == "1" for r in rows)
     with pytest.raises(EvaluationError, match="needs the manifest the run was trained on"):
         evaluate_run(tmp_path / "cv" / "fold_1", SAMPLE / "labels.csv", tmp_path / "e2", split="test", n_boot=0)
+
+
+def test_multilabel_run_with_unknown_findings_trains_calibrates_and_evaluates(tmp_path):
+    rows = list(csv.DictReader(open(SAMPLE / "cxr.csv")))
+    path = tmp_path / "ml.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["path", "patient_id", "effusion", "nodule", "sex"])
+        w.writeheader()
+        for i, r in enumerate(rows):
+            nodule = "" if i % 5 == 0 else str((i // 2) % 2)  # every 5th image: finding not reported
+            w.writerow({"path": str(SAMPLE / r["path"]), "patient_id": r["patient_id"], "effusion": r["label"],
+                        "nodule": nodule, "sex": r["sex"]})  # fmt: skip
+    cfg = TrainConfig(manifest=str(path), label_columns=["effusion", "nodule"], size=[32, 32], batch_size=8,
+                      epochs=2, val_fraction=0.25, test_fraction=0.25)  # fmt: skip
+    result = finetune(cfg, tmp_path / "run", resume=False)
+    assert np.isfinite(result.val_auroc)  # unknown labels neither crash the loss nor poison AUROC
+    assert json.loads((tmp_path / "run" / "calibration.json").read_text())["kind"] == "multilabel"
+    res = evaluate_run(tmp_path / "run", path, tmp_path / "eval", split="test", n_boot=50)
+    assert res["task"] == "multilabel" and set(res["per_label"]) == {"effusion", "nodule"}
+    assert (tmp_path / "eval" / "nodule" / "audit.json").is_file()
+    preds = list(csv.DictReader(open(tmp_path / "eval" / "predictions.csv")))
+    assert {"score_0", "score_1", "effusion", "nodule"} <= set(preds[0])

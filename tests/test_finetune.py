@@ -190,3 +190,13 @@ def test_seeds_report_mean_and_ci(cxr_manifest, tmp_path, capsys):
     assert summary["ci95"][0] <= summary["mean"] <= summary["ci95"][1]
     assert (tmp_path / "runs" / "seed_1" / "model.pt").exists()
     assert "2 seeds" in capsys.readouterr().out
+
+
+def test_every_regularizer_runs_from_a_config(cxr_manifest, tmp_path):
+    cfg = _cfg(cxr_manifest, strategy="lpft", probe_epochs=1, epochs=2, mixup=0.4, cutmix=1.0, label_smoothing=0.1,
+               l2sp_alpha=0.01, l2sp_beta=1e-4, class_balance="sampler", dropout=0.3, weight_decay=1e-3,
+               layer_decay=0.8, flips=[1])  # fmt: skip
+    res = finetune(cfg, tmp_path / "run", resume=False)
+    assert np.isfinite(res.val_auroc)
+    rows = list(csv.DictReader(open(tmp_path / "run" / "curves.csv")))
+    assert len(rows) == 2 and all(np.isfinite(float(r["train_loss"])) for r in rows)

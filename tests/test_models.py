@@ -184,7 +184,9 @@ def test_medicalnet_layout_has_dilated_last_stages():
         net = build_network(get_backbone(src.backbone), spatial_dims=3, in_channels=1, overrides=src.config).eval()
         first = net.layer4[0].conv2 if depth == 50 else net.layer4[0].conv1
         assert first.stride == (1, 1, 1) and first.dilation == (4, 4, 4) and first.padding == (4, 4, 4)
-        trunk = torch.nn.Sequential(net.conv1, net.bn1, net.act, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
+        trunk = torch.nn.Sequential(
+            net.conv1, net.bn1, net.act, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4
+        )
         with torch.no_grad():
             out = trunk(torch.zeros(1, 1, 32, 32, 32))
         assert out.shape[2:] == (4, 4, 4)  # /8 overall (stem /4, layer2 /2), not /32

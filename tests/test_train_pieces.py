@@ -88,3 +88,23 @@ def test_l2sp_is_zero_at_start_and_grows_as_weights_move():
 
 def test_class_weights_balanced():
     torch.testing.assert_close(class_weights([0, 0, 0, 1, 1, 2]), torch.tensor([6 / 9, 1.0, 2.0]))
+
+
+def test_cutmix_pastes_one_box_and_reports_its_area():
+    import torch
+
+    from medtl.train.finetune import cutmix
+
+    torch.manual_seed(0)
+    x = torch.zeros(4, 1, 16, 16)
+    x[2] = 1.0
+    perm = torch.tensor([2, 0, 1, 3])
+    mixed, lam = cutmix(x, perm, 0.6)
+    pasted = mixed[0, 0] == 1.0
+    rows, cols = pasted.any(1).nonzero(), pasted.any(0).nonzero()
+    # one solid rectangle whose area is exactly 1 - lam of the image
+    assert pasted.sum().item() == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+    assert pasted.float().mean().item() == pytest.approx(1 - lam)
+    assert torch.equal(mixed[3], x[3]) and 0.5 < lam < 0.7  # image 3 was paired with itself
+    vol, lam3 = cutmix(torch.zeros(2, 1, 8, 8, 8), torch.tensor([1, 0]), 0.5)  # 3D works the same way
+    assert vol.shape == (2, 1, 8, 8, 8) and 0 < lam3 < 1

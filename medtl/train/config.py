@@ -60,6 +60,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
     mixup: float = 0.0
+    cutmix: float = 0.0
     l2sp_alpha: float = 0.0
     l2sp_beta: float = 0.0
     class_balance: str = "loss"

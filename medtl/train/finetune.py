@@ -87,17 +87,23 @@ class FineTuneModule(L.LightningModule):
     # -- steps --------------------------------------------------------------------------------
     def _loss(self, logits, target):
         if self.num_classes == 1 or target.dim() == 2 and target.shape[1] > 1:  # multi-label
-            return nn.functional.binary_cross_entropy_with_logits(logits, target)
+            known = ~torch.isnan(target)  # a finding not reported for an image teaches nothing
+            if not known.any():
+                return logits.sum() * 0.0
+            return nn.functional.binary_cross_entropy_with_logits(logits[known], target[known].to(logits.dtype))
         return nn.functional.cross_entropy(
             logits, target, weight=self.class_weight, label_smoothing=self.cfg.label_smoothing
         )
 
     def training_step(self, batch, batch_idx):
         x, y = batch["image"], self._target(batch["label"])
-        if self.cfg.mixup > 0 and y.dim() == 1:
-            lam = float(np.random.beta(self.cfg.mixup, self.cfg.mixup))
+        if (self.cfg.mixup > 0 or self.cfg.cutmix > 0) and y.dim() == 1:
             perm = torch.randperm(x.shape[0], device=x.device)
-            x = lam * x + (1 - lam) * x[perm]
+            if self.cfg.cutmix > 0 and (self.cfg.mixup <= 0 or np.random.rand() < 0.5):
+                x, lam = cutmix(x, perm, float(np.random.beta(self.cfg.cutmix, self.cfg.cutmix)))
+            else:
+                lam = float(np.random.beta(self.cfg.mixup, self.cfg.mixup))
+                x = lam * x + (1 - lam) * x[perm]
             logits = self.model(x)
             loss = lam * self._loss(logits, y) + (1 - lam) * self._loss(logits, y[perm])
         else:
@@ -136,15 +142,49 @@ class FineTuneModule(L.LightningModule):
 
 
 def auroc(labels: np.ndarray, probs: np.ndarray) -> float:
-    """AUROC (binary: positive class; multi-class: macro one-vs-rest); NaN if one class only."""
+    """AUROC: binary, the positive class; multi-class, macro one-vs-rest; multi-label, the mean
+    over findings that have both classes among the known (non-NaN) labels. NaN if none has.
+
+    >>> auroc(np.array([[0, 1], [1, 1], [1, 0], [0, 0]]), np.array([[.1, .9], [.8, .7], [.9, .2], [.2, .1]]))
+    1.0
+    """
     from sklearn.metrics import roc_auc_score
 
+    if labels.shape[1] > 1:  # multi-label: one sigmoid output per finding
+        per = []
+        for j in range(labels.shape[1]):
+            known = ~np.isnan(labels[:, j])
+            if len(np.unique(labels[known, j])) == 2:
+                per.append(roc_auc_score(labels[known, j], probs[known, j]))
+        return float(np.mean(per)) if per else float("nan")
     y = labels[:, 0]
     if len(np.unique(y)) < 2:
         return float("nan")
     if probs.shape[1] == 2:
         return float(roc_auc_score(y, probs[:, 1]))
     return float(roc_auc_score(y, probs, multi_class="ovr", average="macro", labels=list(range(probs.shape[1]))))
+
+
+def cutmix(x: torch.Tensor, perm: torch.Tensor, lam: float) -> tuple[torch.Tensor, float]:
+    """Paste a box of ``x[perm]`` into ``x`` covering about ``1 - lam`` of the image (2D or 3D);
+    returns the mixed batch and the exact share of the original image left.
+
+    >>> x = torch.zeros(2, 1, 8, 8); x[1] = 1
+    >>> mixed, lam = cutmix(x, torch.tensor([1, 0]), 0.75)
+    >>> round(float(mixed[0].mean()), 4) == round(1 - lam, 4)
+    True
+    """
+    spatial = x.shape[2:]
+    side = (1 - lam) ** (1 / len(spatial))  # the box's share of each axis
+    box = []
+    for n in spatial:
+        length = int(round(n * side))
+        start = int(np.random.randint(0, n - length + 1))
+        box.append(slice(start, start + length))
+    out = x.clone()
+    out[(slice(None), slice(None), *box)] = x[perm][(slice(None), slice(None), *box)]
+    kept = 1 - float(np.prod([b.stop - b.start for b in box])) / float(np.prod(spatial))
+    return out, kept
 
 
 @dataclass
