@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 import numpy as np
@@ -138,6 +139,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
         return 0
     result = finetune(cfg, args.output, resume=not args.restart, progress=sys.stderr.isatty())
+    if os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) != "0":
+        return 0  # DDP: the other processes trained too; one reports
     print(f"Run written to {result.run_dir}: best validation AUROC {result.val_auroc:.3f} at epoch {result.best_epoch}")
     if result.skipped:
         print(f"{len(result.skipped)} record(s) skipped (unreadable or unsuitable); see metrics.json, e.g.:")

@@ -135,7 +135,8 @@ def test_multilabel_run_with_unknown_findings_trains_calibrates_and_evaluates(tm
         w.writeheader()
         for i, r in enumerate(rows):
             nodule = "" if i % 5 == 0 else str((i // 2) % 2)  # every 5th image: finding not reported
-            w.writerow({"path": str(SAMPLE / r["path"]), "patient_id": r["patient_id"], "effusion": r["label"],
+            effusion = "" if i % 7 == 3 else r["label"]
+            w.writerow({"path": str(SAMPLE / r["path"]), "patient_id": r["patient_id"], "effusion": effusion,
                         "nodule": nodule, "sex": r["sex"]})  # fmt: skip
     cfg = TrainConfig(manifest=str(path), label_columns=["effusion", "nodule"], size=[32, 32], batch_size=8,
                       epochs=2, val_fraction=0.25, test_fraction=0.25)  # fmt: skip

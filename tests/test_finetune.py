@@ -200,3 +200,23 @@ def test_every_regularizer_runs_from_a_config(cxr_manifest, tmp_path):
     assert np.isfinite(res.val_auroc)
     rows = list(csv.DictReader(open(tmp_path / "run" / "curves.csv")))
     assert len(rows) == 2 and all(np.isfinite(float(r["train_loss"])) for r in rows)
+
+
+def test_ddp_on_two_cpu_processes_gathers_validation_and_writes_once(cxr_manifest, tmp_path):
+    """Two DDP processes (gloo on CPU), launched the way Lightning launches them from the CLI."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "medtl", "train", "-o", str(tmp_path / "run"), "--set", f"manifest={cxr_manifest}",
+           "--set", "size=[32,32]", "--set", "epochs=1", "--set", "batch_size=8", "--set", "accelerator=cpu",
+           "--set", "devices=2"]  # fmt: skip
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("Run written to") == 1
+    assert "Starting with 2 processes" in proc.stdout + proc.stderr
+    for name in ("model.pt", "calibration.json", "threshold.json", "curves.csv"):
+        assert (tmp_path / "run" / name).is_file()
+    model, _, _ = load_run(tmp_path / "run")
+    assert model(torch.zeros(1, 1, 32, 32)).shape == (1, 2)

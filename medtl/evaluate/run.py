@@ -60,7 +60,12 @@ def _records(run_dir: Path, manifest: str | os.PathLike, split: str | None):
 
 
 def predict_manifest(
-    run_dir: str | os.PathLike, manifest: str | os.PathLike, *, split: str | None = None, progress: bool = False
+    run_dir: str | os.PathLike,
+    manifest: str | os.PathLike,
+    *,
+    split: str | None = None,
+    groups: Sequence[str] = (),
+    progress: bool = False,
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]], dict[str, Any]]:
     """Calibrated probabilities of a run for every readable row of a manifest.
 
@@ -69,6 +74,7 @@ def predict_manifest(
     output; the ``{"path", "reason"}`` of unreadable rows; and ``info`` (labels, temperature,
     threshold, task). ``split``: ``all`` rows (a CSV's default), or ``train`` / ``val`` / ``test``
     of a ``.npz`` (default ``test``) or of the run's own split of the manifest it was trained on.
+    ``groups`` must be group columns of the manifest (checked before any image is read).
     """
     import torch
 
@@ -81,6 +87,13 @@ def predict_manifest(
     if not (run_dir / "model.pt").is_file():
         raise EvaluationError(run_dir, "not a run directory (no model.pt): train one with `medtl train`")
     cfg, data, indices = _records(run_dir, manifest, split)
+    unknown = [g for g in groups if g not in data.group_columns]
+    if unknown:
+        from ..errors import suggest
+
+        raise EvaluationError(
+            manifest, f"no group column '{unknown[0]}'" + suggest(unknown[0], data.group_columns, listing="groups are")
+        )
     model, spec, names = load_run(run_dir)
     cache = tempfile.mkdtemp(prefix="medtl-eval-")
     try:
@@ -145,15 +158,7 @@ def evaluate_run(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows, skipped, info = predict_manifest(run_dir, manifest, split=split, progress=progress)
-    unknown = [g for g in groups if g not in info["group_columns"]]
-    if unknown:
-        from ..errors import suggest
-
-        raise EvaluationError(
-            manifest,
-            f"no group column '{unknown[0]}'" + suggest(unknown[0], info["group_columns"], listing="groups are"),
-        )
+    rows, skipped, info = predict_manifest(run_dir, manifest, split=split, groups=groups, progress=progress)
     columns = list(dict.fromkeys(k for r in rows for k in r))
     with open(out / "predictions.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=columns)

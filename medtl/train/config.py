@@ -78,6 +78,9 @@ class TrainConfig:
     target_sensitivity: float = 0.9
     precision: str = "auto"
     seed: int = 0
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    num_nodes: int = 1
     deterministic: bool = True
     workers: int = 0
     cache_dir: str = ""

@@ -135,10 +135,13 @@ class FineTuneModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if not self._val:
             return
-        probs = torch.cat([p for p, _ in self._val]).numpy()
-        labels = torch.cat([y for _, y in self._val]).numpy()
+        probs = torch.cat([p for p, _ in self._val])
+        labels = torch.cat([y for _, y in self._val])
         self._val.clear()
-        self.log("val_auroc", auroc(labels, probs), prog_bar=True)
+        if self.trainer.world_size > 1:  # DDP: each process saw a shard; AUROC needs them all
+            probs = self.all_gather(probs.to(self.device)).flatten(0, 1).cpu()
+            labels = self.all_gather(labels.to(self.device)).flatten(0, 1).cpu()
+        self.log("val_auroc", auroc(labels.numpy(), probs.float().numpy()), prog_bar=True)
 
 
 def auroc(labels: np.ndarray, probs: np.ndarray) -> float:
@@ -239,7 +242,7 @@ def run_data(cfg: TrainConfig):
     return manifest, split
 
 
-def _loaders(cfg: TrainConfig, run_dir: Path, spec, progress: bool):
+def _loaders(cfg: TrainConfig, run_dir: Path, spec, progress: bool, world_size: int = 1):
     from ..data import augmentation
     from ..data.dataset import prepare
 
@@ -248,13 +251,17 @@ def _loaders(cfg: TrainConfig, run_dir: Path, spec, progress: bool):
     aug = augmentation(cfg.spatial_dims, flips=tuple(cfg.flips)) if cfg.augment else None
     train = prepare(manifest, split.train, spec, cache_dir=cache, augment=aug, progress=progress)
     val = prepare(manifest, split.val, spec, cache_dir=cache, progress=progress)
-    labels = [int(manifest.records[i].labels[0]) for i in train.indices]
+    multilabel = len(manifest.label_columns) > 1
+    # class of each training image (single-label); multi-label rows only count here
+    labels = [-1 if multilabel else int(manifest.records[i].labels[0]) for i in train.indices]
     sampler = None
+    if cfg.class_balance == "sampler" and multilabel:
+        raise ConfigError(cfg.manifest, "class_balance: sampler needs one label column; use loss or none")
     if cfg.class_balance == "sampler":
         w = class_weights(labels)[torch.tensor(labels)]
         sampler = torch.utils.data.WeightedRandomSampler(w.double(), num_samples=len(labels), replacement=True)
     kw = {"batch_size": cfg.batch_size, "num_workers": cfg.workers}
-    train_loader = torch.utils.data.DataLoader(train.dataset, shuffle=sampler is None, sampler=sampler, drop_last=len(labels) > cfg.batch_size, **kw)  # fmt: skip
+    train_loader = torch.utils.data.DataLoader(train.dataset, shuffle=sampler is None, sampler=sampler, drop_last=len(labels) // world_size > cfg.batch_size, **kw)  # fmt: skip
     val_loader = torch.utils.data.DataLoader(val.dataset, shuffle=False, **kw)
     return manifest, split, train, val, train_loader, val_loader, labels
 
@@ -286,24 +293,6 @@ def finetune(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Tru
     spec_kwargs = dict(preset=cfg.preset, windows=tuple(tuple(w) if isinstance(w, list) else w for w in cfg.windows),
                        size=tuple(cfg.size), spacing=tuple(cfg.spacing) if cfg.spacing else None)  # fmt: skip
     spec = PreprocessSpec.from_convention(convention, **spec_kwargs) if convention else PreprocessSpec(**spec_kwargs)
-    manifest, split, train, val, train_loader, val_loader, labels = _loaders(cfg, run_dir, spec, progress)
-    multilabel = len(manifest.label_columns) > 1
-    num_classes = len(manifest.label_columns) if multilabel else int(max(r.labels[0] for r in manifest.records)) + 1
-    model = create(cfg.backbone, cfg.pretrained, in_channels=spec.channels, num_classes=num_classes,
-                   spatial_dims=cfg.spatial_dims, dropout=cfg.dropout)  # fmt: skip
-    weights = class_weights(labels) if cfg.class_balance == "loss" and not multilabel else None
-    if weights is not None and len(weights) < num_classes:
-        raise ConfigError(cfg.manifest, f"the training split lacks some of the {num_classes} classes")
-    domain_loader = None
-    if cfg.domain_manifest:
-        from ..data.dataset import prepare_unlabelled
-
-        tdata = prepare_unlabelled(cfg.domain_manifest, spec, cache_dir=cfg.cache_dir or str(run_dir / "cache"))
-        domain_loader = torch.utils.data.DataLoader(
-            tdata.dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=False
-        )
-    module = FineTuneModule(model, cfg, num_classes, weights, domain_loader)
-
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -323,10 +312,31 @@ def finetune(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Tru
         deterministic="warn" if cfg.deterministic else False,
         enable_progress_bar=progress,
         enable_model_summary=False,
-        accelerator="auto",
-        devices="auto",
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
         log_every_n_steps=1,
     )
+    manifest, split, train, val, train_loader, val_loader, labels = _loaders(
+        cfg, run_dir, spec, progress, trainer.world_size
+    )
+    multilabel = len(manifest.label_columns) > 1
+    num_classes = len(manifest.label_columns) if multilabel else int(max(r.labels[0] for r in manifest.records)) + 1
+    model = create(cfg.backbone, cfg.pretrained, in_channels=spec.channels, num_classes=num_classes,
+                   spatial_dims=cfg.spatial_dims, dropout=cfg.dropout)  # fmt: skip
+    weights = class_weights(labels) if cfg.class_balance == "loss" and not multilabel else None
+    if weights is not None and len(weights) < num_classes:
+        raise ConfigError(cfg.manifest, f"the training split lacks some of the {num_classes} classes")
+    domain_loader = None
+    if cfg.domain_manifest:
+        from ..data.dataset import prepare_unlabelled
+
+        tdata = prepare_unlabelled(cfg.domain_manifest, spec, cache_dir=cfg.cache_dir or str(run_dir / "cache"))
+        domain_loader = torch.utils.data.DataLoader(
+            tdata.dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=False
+        )
+    module = FineTuneModule(model, cfg, num_classes, weights, domain_loader)
+
     last = run_dir / "checkpoints" / "last.ckpt"
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume and last.exists() else None)
     best = ckpt.best_model_path or str(last)
@@ -335,6 +345,8 @@ def finetune(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Tru
     model.cpu()  # the run directory and the returned model are device-independent
     best_auroc = float(ckpt.best_model_score) if ckpt.best_model_score is not None else float("nan")
     best_epoch = int(saved["epoch"])
+    if not trainer.is_global_zero:  # under DDP one process writes the run directory
+        return RunResult(run_dir, best_auroc, best_epoch, train.failures + val.failures, model.eval())
     _write_run(run_dir, cfg, spec, model, manifest, val, best_auroc, best_epoch, train.failures + val.failures)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     return RunResult(run_dir, best_auroc, best_epoch, train.failures + val.failures, model.eval())
