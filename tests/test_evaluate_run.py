@@ -35,6 +35,8 @@ def test_run_directory_holds_calibration_and_threshold(run_dir):
     assert cal["nll_after"] <= cal["nll_before"] + 1e-9
     thr = json.loads((run_dir / "threshold.json").read_text())
     assert thr["rule"] == "youden" and 0 <= thr["threshold"] <= 1
+    card = (run_dir / "model_card.md").read_text()
+    assert f"threshold {thr['threshold']:.3f} (youden)" in card and f"temperature {cal['temperature']:.3f}" in card
 
 
 def test_evaluate_run_scores_equal_model_with_temperature(run_dir, tmp_path):

@@ -373,7 +373,9 @@ def _write_run(run_dir, cfg, spec, model, manifest, val, best_auroc, best_epoch,
     metrics = {"val_auroc": best_auroc, "best_epoch": best_epoch, "n_val": int(len(ys)), "skipped": skipped}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     _curves(run_dir)
-    (run_dir / "model_card.md").write_text(_model_card(cfg, best_auroc, best_epoch, len(ys), skipped))
+    temperature = json.loads((run_dir / "calibration.json").read_text())["temperature"]
+    card = _model_card(cfg, best_auroc, best_epoch, len(ys), skipped, threshold, rule, temperature)
+    (run_dir / "model_card.md").write_text(card)
 
 
 def _calibrate(run_dir: Path, logits: np.ndarray, ys: np.ndarray, multilabel: bool) -> np.ndarray:
@@ -429,13 +431,25 @@ def _curves(run_dir: Path) -> None:
     plt.close(fig)
 
 
-def _model_card(cfg: TrainConfig, auroc_: float, epoch: int, n_val: int, skipped: list) -> str:
+def _model_card(
+    cfg: TrainConfig,
+    auroc_: float,
+    epoch: int,
+    n_val: int,
+    skipped: list,
+    threshold: float,
+    rule: str,
+    temperature: float,
+) -> str:
+    split = f"fold {cfg.fold} of {cfg.folds}-fold" if cfg.folds else "patient-level"
     return f"""# Model card (draft)
 
 - **Backbone**: {cfg.backbone}, pretrained: {cfg.pretrained or "none"}, {cfg.spatial_dims}D
 - **Task**: {", ".join(cfg.label_columns)} from `{cfg.npz or cfg.manifest}`
 - **Training**: strategy {cfg.strategy}, lr {cfg.lr}, {cfg.epochs} epochs max (best epoch {epoch}), seed {cfg.seed}
-- **Validation AUROC**: {auroc_:.3f} on {n_val} images (patient-level split). Not a test result.
+- **Validation AUROC**: {auroc_:.3f} on {n_val} images ({split} split). Not a test result.
+- **Operating point**: threshold {threshold:.3f} ({rule}) on validation probabilities calibrated with
+  temperature {temperature:.3f} (`calibration.json`)
 - **Skipped records**: {len(skipped)}
 
 ## Known limits
