@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 
 import numpy as np
 
@@ -318,6 +319,12 @@ def main(argv: list[str] | None = None) -> int:
         handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
         log.addHandler(handler)
     log.setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    if not args.verbose:
+        # Lightning's banners (accelerator summary, product tips) and a deprecation inside Lightning
+        # itself drown medtl's own report; -v shows them
+        for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
     if getattr(args, "volume", None) not in (None, "all"):
         args.volume = int(args.volume)
     if not getattr(args, "func", None):

@@ -215,8 +215,16 @@ def test_ddp_on_two_cpu_processes_gathers_validation_and_writes_once(cxr_manifes
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("Run written to") == 1
-    assert "Starting with 2 processes" in proc.stdout + proc.stderr
+    assert "MEMBER: 2/2" in proc.stdout + proc.stderr  # a second process did join
     for name in ("model.pt", "calibration.json", "threshold.json", "curves.csv"):
         assert (tmp_path / "run" / name).is_file()
     model, _, _ = load_run(tmp_path / "run")
     assert model(torch.zeros(1, 1, 32, 32)).shape == (1, 2)
+
+
+def test_same_seed_same_weights(cxr_manifest, tmp_path):
+    """Seeds reach every random draw: split, shuffling, dropout and MONAI's own augmentation state."""
+    cfg = _cfg(cxr_manifest, strategy="full", epochs=1, flips=[1])
+    a = finetune(cfg, tmp_path / "a", resume=False).model.state_dict()
+    b = finetune(cfg, tmp_path / "b", resume=False).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

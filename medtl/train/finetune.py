@@ -248,7 +248,7 @@ def _loaders(cfg: TrainConfig, run_dir: Path, spec, progress: bool, world_size: 
 
     manifest, split = run_data(cfg)
     cache = cfg.cache_dir or str(run_dir / "cache")
-    aug = augmentation(cfg.spatial_dims, flips=tuple(cfg.flips)) if cfg.augment else None
+    aug = augmentation(cfg.spatial_dims, flips=tuple(cfg.flips), seed=cfg.seed) if cfg.augment else None
     train = prepare(manifest, split.train, spec, cache_dir=cache, augment=aug, progress=progress)
     val = prepare(manifest, split.val, spec, cache_dir=cache, progress=progress)
     multilabel = len(manifest.label_columns) > 1
@@ -260,7 +260,11 @@ def _loaders(cfg: TrainConfig, run_dir: Path, spec, progress: bool, world_size: 
     if cfg.class_balance == "sampler":
         w = class_weights(labels)[torch.tensor(labels)]
         sampler = torch.utils.data.WeightedRandomSampler(w.double(), num_samples=len(labels), replacement=True)
-    kw = {"batch_size": cfg.batch_size, "num_workers": cfg.workers}
+    kw: dict = {"batch_size": cfg.batch_size, "num_workers": cfg.workers}
+    if cfg.workers:
+        from monai.data.utils import worker_init_fn
+
+        kw["worker_init_fn"] = worker_init_fn  # each worker re-seeds its transforms: no repeated augmentations
     train_loader = torch.utils.data.DataLoader(train.dataset, shuffle=sampler is None, sampler=sampler, drop_last=len(labels) // world_size > cfg.batch_size, **kw)  # fmt: skip
     val_loader = torch.utils.data.DataLoader(val.dataset, shuffle=False, **kw)
     return manifest, split, train, val, train_loader, val_loader, labels
@@ -288,6 +292,12 @@ def finetune(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Tru
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    from monai.utils import set_determinism
+
+    # MONAI's Compose re-seeds its random transforms from MONAI's own seed, which Lightning does not set
+    set_determinism(seed=cfg.seed, use_deterministic_algorithms=None)
+    if not cfg.deterministic:  # set_determinism also pins cuDNN; give speed back when asked to
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, True
     source = resolve_source(cfg.backbone, cfg.pretrained)  # its input convention drives preprocessing
     convention = source.convention if source is not None else None
     spec_kwargs = dict(preset=cfg.preset, windows=tuple(tuple(w) if isinstance(w, list) else w for w in cfg.windows),
