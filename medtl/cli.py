@@ -162,6 +162,13 @@ def _split_names(text: str | None) -> list[str]:
     return [g.strip() for g in (text or "").split(",") if g.strip()]
 
 
+def _age_bins(text: str | None) -> tuple[float, ...] | None:
+    try:
+        return tuple(float(b) for b in _split_names(text)) if text else None
+    except ValueError:
+        raise MedtlError(None, f"--age-bins takes comma-separated numbers, not '{text}'") from None
+
+
 def _print_audit_summary(overall: dict, flags: list, out: str) -> None:
     ci = overall.get("auroc_ci")
     ci_text = f" (95% CI {ci[0]:.3f}–{ci[1]:.3f})" if ci else ""
@@ -180,7 +187,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     result = evaluate_run(args.run, args.manifest, args.output, groups=_split_names(args.groups), split=args.split,
                           n_boot=args.n_boot, seed=args.seed, min_group=args.min_group, min_gap=args.min_gap,
-                          intersections=args.intersections, progress=sys.stderr.isatty())  # fmt: skip
+                          intersections=args.intersections, age_bins=_age_bins(args.age_bins),
+                          progress=sys.stderr.isatty())  # fmt: skip
     if result["skipped"]:
         print(f"{len(result['skipped'])} image(s) skipped (unreadable); listed in metrics.json, e.g.:")
         for item in result["skipped"][:5]:
@@ -198,7 +206,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_audit(args: argparse.Namespace) -> int:
     from .evaluate.audit import audit
 
-    bins = tuple(float(b) for b in _split_names(args.age_bins)) if args.age_bins else None
+    bins = _age_bins(args.age_bins)
     res = audit(args.predictions, args.label, args.score, _split_names(args.groups), threshold=args.threshold,
                 patient=args.patient, intersections=args.intersections, n_boot=args.n_boot, seed=args.seed,
                 min_group=args.min_group, min_gap=args.min_gap, positive=args.positive,
@@ -217,6 +225,7 @@ def _audit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the resamples")
     p.add_argument("--min-group", type=int, default=30, help="smaller groups are reported but not compared (30)")
     p.add_argument("--min-gap", type=float, default=0.05, help="a gap must exceed this to be flagged (0.05)")
+    p.add_argument("--age-bins", default=None, help="age band edges in years (default 0,40,60,75,200)")
     p.add_argument("-o", "--output", required=True, help="output folder")
 
 
@@ -273,7 +282,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=None, help="decision threshold, chosen on validation data")
     p.add_argument("--patient", default=None, help="patient id column: resample patients, not rows")
     p.add_argument("--positive", default=None, help="the positive class when labels are not 0/1")
-    p.add_argument("--age-bins", default=None, help="age band edges in years (default 0,40,60,75,200)")
     _audit_options(p)
     p.set_defaults(func=_cmd_audit)
 

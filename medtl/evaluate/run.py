@@ -139,6 +139,7 @@ def evaluate_run(
     min_group: int = 30,
     min_gap: float = 0.05,
     intersections: bool = False,
+    age_bins: Sequence[float] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a run on a labelled manifest (or a ``.npz`` split) and write the results to ``out_dir``.
@@ -168,7 +169,7 @@ def evaluate_run(
 
     frame = pd.DataFrame(rows, columns=columns)
     kw = dict(patient="patient", n_boot=n_boot, seed=seed, min_group=min_group, min_gap=min_gap,
-              intersections=intersections)  # fmt: skip
+              intersections=intersections, **({"age_bins": tuple(age_bins)} if age_bins else {}))  # fmt: skip
     result: dict[str, Any] = {
         "run": os.fspath(run_dir), "data": os.fspath(manifest), "task": info["task"], "n": len(rows),
         "skipped": skipped, "temperature": info["temperature"], "threshold": info["threshold"],
