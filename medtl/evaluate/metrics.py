@@ -355,12 +355,7 @@ def multiclass_metrics(y: Sequence[int], scores: Any, *, n_bins: int = 10) -> di
             m["notes"].pop(key, None)
         per_class.append(m)
     out["per_class"] = per_class
-    for key in ("auroc", "auprc"):
-        vals = [m[key] for m in per_class if m[key] is not None]
-        missing = [i for i, m in enumerate(per_class) if m[key] is None]
-        out[f"macro_{key}"] = float(np.mean(vals)) if vals else None
-        if missing:
-            out["notes"][f"macro_{key}"] = f"class(es) {missing} left out: {key} undefined"
+    _macro(out, per_class, "class(es)")
     if _is_probability(sv):
         conf = sv.max(axis=1)
         out["ece"] = expected_calibration_error((pred == yi).astype(float), conf, n_bins)
@@ -368,6 +363,16 @@ def multiclass_metrics(y: Sequence[int], scores: Any, *, n_bins: int = 10) -> di
         out["ece"] = None
         out["notes"]["ece"] = "scores are not probabilities in [0, 1]"
     return out
+
+
+def _macro(out: dict[str, Any], parts: list[dict[str, Any]], what: str) -> None:
+    """Macro AUROC / AUPRC over the parts where they are defined; the others are named in a note."""
+    for key in ("auroc", "auprc"):
+        vals = [m[key] for m in parts if m[key] is not None]
+        missing = [i for i, m in enumerate(parts) if m[key] is None]
+        out[f"macro_{key}"] = float(np.mean(vals)) if vals else None
+        if missing:
+            out["notes"][f"macro_{key}"] = f"{what} {missing} left out: {key} undefined"
 
 
 def multilabel_metrics(
@@ -393,12 +398,7 @@ def multilabel_metrics(
         known = ~np.isnan(yv[:, j])
         per_label.append(binary_metrics(yv[known, j], sv[known, j], float(thresholds[j]), n_bins=n_bins))
     out: dict[str, Any] = {"n": int(len(yv)), "n_labels": int(n_labels), "per_label": per_label, "notes": {}}
-    for key in ("auroc", "auprc"):
-        vals = [m[key] for m in per_label if m[key] is not None]
-        missing = [i for i, m in enumerate(per_label) if m[key] is None]
-        out[f"macro_{key}"] = float(np.mean(vals)) if vals else None
-        if missing:
-            out["notes"][f"macro_{key}"] = f"label(s) {missing} left out: {key} undefined"
+    _macro(out, per_label, "label(s)")
     known = ~np.isnan(yv)
     out["ece"] = expected_calibration_error(yv[known], sv[known], n_bins)
     if out["ece"] is None:
