@@ -21,7 +21,8 @@ SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     run = tmp_path_factory.mktemp("run") / "cxr"
-    cfg = TrainConfig(manifest=str(SAMPLE / "cxr.csv"), size=[32, 32], batch_size=8, epochs=2, val_fraction=0.25,
+    # half the patients validate: temperature scaling needs at least 20 validation images
+    cfg = TrainConfig(manifest=str(SAMPLE / "cxr.csv"), size=[32, 32], batch_size=8, epochs=2, val_fraction=0.5,
                       test_fraction=0.25, patience=5, seed=0)  # fmt: skip
     finetune(cfg, run, resume=False)
     return run
@@ -141,7 +142,7 @@ def test_multilabel_run_with_unknown_findings_trains_calibrates_and_evaluates(tm
             w.writerow({"path": str(SAMPLE / r["path"]), "patient_id": r["patient_id"], "effusion": effusion,
                         "nodule": nodule, "sex": r["sex"]})  # fmt: skip
     cfg = TrainConfig(manifest=str(path), label_columns=["effusion", "nodule"], size=[32, 32], batch_size=8,
-                      epochs=2, val_fraction=0.25, test_fraction=0.25)  # fmt: skip
+                      epochs=2, val_fraction=0.5, test_fraction=0.25)  # fmt: skip
     result = finetune(cfg, tmp_path / "run", resume=False)
     assert np.isfinite(result.val_auroc)  # unknown labels neither crash the loss nor poison AUROC
     assert json.loads((tmp_path / "run" / "calibration.json").read_text())["kind"] == "multilabel"
@@ -150,3 +151,19 @@ def test_multilabel_run_with_unknown_findings_trains_calibrates_and_evaluates(tm
     assert (tmp_path / "eval" / "nodule" / "audit.json").is_file()
     preds = list(csv.DictReader(open(tmp_path / "eval" / "predictions.csv")))
     assert {"score_0", "score_1", "effusion", "nodule"} <= set(preds[0])
+
+
+def test_3d_ct_config_trains_and_evaluates_from_the_cli(tmp_path, capsys):
+    run, out = tmp_path / "ct", tmp_path / "ct-eval"
+    code = main(["train", str(Path(__file__).resolve().parents[1] / "configs" / "ct-3d.yaml"), "-o", str(run),
+                 "--set", f"manifest={SAMPLE / 'ct.csv'}", "--set", "size=[32,32,32]", "--set", "epochs=2",
+                 "--set", "strategy=lpft", "--set", "probe_epochs=1", "--set", "l2sp_alpha=0.01"])  # fmt: skip
+    assert code == 0
+    model, spec, _ = load_run(run)
+    assert spec.channels == 3 and spec.size == (32, 32, 32)  # three HU windows as channels, a 3D input
+    cal = json.loads((run / "calibration.json").read_text())
+    assert cal["temperature"] == 1.0 and cal["fitted_on"].startswith("not fitted")  # 2-3 validation volumes
+    code = main(["evaluate", str(run), str(SAMPLE / "ct.csv"), "--split", "test", "--n-boot", "20", "-o", str(out)])
+    assert code == 0 and "AUROC" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(out / "predictions.csv")))
+    assert rows and all(0 <= float(r["score"]) <= 1 for r in rows)

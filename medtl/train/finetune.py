@@ -388,6 +388,10 @@ def _write_run(run_dir, cfg, spec, model, manifest, val, best_auroc, best_epoch,
     (run_dir / "model_card.md").write_text(card)
 
 
+#: Fewer validation images than this leave the temperature at 1 (recorded in calibration.json).
+MIN_CALIBRATION_ROWS = 20
+
+
 def _calibrate(run_dir: Path, logits: np.ndarray, ys: np.ndarray, multilabel: bool) -> np.ndarray:
     """Fit temperature scaling on the validation logits, write ``calibration.json``, and return the
     calibrated validation probabilities (the threshold is chosen on those, as predict applies both).
@@ -399,9 +403,14 @@ def _calibrate(run_dir: Path, logits: np.ndarray, ys: np.ndarray, multilabel: bo
 
     kind = "multilabel" if multilabel else "softmax"
     target = ys if multilabel else ys[:, 0].astype(int)
-    fittable = len(target) > 0 and (multilabel or len(np.unique(target)) > 1)
+    # one parameter, but a handful of images still fits noise (T runs to its bound at chance level)
+    fittable = len(target) >= MIN_CALIBRATION_ROWS and (multilabel or len(np.unique(target)) > 1)
     temperature = fit_temperature(logits, target, kind=kind) if fittable else 1.0
-    save_calibration(run_dir, temperature, logits if fittable else None, target if fittable else None, kind=kind)
+    fitted_on = (
+        "val" if fittable else f"not fitted: {len(target)} validation images (< {MIN_CALIBRATION_ROWS}) or one class"
+    )
+    save_calibration(run_dir, temperature, logits if fittable else None, target if fittable else None, kind=kind,
+                     fitted_on=fitted_on)  # fmt: skip
     return apply_temperature(logits, temperature, kind=kind)
 
 
