@@ -207,15 +207,42 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     from .evaluate.audit import audit
 
     bins = _age_bins(args.age_bins)
-    res = audit(args.predictions, args.label, args.score, _split_names(args.groups), threshold=args.threshold,
+    threshold, rule = args.threshold, None
+    if args.threshold_from:
+        if threshold is not None:
+            raise MedtlError(None, "give --threshold or --threshold-from, not both")
+        threshold, rule = _threshold_from(args)
+    res = audit(args.predictions, args.label, args.score, _split_names(args.groups), threshold=threshold,
+                threshold_rule=rule,
                 patient=args.patient, intersections=args.intersections, n_boot=args.n_boot, seed=args.seed,
                 min_group=args.min_group, min_gap=args.min_gap, positive=args.positive,
                 **({"age_bins": bins} if bins else {}))  # fmt: skip
     res.save(args.output)
-    if res.settings.get("threshold_rule", "given") != "given":
+    if str(res.settings.get("threshold_rule", "")).startswith("youden on the audited rows"):
         print("note: no --threshold given; Youden's J on these rows was used, which flatters sensitivity/specificity")
     _print_audit_summary(res.overall, res.flags, args.output)
     return 0
+
+
+def _threshold_from(args: argparse.Namespace) -> tuple[float, str]:
+    """The operating threshold chosen on a validation CSV with the same label and score columns."""
+    import pandas as pd
+
+    from .evaluate.metrics import choose_threshold
+
+    try:
+        val = pd.read_csv(args.threshold_from)
+    except (OSError, ValueError) as exc:
+        raise MedtlError(args.threshold_from, f"cannot read the validation predictions: {exc}") from None
+    for col in (args.label, args.score):
+        if col not in val.columns:
+            raise MedtlError(args.threshold_from, f"no column '{col}' in the validation predictions")
+    val = val[[args.label, args.score]].apply(pd.to_numeric, errors="coerce").dropna()
+    threshold = choose_threshold(
+        val[args.label], val[args.score], rule=args.threshold_rule, target=args.target_sensitivity
+    )
+    what = "youden" if args.threshold_rule == "youden" else f"sensitivity >= {args.target_sensitivity}"
+    return threshold, f"{what} on {os.path.basename(args.threshold_from)} ({len(val)} validation rows)"
 
 
 def _audit_options(p: argparse.ArgumentParser) -> None:
@@ -280,6 +307,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", required=True, help="label column (0/1, or any classes with --positive)")
     p.add_argument("--score", required=True, help="score column: higher means more likely positive")
     p.add_argument("--threshold", type=float, default=None, help="decision threshold, chosen on validation data")
+    p.add_argument(
+        "--threshold-from",
+        default=None,
+        metavar="VAL.csv",
+        help="choose the threshold on these validation predictions (same label and score columns)",
+    )
+    p.add_argument(
+        "--threshold-rule",
+        default="youden",
+        choices=["youden", "sensitivity"],
+        help="with --threshold-from: Youden's J, or the most specific threshold reaching --target-sensitivity",
+    )
+    p.add_argument("--target-sensitivity", type=float, default=0.9, help="with --threshold-rule sensitivity (0.9)")
     p.add_argument("--patient", default=None, help="patient id column: resample patients, not rows")
     p.add_argument("--positive", default=None, help="the positive class when labels are not 0/1")
     _audit_options(p)

@@ -167,3 +167,24 @@ def test_3d_ct_config_trains_and_evaluates_from_the_cli(tmp_path, capsys):
     assert code == 0 and "AUROC" in capsys.readouterr().out
     rows = list(csv.DictReader(open(out / "predictions.csv")))
     assert rows and all(0 <= float(r["score"]) <= 1 for r in rows)
+
+
+def test_cli_audit_threshold_chosen_on_validation_predictions(tmp_path, capsys):
+    from medtl.evaluate.metrics import choose_threshold
+
+    test_csv, val_csv = tmp_path / "test.csv", tmp_path / "val.csv"
+    _predictions(test_csv, n=300, seed=1)
+    _predictions(val_csv, n=200, seed=2)
+    code = main(["audit", str(test_csv), "--label", "truth", "--score", "prob", "--groups", "site", "--n-boot", "50",
+                 "--threshold-from", str(val_csv), "--threshold-rule", "sensitivity", "--target-sensitivity", "0.95",
+                 "-o", str(tmp_path / "out")])  # fmt: skip
+    assert code == 0 and "flatters" not in capsys.readouterr().out
+    settings = json.loads((tmp_path / "out" / "audit.json").read_text())["settings"]
+    val = list(csv.DictReader(open(val_csv)))
+    expected = choose_threshold([float(r["truth"]) for r in val], [float(r["prob"]) for r in val],
+                                rule="sensitivity", target=0.95)  # fmt: skip
+    assert settings["threshold"] == pytest.approx(expected)
+    assert settings["threshold_rule"] == "sensitivity >= 0.95 on val.csv (200 validation rows)"
+    code = main(["audit", str(test_csv), "--label", "truth", "--score", "prob", "--groups", "site",
+                 "--threshold", "0.5", "--threshold-from", str(val_csv), "-o", str(tmp_path / "o2")])  # fmt: skip
+    assert code == 1 and "not both" in capsys.readouterr().err

@@ -483,6 +483,7 @@ def audit(
     positive: Any = None,
     level: float = 0.95,
     n_bins: int = 10,
+    threshold_rule: str | None = None,
 ) -> AuditResult:
     """Audit binary predictions for differences between groups of patients.
 
@@ -505,6 +506,7 @@ def audit(
             of class k); a multi-label model one label column (and its score column) at a time.
         level: confidence level of the intervals.
         n_bins: equal-width bins of the ECE and reliability data.
+        threshold_rule: how a given ``threshold`` was chosen, recorded in ``settings`` (default "given").
 
     Raises:
         EvaluationError: unreadable file, missing column (with the nearest name), a score or label
@@ -553,7 +555,7 @@ def audit(
         rule = "youden on the audited rows (optimistic; prefer a threshold chosen on validation data)"
     else:
         threshold = float(threshold)
-        rule = "given"
+        rule = threshold_rule or "given"
 
     # group labels per attribute, in display order
     labels: dict[str, np.ndarray] = {}
