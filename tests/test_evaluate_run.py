@@ -188,3 +188,26 @@ def test_cli_audit_threshold_chosen_on_validation_predictions(tmp_path, capsys):
     code = main(["audit", str(test_csv), "--label", "truth", "--score", "prob", "--groups", "site",
                  "--threshold", "0.5", "--threshold-from", str(val_csv), "-o", str(tmp_path / "o2")])  # fmt: skip
     assert code == 1 and "not both" in capsys.readouterr().err
+
+
+def test_multiclass_npz_trains_and_evaluates_one_class_against_the_rest(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 36), ("val", 24), ("test", 24)):
+        y = np.tile([0, 1, 2], n // 3)[:, None].astype(np.uint8)
+        x = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        x[y[:, 0] == 1, 2:10, 2:10] = 250  # class 1: a square top left
+        x[y[:, 0] == 2, 18:26, 18:26] = 250  # class 2: bottom right
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = x, y
+    np.savez(tmp_path / "three.npz", **arrays)
+    cfg = TrainConfig(npz=str(tmp_path / "three.npz"), size=[32, 32], batch_size=12, epochs=4, lr=0.003)
+    res = finetune(cfg, tmp_path / "run", resume=False)
+    assert res.val_auroc > 0.8  # macro one-vs-rest over three classes
+    out = evaluate_run(tmp_path / "run", tmp_path / "three.npz", tmp_path / "eval", n_boot=30, min_group=5)
+    assert out["task"] == "multiclass" and out["n"] == 24
+    assert out["overall"]["macro_auroc"] > 0.8 and 0 <= out["overall"]["accuracy"] <= 1
+    assert sorted(out["per_label"]) == ["label=0", "label=1", "label=2"]
+    preds = list(csv.DictReader(open(tmp_path / "eval" / "predictions.csv")))
+    sums = [sum(float(r[f"score_{k}"]) for k in range(3)) for r in preds]
+    assert np.allclose(sums, 1.0, atol=1e-6)  # calibrated softmax still sums to one
+    assert (tmp_path / "eval" / "label_1" / "audit.json").is_file()

@@ -192,8 +192,27 @@ def evaluate_run(
             res.save(out / _folder(name))
             per[name] = {"overall": res.overall, "flags": res.flags, "folder": _folder(name)}
         result["per_label"] = per
+        result["overall"] = _summary(rows, info)
     (out / "metrics.json").write_text(json.dumps(result, indent=2, allow_nan=False, default=str) + "\n")
     return result
+
+
+def _summary(rows: list[dict[str, Any]], info: dict[str, Any]) -> dict[str, Any]:
+    """Point metrics over all outputs: macro AUROC/AUPRC and accuracy (multi-class), or per label
+    and macro (multi-label); the per-class / per-label folders carry the CIs."""
+    from .metrics import multiclass_metrics, multilabel_metrics
+
+    k = len(info["labels"])
+    scores = np.array([[r[f"score_{j}"] for j in range(k)] for r in rows], dtype=float)
+    if info["task"] == "multiclass":
+        y = np.array([r[info["label_columns"][0]] for r in rows], dtype=float)
+        m = multiclass_metrics(y.astype(int), scores)
+        keys = ("n", "macro_auroc", "macro_auprc", "accuracy", "balanced_accuracy", "ece", "notes")
+    else:
+        y = np.array([[np.nan if r[c] is None else r[c] for c in info["label_columns"]] for r in rows], dtype=float)
+        m = multilabel_metrics(y, scores)
+        keys = ("n", "macro_auroc", "macro_auprc", "ece", "notes")
+    return {key: m.get(key) for key in keys}
 
 
 def _folder(name: str) -> str:
