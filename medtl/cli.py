@@ -193,7 +193,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"{len(result['skipped'])} image(s) skipped (unreadable); listed in metrics.json, e.g.:")
         for item in result["skipped"][:5]:
             print(f"  {item['path']}: {item['reason']}")
-    print(f"threshold {result['threshold']:.3f} and temperature {result['temperature']:.3f} from the run (validation)")
+    fitted = result["temperature_fitted_on"]
+    how = "fitted on validation" if fitted == "val" else fitted
+    print(
+        f"threshold {result['threshold']:.3f} (chosen on validation) and temperature {result['temperature']:.3f} ({how})"
+    )
     if result["task"] == "binary":
         _print_audit_summary(result["overall"], result["flags"], args.output)
     else:

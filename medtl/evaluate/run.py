@@ -107,6 +107,10 @@ def predict_manifest(
     multilabel = len(data.label_columns) > 1
     kind = "multilabel" if multilabel else "softmax"
     temperature = load_calibration(run_dir)
+    cal_file = run_dir / "calibration.json"
+    fitted_on = (
+        json.loads(cal_file.read_text()).get("fitted_on", "val") if cal_file.is_file() else "no calibration.json"
+    )
     probs = apply_temperature(logits, temperature, kind=kind)
     threshold_file = run_dir / "threshold.json"
     threshold = json.loads(threshold_file.read_text())["threshold"] if threshold_file.is_file() else 0.5
@@ -123,6 +127,7 @@ def predict_manifest(
             row.update({f"score_{j}": float(p) for j, p in enumerate(probs[k])})
         rows.append(row)
     info = {"labels": names, "label_columns": list(data.label_columns), "temperature": temperature,
+            "temperature_fitted_on": fitted_on,
             "threshold": threshold, "task": task, "group_columns": list(data.group_columns)}  # fmt: skip
     return rows, prepared.failures, info
 
@@ -172,7 +177,8 @@ def evaluate_run(
               intersections=intersections, **({"age_bins": tuple(age_bins)} if age_bins else {}))  # fmt: skip
     result: dict[str, Any] = {
         "run": os.fspath(run_dir), "data": os.fspath(manifest), "task": info["task"], "n": len(rows),
-        "skipped": skipped, "temperature": info["temperature"], "threshold": info["threshold"],
+        "skipped": skipped, "temperature": info["temperature"], "temperature_fitted_on": info["temperature_fitted_on"],
+        "threshold": info["threshold"],
         "threshold_source": "threshold.json (chosen on validation)", "n_boot": n_boot, "seed": seed,
         "resampling_unit": "patient",
     }  # fmt: skip
