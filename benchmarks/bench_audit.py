@@ -21,12 +21,12 @@ import platform
 import shlex
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from machine import cpu_model, version  # noqa: E402  (benchmarks/machine.py)
 
 
 def simulate(n_rows: int, n_patients: int, seed: int = 0):
@@ -68,10 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.rows.split(",") if s.strip()]
     print("# Bias audit benchmark\n")
     print(f"- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`")
-    print(f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, {_cpu_model()}")
+    print(f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, {cpu_model()}")
     print(
         f"- python {platform.python_version()}, "
-        + ", ".join(f"{p} {_version(p)}" for p in ("numpy", "scipy", "scikit-learn", "pandas", "fairlearn"))
+        + ", ".join(f"{p} {version(p)}" for p in ("numpy", "scipy", "scikit-learn", "pandas", "fairlearn"))
     )
     print(f"- load average at start: {', '.join(f'{v:.2f}' for v in os.getloadavg())}\n")
     print("| rows | patients | attributes (groups) | resamples | unit | best time (s) | all runs (s) | flags |")
@@ -99,23 +99,6 @@ def main(argv: list[str] | None = None) -> int:
             status = 1  # the planted site gap must be found
     print(f"\nload average at end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     return status
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -46,10 +46,10 @@ import tempfile
 import textwrap
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_model, version  # benchmarks/machine.py
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -558,24 +558,11 @@ def match_up_to_axes(ref: np.ndarray, arr: np.ndarray, atol: float = 1e-3) -> tu
 
 def machine_info() -> dict[str, str]:
     """CPU model, cores, Python and library versions, date."""
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
-
-    def version(dist: str) -> str:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return "not installed"
 
     git = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
                          capture_output=True, text=True)
