@@ -39,6 +39,7 @@ __all__ = [
     "calibration_stats",
     "save_calibration",
     "load_calibration",
+    "read_calibration",
 ]
 
 #: Name of the calibration file inside a run directory.
@@ -240,9 +241,20 @@ def load_calibration(run_dir: str | os.PathLike) -> float:
     >>> load_calibration(tempfile.mkdtemp())
     1.0
     """
+    return float(read_calibration(run_dir)["temperature"])
+
+
+def read_calibration(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The whole checked ``calibration.json`` record; without the file, ``temperature`` 1.0 and a
+    ``fitted_on`` that says there was none.
+
+    >>> import tempfile
+    >>> read_calibration(tempfile.mkdtemp())["fitted_on"]
+    'no calibration.json'
+    """
     path = Path(run_dir) / CALIBRATION_FILE
     if not path.is_file():
-        return 1.0
+        return {"method": "temperature", "temperature": 1.0, "fitted_on": f"no {CALIBRATION_FILE}"}
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -252,4 +264,4 @@ def load_calibration(run_dir: str | os.PathLike) -> float:
     value = record.get("temperature")
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0 or not np.isfinite(value):
         raise EvaluationError(path, f"temperature must be a positive number, got {value!r}")
-    return float(value)
+    return record

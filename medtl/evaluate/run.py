@@ -81,7 +81,7 @@ def predict_manifest(
     from ..data.dataset import prepare
     from ..train.finetune import load_run
     from ..train.inference import predict_logits
-    from .calibration import apply_temperature, load_calibration
+    from .calibration import apply_temperature, read_calibration
 
     run_dir = Path(run_dir)
     if not (run_dir / "model.pt").is_file():
@@ -106,11 +106,8 @@ def predict_manifest(
         shutil.rmtree(cache, ignore_errors=True)
     multilabel = len(data.label_columns) > 1
     kind = "multilabel" if multilabel else "softmax"
-    temperature = load_calibration(run_dir)
-    cal_file = run_dir / "calibration.json"
-    fitted_on = (
-        json.loads(cal_file.read_text()).get("fitted_on", "val") if cal_file.is_file() else "no calibration.json"
-    )
+    calibration = read_calibration(run_dir)
+    temperature, fitted_on = float(calibration["temperature"]), calibration.get("fitted_on", "val")
     probs = apply_temperature(logits, temperature, kind=kind)
     threshold_file = run_dir / "threshold.json"
     threshold = json.loads(threshold_file.read_text())["threshold"] if threshold_file.is_file() else 0.5

@@ -177,6 +177,8 @@ def cutmix(x: torch.Tensor, perm: torch.Tensor, lam: float) -> tuple[torch.Tenso
     >>> round(float(mixed[0].mean()), 4) == round(1 - lam, 4)
     True
     """
+    # not monai.transforms.CutMix: it needs a fixed batch size and sizes its box as if every image
+    # were 2D; here the loss mixes by the area actually pasted, in 2D and 3D
     spatial = x.shape[2:]
     side = (1 - lam) ** (1 / len(spatial))  # the box's share of each axis
     box = []
@@ -371,7 +373,7 @@ def _write_run(run_dir, cfg, spec, model, manifest, val, best_auroc, best_epoch,
     (run_dir / "labels.json").write_text(json.dumps(labels, indent=2))
     loader = torch.utils.data.DataLoader(val.dataset, batch_size=cfg.batch_size)
     logits, ys = predict_logits(model, loader, flips=cfg.flips if cfg.tta else (), device="cpu")
-    probs = _calibrate(run_dir, logits, ys, multilabel=len(cols) > 1)
+    probs, temperature = _calibrate(run_dir, logits, ys, multilabel=len(cols) > 1)
     threshold = 0.5
     if probs.shape[1] == 2 and len(np.unique(ys[:, 0])) == 2:
         from ..evaluate.metrics import choose_threshold
@@ -383,7 +385,6 @@ def _write_run(run_dir, cfg, spec, model, manifest, val, best_auroc, best_epoch,
     metrics = {"val_auroc": best_auroc, "best_epoch": best_epoch, "n_val": int(len(ys)), "skipped": skipped}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     _curves(run_dir)
-    temperature = json.loads((run_dir / "calibration.json").read_text())["temperature"]
     card = _model_card(cfg, best_auroc, best_epoch, len(ys), skipped, threshold, rule, temperature)
     (run_dir / "model_card.md").write_text(card)
 
@@ -392,9 +393,10 @@ def _write_run(run_dir, cfg, spec, model, manifest, val, best_auroc, best_epoch,
 MIN_CALIBRATION_ROWS = 20
 
 
-def _calibrate(run_dir: Path, logits: np.ndarray, ys: np.ndarray, multilabel: bool) -> np.ndarray:
+def _calibrate(run_dir: Path, logits: np.ndarray, ys: np.ndarray, multilabel: bool) -> tuple[np.ndarray, float]:
     """Fit temperature scaling on the validation logits, write ``calibration.json``, and return the
-    calibrated validation probabilities (the threshold is chosen on those, as predict applies both).
+    calibrated validation probabilities (the threshold is chosen on those, as predict applies both)
+    and the temperature.
 
     The array-level calibration functions live in :mod:`medtl.evaluate.calibration`; a run
     calibrates itself so that every run directory is complete without a separate step.
@@ -411,7 +413,7 @@ def _calibrate(run_dir: Path, logits: np.ndarray, ys: np.ndarray, multilabel: bo
     )
     save_calibration(run_dir, temperature, logits if fittable else None, target if fittable else None, kind=kind,
                      fitted_on=fitted_on)  # fmt: skip
-    return apply_temperature(logits, temperature, kind=kind)
+    return apply_temperature(logits, temperature, kind=kind), temperature
 
 
 def _curves(run_dir: Path) -> None:
