@@ -215,7 +215,10 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     if args.threshold_from:
         if threshold is not None:
             raise MedtlError(None, "give --threshold or --threshold-from, not both")
-        threshold, rule = _threshold_from(args)
+        from .evaluate.audit import threshold_from_csv
+
+        threshold, rule = threshold_from_csv(args.threshold_from, args.label, args.score, rule=args.threshold_rule,
+                                             target=args.target_sensitivity, positive=args.positive)  # fmt: skip
     res = audit(args.predictions, args.label, args.score, _split_names(args.groups), threshold=threshold,
                 threshold_rule=rule,
                 patient=args.patient, intersections=args.intersections, n_boot=args.n_boot, seed=args.seed,
@@ -226,27 +229,6 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         print("note: no --threshold given; Youden's J on these rows was used, which flatters sensitivity/specificity")
     _print_audit_summary(res.overall, res.flags, args.output)
     return 0
-
-
-def _threshold_from(args: argparse.Namespace) -> tuple[float, str]:
-    """The operating threshold chosen on a validation CSV with the same label and score columns."""
-    import pandas as pd
-
-    from .evaluate.metrics import choose_threshold
-
-    try:
-        val = pd.read_csv(args.threshold_from)
-    except (OSError, ValueError) as exc:
-        raise MedtlError(args.threshold_from, f"cannot read the validation predictions: {exc}") from None
-    for col in (args.label, args.score):
-        if col not in val.columns:
-            raise MedtlError(args.threshold_from, f"no column '{col}' in the validation predictions")
-    val = val[[args.label, args.score]].apply(pd.to_numeric, errors="coerce").dropna()
-    threshold = choose_threshold(
-        val[args.label], val[args.score], rule=args.threshold_rule, target=args.target_sensitivity
-    )
-    what = "youden" if args.threshold_rule == "youden" else f"sensitivity >= {args.target_sensitivity}"
-    return threshold, f"{what} on {os.path.basename(args.threshold_from)} ({len(val)} validation rows)"
 
 
 def _audit_options(p: argparse.ArgumentParser) -> None:

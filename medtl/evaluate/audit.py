@@ -72,6 +72,7 @@ __all__ = [
     "FLAG_METRICS",
     "MISSING_GROUP",
     "audit_html",
+    "threshold_from_csv",
 ]
 
 #: Age band edges in years: [0, 40), [40, 60), [60, 75), [75, 200).
@@ -716,6 +717,35 @@ def audit(
         "notes": {k: v for k, v in attr_notes.items()},
     }
     return AuditResult(settings, overall, result_groups, result_gaps, flags, y, s, labels)
+
+
+def threshold_from_csv(
+    path: str | os.PathLike, label: str, score: str, *, rule: str = "youden", target: float = 0.9, positive: Any = None
+) -> tuple[float, str]:
+    """The operating threshold chosen on validation predictions (same label and score columns as
+    the audited CSV), and a description of how, for ``audit(..., threshold_rule=)``.
+
+    Rows with a missing label or score are left out; bad values raise as in :func:`audit`.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "val.csv"
+    >>> _ = p.write_text("y,p\\n0,0.1\\n0,0.4\\n1,0.35\\n1,0.8\\n")
+    >>> threshold_from_csv(p, "y", "p")
+    (0.8, 'youden on val.csv (4 validation rows)')
+    """
+    inp = _read(path)
+    for what, col in (("label", label), ("score", score)):
+        if col not in inp.frame.columns:
+            columns = [str(c) for c in inp.frame.columns]
+            raise EvaluationError(
+                inp.source, f"no {what} column '{col}'" + suggest(col, columns, listing="columns are")
+            )
+    y, y_missing = _labels(inp, label, positive)
+    s, s_missing = _numeric(inp, score, "score")
+    keep = ~(y_missing | s_missing)
+    threshold = choose_threshold(y[keep], s[keep], rule=rule, target=target)
+    what = "youden" if rule == "youden" else f"sensitivity >= {target:g}"
+    return threshold, f"{what} on {os.path.basename(os.fspath(path))} ({int(keep.sum())} validation rows)"
 
 
 def _equalized_odds(gaps: dict[str, dict], spreads: dict[str, np.ndarray | None], level: float) -> dict[str, Any]:
