@@ -46,27 +46,18 @@ STRATEGY_KEYS = {
 }
 
 
-def test_auroc(run_dir: Path, data_args: dict, seed: int) -> float:
-    """Test AUROC of a finished run (the only place the test split is read)."""
-    import torch
+def test_auroc(run_dir: Path, data_path: str) -> float:
+    """Test AUROC of a finished run on its own test split (the only place the test split is read)."""
+    from medtl.evaluate.run import predict_manifest
+    from medtl.train.finetune import auroc
 
-    from medtl.data import read_manifest, split_patients
-    from medtl.data.dataset import prepare
-    from medtl.data.npz import read_npz
-    from medtl.train.finetune import auroc, load_run
-    from medtl.train.inference import predict_logits, probabilities
-
-    model, spec, _ = load_run(run_dir)
-    cfg = json.loads((run_dir / "run.json").read_text())
-    if data_args.get("npz"):
-        manifest, split = read_npz(data_args["npz"])
+    rows, _, info = predict_manifest(run_dir, data_path, split="test")
+    labels = np.array([[np.nan if r[c] is None else r[c] for c in info["label_columns"]] for r in rows], float)
+    if info["task"] == "binary":
+        probs = np.array([[1 - r["score"], r["score"]] for r in rows])
     else:
-        manifest = read_manifest(data_args["manifest"])
-        split = split_patients(manifest, val=0.2, test=0.2, seed=seed)
-    data = prepare(manifest, split.test, spec, cache_dir=run_dir / "cache")
-    loader = torch.utils.data.DataLoader(data.dataset, batch_size=64)
-    logits, labels = predict_logits(model, loader, flips=cfg["flips"] if cfg["tta"] else (), device="cpu")
-    return auroc(labels, probabilities(torch.from_numpy(logits)).numpy())
+        probs = np.array([[r[f"score_{k}"] for k in range(len(info["labels"]))] for r in rows])
+    return auroc(labels, probs)
 
 
 def mean_ci(values: list[float]) -> str:
@@ -100,9 +91,8 @@ def run_one(job: dict) -> dict:
     rec = {k: job[k] for k in ("fraction", "start", "strategy", "seed")}
     rec.update(cpu_min=(time.process_time() - t0) / 60, wall_s=time.perf_counter() - w0, val=res.val_auroc,
                best_epoch=res.best_epoch, overrides=job["overrides"])  # fmt: skip
-    (run / "run.json").write_text(json.dumps(cfg.to_dict()))
     if job["test"]:
-        rec["test"] = test_auroc(run, job["data"], job["seed"])
+        rec["test"] = test_auroc(run, job["data"].get("npz") or job["data"]["manifest"])
     return rec
 
 

@@ -15,7 +15,6 @@ validation fold, which is why both numbers are reported.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import os
@@ -46,7 +45,7 @@ def cross_validate(
     from ..train.finetune import finetune
     from .bootstrap import bootstrap_ci
     from .metrics import binary_metrics
-    from .run import predict_manifest
+    from .run import predict_manifest, write_rows
 
     if cfg.npz or not cfg.manifest:
         raise ConfigError(cfg.npz or None, "cross-validation needs a manifest CSV (an npz has its official split)")
@@ -78,10 +77,6 @@ def cross_validate(
     boot = bootstrap_ci(y, s, cluster=[r["patient"] for r in pooled], n_boot=n_boot, seed=seed)
     summary["pooled"] = {"n": len(pooled), "auroc": boot["estimate"]["auroc"], "auroc_ci": boot["ci"]["auroc"],
                          "n_boot": n_boot, "resampling_unit": boot["unit"]}  # fmt: skip
-    columns = list(dict.fromkeys(k for r in pooled for k in r))
-    with open(out / "predictions.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in pooled)
+    write_rows(out / "predictions.csv", pooled)
     (out / "folds.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return summary

@@ -162,11 +162,7 @@ def evaluate_run(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows, skipped, info = predict_manifest(run_dir, manifest, split=split, groups=groups, progress=progress)
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    with open(out / "predictions.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=columns)
-        w.writeheader()
-        w.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
+    columns = write_rows(out / "predictions.csv", rows)
     import pandas as pd
 
     frame = pd.DataFrame(rows, columns=columns)
@@ -198,6 +194,16 @@ def evaluate_run(
         result["overall"] = _summary(rows, info)
     (out / "metrics.json").write_text(json.dumps(result, indent=2, allow_nan=False, default=str) + "\n")
     return result
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> list[str]:
+    """One CSV row per dict (columns in first-seen order, ``None`` as empty); returns the columns."""
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
+    return columns
 
 
 def _summary(rows: list[dict[str, Any]], info: dict[str, Any]) -> dict[str, Any]:
