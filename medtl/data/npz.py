@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, ImageReadError
+from ..io.colour import full_scale, resolve_colour
 from ..io.image import Image
 from .manifest import Manifest, Record
 from .splits import Split
@@ -63,10 +64,15 @@ def load_npz_item(item_path: str) -> Image:
     body = item_path[len(NPZ_SCHEME) :]
     path, _, ref = body.rpartition("#")
     split, _, index = ref.partition("/")
-    arr = _arrays(path)[f"{split}_images"][int(index)].astype(np.float32)
-    meta: dict = {"source_format": "npz", "geometry": "none", "flags": ["spacing_unknown"]}
-    if arr.ndim == 3 and arr.shape[-1] == 3:  # (H, W, 3) colour
-        meta["channel_axis"] = 0
-        return Image(np.moveaxis(arr, -1, 0).transpose(0, 2, 1), np.eye(4), meta)
+    stored = _arrays(path)[f"{split}_images"][int(index)]
+    arr = stored.astype(np.float32)
+    meta: dict = {"source_format": "npz", "geometry": "none", "flags": ["spacing_unknown"],
+                  "full_scale": full_scale(stored.dtype)}  # fmt: skip
+    if arr.ndim == 3 and arr.shape[-1] == 3:  # (H, W, 3): colour, or grey stored as colour
+        pixels, found = resolve_colour(np.moveaxis(arr, -1, 0), meta["full_scale"])
+        meta.update(found)
+        # (3, H, W) → (3, W, H); (H, W) → (W, H): medtl's (column, row) order
+        return Image(pixels.transpose(0, 2, 1) if pixels.ndim == 3 else pixels.T, np.eye(4), meta)
+    meta["colour"] = "gray"
     # (H, W) → (W, H); (D, H, W) → (W, H, D): medtl's (column, row[, slice]) order
     return Image(arr.T, np.eye(4), meta)

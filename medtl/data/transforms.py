@@ -3,14 +3,19 @@
 One :class:`PreprocessSpec` (plain data, saved in a run directory) turns an
 :class:`~medtl.io.Image` into the tensor a network expects:
 
-1. **intensity preset** — ``ct``: one channel per HU window (``[0, 1]`` each, DICOM VOI
+1. **channels** — the run's channel count (decided from its training data, see
+   :mod:`medtl.data.channels`): a colour image fed to a one-channel run becomes its BT.601
+   luma (:func:`medtl.io.colour.luma`), a grey image fed to an N-channel run is tiled.
+2. **intensity preset** — ``ct``: one channel per HU window (``[0, 1]`` each, DICOM VOI
    formula); ``mr``: percentile normalisation; ``xr``: percentile normalisation of the
-   display values; ``none``: as loaded.
-2. **geometry** — 3D volumes are put in RAS orientation and resampled to ``spacing`` (mm);
+   display values (one range over all channels, so colour balance is kept); ``colour``:
+   each channel over the file's full scale (0–255 for 8-bit) or per-channel percentiles;
+   ``none``: as loaded. ``intensity_range`` fixes the range instead.
+3. **geometry** — 3D volumes are put in RAS orientation and resampled to ``spacing`` (mm);
    then resized (2D) or padded/cropped (3D) to ``size``.
-3. **axes** — spatial axes reversed, from medtl's (column, row[, slice]) to the (rows,
+4. **axes** — spatial axes reversed, from medtl's (column, row[, slice]) to the (rows,
    columns) / (depth, rows, columns) order networks are trained on.
-4. **input convention** — ``[0, 1]`` mapped to the source's value range, then its mean/std
+5. **input convention** — ``[0, 1]`` mapped to the source's value range, then its mean/std
    (averaged over RGB for one channel, tiled for N, matching how the first convolution was
    adapted).
 
@@ -33,7 +38,7 @@ from ..io.image import Image
 
 __all__ = ["PreprocessSpec", "preprocess", "channel_stats", "augmentation", "PRESETS"]
 
-PRESETS = ("ct", "mr", "xr", "none")
+PRESETS = ("ct", "mr", "xr", "colour", "none")
 
 
 @dataclass(frozen=True)
@@ -41,10 +46,15 @@ class PreprocessSpec:
     """Everything that maps a loaded image to network input; serialisable with :meth:`to_dict`.
 
     Attributes:
-        preset: ``ct``, ``mr``, ``xr`` or ``none``.
+        preset: ``ct``, ``mr``, ``xr``, ``colour`` or ``none``.
         windows: ``ct`` only: (centre, width) pairs in HU, or names from
             :data:`medtl.io.WINDOWS`; one output channel each.
-        percentiles: ``mr``/``xr``: the intensity range mapped to [0, 1].
+        percentiles: ``mr``/``xr``/``colour``: the intensity range mapped to [0, 1].
+        intensity_range: ``None`` (the preset's own: percentiles for ``mr``/``xr``, the file's
+            full scale for ``colour``), ``"percentiles"`` (per channel for ``colour``) or a fixed
+            ``(low, high)`` mapped to [0, 1].
+        input_channels: channels of the network input; ``None`` (runs from before channels were
+            decided) keeps each image's own. ``ct`` has one per window.
         size: output spatial size in network axis order ((rows, columns) or (depth, rows, columns)).
         spacing: 3D only: resample to this voxel size (mm, RAS axis order) before sizing.
         value_range, mean, std: the backbone's input convention (``None``: leave [0, 1]).
@@ -59,6 +69,8 @@ class PreprocessSpec:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     extra: dict = field(default_factory=dict)
+    intensity_range: tuple[float, float] | str | None = None
+    input_channels: int | None = None
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -68,10 +80,24 @@ class PreprocessSpec:
         for w in self.windows:
             if isinstance(w, str) and w not in WINDOWS:
                 raise ConfigError(None, f"unknown window '{w}'; named windows: {', '.join(WINDOWS)}")
+        rng = self.intensity_range
+        if rng is not None and rng != "percentiles":
+            if isinstance(rng, str) or len(rng) != 2 or not float(rng[1]) > float(rng[0]):
+                raise ConfigError(None, f"intensity_range must be null, 'percentiles' or [low, high] with "
+                                  f"high > low, not {rng!r}")  # fmt: skip
+        if self.input_channels is not None:
+            if not (isinstance(self.input_channels, int) and self.input_channels >= 1):
+                raise ConfigError(None, f"input channels must be a positive number, not {self.input_channels!r}")
+            if self.preset == "ct" and self.input_channels != len(self.windows):
+                raise ConfigError(None, f"preset 'ct' makes one channel per window ({len(self.windows)}), "
+                                  f"not {self.input_channels}")  # fmt: skip
 
     @property
     def channels(self) -> int:
-        return len(self.windows) if self.preset == "ct" else 1
+        """Channels of the network input."""
+        if self.preset == "ct":
+            return len(self.windows)
+        return self.input_channels or 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,18 +127,59 @@ def channel_stats(values: tuple[float, ...] | None, channels: int) -> np.ndarray
     return np.resize(v, channels)  # tiled cyclically, as the kernels are
 
 
+def _match_channels(arr: np.ndarray, want: int | None) -> np.ndarray:
+    """(C, ...) in modality units → ``want`` channels: luma for colour into one channel; grey is
+    tiled later (after intensity mapping, where it is cheaper and identical)."""
+    have = arr.shape[0]
+    if want is None or have == want or have == 1:
+        return arr
+    if have == 3 and want == 1:
+        from ..io.colour import luma
+
+        return luma(arr)[None]
+    raise ConfigError(None, f"the image has {have} channels and the run takes {want}: only grey → any and "
+                      "colour (3) → grey (1) are converted")  # fmt: skip
+
+
+def _full_scale(img: Image, arr: np.ndarray) -> float:
+    scale = img.meta.get("full_scale")
+    if scale and scale > 1:
+        return float(scale)
+    return 1.0 if float(arr.max(initial=0.0)) <= 1.0 else 255.0  # float data: [0, 1] or 8-bit values
+
+
+def _percentile_range(arr: np.ndarray, percentiles, per_channel: bool) -> np.ndarray:
+    if per_channel:
+        lo, hi = np.percentile(arr.reshape(arr.shape[0], -1), percentiles, axis=1)
+        shape = (-1,) + (1,) * (arr.ndim - 1)
+        return np.clip((arr - lo.reshape(shape)) / np.maximum(hi - lo, 1e-6).reshape(shape), 0.0, 1.0)
+    lo, hi = np.percentile(arr, percentiles)
+    return np.clip((arr - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+
+
 def _intensity(img: Image, spec: PreprocessSpec) -> np.ndarray:
-    """(C, *spatial) float32 in [0, 1] (``none``: unchanged)."""
+    """(C, *spatial) float32 in [0, 1] (``none``: unchanged), C = the run's channels."""
     arr = img.array if img.meta.get("channel_axis") == 0 else img.array[None]
     if spec.preset == "ct":
         if arr.shape[0] != 1:
-            raise ConfigError(None, "preset 'ct' expects a single-channel image in HU")
+            raise ConfigError(None, f"preset 'ct' expects a single-channel image in HU, not {arr.shape[0]} channels")
         wins = [WINDOWS[w] if isinstance(w, str) else w for w in spec.windows]
         return np.stack([window(arr[0], c, w) for c, w in wins])
-    if spec.preset in ("mr", "xr"):
-        lo, hi = np.percentile(arr, spec.percentiles)
-        return np.clip((arr - lo) / max(hi - lo, 1e-6), 0.0, 1.0).astype(np.float32)
-    return arr.astype(np.float32)
+    arr = _match_channels(arr, spec.input_channels)
+    rng = spec.intensity_range
+    if spec.preset == "none":
+        out = arr.astype(np.float32)
+    elif rng is not None and rng != "percentiles":
+        lo, hi = float(rng[0]), float(rng[1])
+        out = np.clip((arr - lo) / (hi - lo), 0.0, 1.0)
+    elif spec.preset == "colour" and rng is None:
+        out = np.clip(arr / _full_scale(img, arr), 0.0, 1.0)
+    else:
+        out = _percentile_range(arr, spec.percentiles, per_channel=spec.preset == "colour")
+    want = spec.input_channels
+    if want is not None and out.shape[0] == 1 and want > 1:
+        out = np.repeat(out, want, axis=0)  # grey into a colour run: the same grey in every channel
+    return out.astype(np.float32)
 
 
 def _to_ras_spacing(arr: np.ndarray, img: Image, spacing) -> np.ndarray:
@@ -155,24 +222,36 @@ def preprocess(img: Image, spec: PreprocessSpec) -> np.ndarray:
     return arr.astype(np.float32)
 
 
-def augmentation(spatial_dims: int, *, flips: tuple[int, ...] = (), strength: float = 1.0, seed: int | None = None):
+def augmentation(
+    size: int | tuple[int, ...], *, flips: tuple[int, ...] = (), strength: float = 1.0, seed: int | None = None
+):
     """A MONAI ``Compose`` of random augmentations for network-order tensors (C, *spatial).
 
-    Small affine (±10° × strength, ±10 % scale), mild contrast and Gaussian noise. Flips only
-    along the axes in ``flips`` (network axis numbers, 0 = first spatial axis): left-right
-    flips change anatomy (the heart moves), so none are on by default.
+    ``size`` is the network input size (a tuple, or the number of spatial dimensions for a
+    64-pixel reference). Small affine: ±10° × strength, ±10 % scale and a shift of up to 5 % of
+    the image along each axis (so a 28-pixel MedMNIST image moves by 1.4 pixels, a 224-pixel one
+    by 11); mild contrast and Gaussian noise. Flips only along the axes in ``flips`` (network axis
+    numbers, 0 = first spatial axis): left-right flips change anatomy (the heart moves), so none
+    are on by default.
+
+    >>> aug = augmentation((28, 28), seed=0)
+    >>> [round(r, 2) for r in aug.transforms[0].rand_affine_grid.translate_range]
+    [1.4, 1.4]
     """
     import math
 
     from monai.transforms import Compose, RandAdjustContrast, RandAffine, RandFlip, RandGaussianNoise
 
+    if isinstance(size, int):
+        size = (64,) * size
+    spatial_dims = len(size)
     rot = math.radians(10) * strength
     steps = [
         RandAffine(
             prob=0.7,
             rotate_range=(rot,) if spatial_dims == 2 else (rot, rot, rot),
             scale_range=(0.1 * strength,) * spatial_dims,
-            translate_range=(0.05 * strength * 64,) * spatial_dims,
+            translate_range=tuple(0.05 * strength * n for n in size),
             padding_mode="border",
         ),
         RandAdjustContrast(prob=0.3, gamma=(1 - 0.3 * strength, 1 + 0.3 * strength)),

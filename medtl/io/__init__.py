@@ -8,6 +8,7 @@ This package never imports torch or MONAI, so scans and single loads start fast.
 True
 """
 
+from .colour import probe_colour
 from .display import WINDOWS, window
 from .image import Image
 from .load import load_image
@@ -15,4 +16,4 @@ from .nifti import save_nifti
 from .scan import ScanResult, scan
 from .sniff import sniff
 
-__all__ = ["Image", "load_image", "save_nifti", "scan", "ScanResult", "sniff", "window", "WINDOWS"]
+__all__ = ["Image", "load_image", "save_nifti", "scan", "ScanResult", "sniff", "window", "WINDOWS", "probe_colour"]

@@ -2,7 +2,9 @@
 
 Raster files carry no patient geometry: the affine is the pixel grid with spacing 1 mm
 (flagged ``spacing_unknown``) unless a spacing is given. Axes follow medtl's (column, row)
-order, as MONAI's readers do.
+order, as MONAI's readers do. Colour follows :mod:`medtl.io.colour`: real colour is read as
+(3, column, row), grey stored as RGB (or RGBA, or a palette) as one channel;
+``meta["colour"]`` says which, and ``meta["full_scale"]`` is the file's white (255 for 8 bits).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import numpy as np
 
 from ..errors import ImageReadError
+from .colour import full_scale, resolve_colour
 from .image import Image
 
 __all__ = ["load_raster", "load_numpy"]
@@ -23,17 +26,17 @@ def _grid_affine(ndim: int, spacing=None) -> np.ndarray:
 
 
 def _from_pixels(pixels: np.ndarray, path: str, fmt: str, spacing=None) -> Image:
-    meta: dict = {"source_format": fmt, "geometry": "none"}
+    meta: dict = {"source_format": fmt, "geometry": "none", "full_scale": full_scale(pixels.dtype)}
     if spacing is None:
         meta["flags"] = ["spacing_unknown"]
     if pixels.ndim == 3 and pixels.shape[-1] in (3, 4):
-        pixels = pixels[..., :3]  # alpha carries no image content
-        if np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 0], pixels[..., 2]):
-            pixels = pixels[..., 0]  # grayscale saved as RGB, as many radiograph PNGs are
-            meta["gray_from_rgb"] = True
-        else:
-            meta["channel_axis"] = 0
-            return Image(np.moveaxis(pixels, -1, 0).transpose(0, 2, 1), _grid_affine(2, spacing), meta)
+        # alpha carries no image content; grey saved as RGB (many radiograph PNGs and JPEGs) → one channel
+        pixels, found = resolve_colour(np.moveaxis(pixels[..., :3], -1, 0), meta["full_scale"])
+        meta.update(found)
+        if found["colour"] == "rgb":
+            return Image(pixels.transpose(0, 2, 1), _grid_affine(2, spacing), meta)
+    else:
+        meta["colour"] = "gray"
     if pixels.ndim != 2:
         raise ImageReadError(path, f"unsupported {fmt} pixel layout {pixels.shape}")
     return Image(pixels.T, _grid_affine(2, spacing), meta)
