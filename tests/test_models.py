@@ -118,6 +118,51 @@ def test_every_backbone_builds_runs_and_groups_its_parameters(name, dims):
     assert sorted(grouped) == sorted(id(p) for p in model.parameters())  # each exactly once
 
 
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize("dims", [2, 3])
+def test_every_backbone_trains_at_28_and_at_its_minimum_and_refuses_below(name, dims):
+    from medtl.models.registry import check_input_size
+    from medtl.train.config import TrainConfig
+
+    model = create(name, in_channels=1, num_classes=2, spatial_dims=dims).train()
+    least = BACKBONES[name].minimum(dims)
+    for n in (28, least):  # MedMNIST's size, and the smallest this backbone takes
+        x = torch.randn(2, 1, *([n] * dims), requires_grad=True)
+        loss = model(x).square().sum()
+        loss.backward()
+        assert torch.isfinite(loss) and x.grad is not None and x.grad.abs().sum() > 0, n
+    with pytest.raises(ConfigError, match=rf"{name} takes {dims}D inputs of at least {least} voxels"):
+        check_input_size(name, [28] * (dims - 1) + [least - 1])
+    with pytest.raises(ConfigError, match=f"at least {least} voxels"):  # refused as the config is read
+        TrainConfig(backbone=name, spatial_dims=dims, size=[least - 1] * dims)
+
+
+def test_efficientnet_same_padding_follows_the_input_size():
+    import math
+
+    from monai.networks.nets import EfficientNet
+
+    from medtl.models.networks import SamePad, build_network
+
+    pad = SamePad(torch.nn.Conv2d(1, 1, 5, stride=2))
+    for n in (28, 7, 8, 224):
+        out = torch.nn.functional.conv2d(pad(torch.zeros(1, 1, n, n)), torch.zeros(1, 1, 5, 5), stride=2)
+        assert out.shape[-1] == math.ceil(n / 2)  # TensorFlow "SAME": output = ceil(input / stride)
+    # at the size MONAI builds for, the network is MONAI's own: pretrained outputs are unchanged
+    spec = BACKBONES["efficientnet-b0"]
+    ours = build_network(spec, in_channels=1, num_classes=2).eval()
+    config = {k: v for k, v in spec.config.items() if k != "activation"}
+    ref = EfficientNet(spatial_dims=2, in_channels=1, num_classes=2, norm=("batch", {"eps": 1e-3, "momentum": 0.1}),
+                       **config).eval()  # fmt: skip
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(1, 1, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
+        with pytest.raises(RuntimeError, match="Kernel size can't be greater"):  # MONAI's fixed padding at 28
+            ref(torch.randn(1, 1, 28, 28))
+        assert ours(torch.randn(1, 1, 28, 28)).shape == (1, 2)
+
+
 def test_list_models_rows():
     rows = {r["name"]: r for r in list_models()}
     assert set(rows) == set(BACKBONES)

@@ -31,6 +31,7 @@ __all__ = [
     "get_source",
     "sources_for",
     "resolve_source",
+    "check_input_size",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
 ]
@@ -63,7 +64,10 @@ class BackboneSpec:
 
     ``config`` holds the MONAI constructor arguments; ``stem``, ``stages`` and ``head`` are
     regular expressions over the network's parameter names (before medtl wraps it) that
-    freezing and layer-wise learning rates use.
+    freezing and layer-wise learning rates use. ``min_size`` holds, for 2D and for 3D, the
+    smallest input (voxels per axis) whose stem (first convolution and pooling) still leaves 2
+    voxels for the stages to look at; every size from there up trains (the tests run each
+    backbone at it and at 28).
     """
 
     name: str
@@ -74,6 +78,11 @@ class BackboneSpec:
     stages: tuple[str, ...]
     head: str
     first_conv: str
+    min_size: tuple[int, int] = (1, 1)
+
+    def minimum(self, spatial_dims: int) -> int:
+        """The smallest input size per axis in ``spatial_dims`` dimensions."""
+        return self.min_size[0 if spatial_dims == 2 else 1]
 
     def describe(self) -> str:
         return f"{self.name} ({self.family}, {'/'.join(f'{d}D' for d in self.dims)})"
@@ -121,6 +130,9 @@ _LITE_BLOCKS = tuple(b.replace("_se0.25", "") for b in _EFFNET_B0_BLOCKS)
 # (width, depth, image size, dropout) as published for B0..B4
 _EFFNET_PARAMS = {"b0": (1.0, 1.0, 224, 0.2), "b1": (1.0, 1.1, 240, 0.2), "b2": (1.1, 1.2, 260, 0.3), "b3": (1.2, 1.4, 300, 0.3), "b4": (1.4, 1.8, 380, 0.4)}  # fmt: skip
 _EFFNET_STAGES = tuple(rf"^_blocks\.{i}\." for i in range(7))
+# 7×7 stride-2 convolution then 3×3 stride-2 pooling: 5 → 3 → 2. In 3D, 6: PyTorch's CPU (oneDNN)
+# backward of that 7×7×7 convolution corrupts memory on an axis of exactly 5 (torch 2.13).
+_STRIDE4_STEM_MIN = (5, 6)
 
 
 def _resnet(depth: int) -> BackboneSpec:
@@ -145,6 +157,7 @@ def _resnet(depth: int) -> BackboneSpec:
         stages=_RESNET_STAGES,
         head=r"^fc\.",
         first_conv="conv1.weight",
+        min_size=_STRIDE4_STEM_MIN,
     )
 
 
@@ -168,6 +181,7 @@ def _efficientnet(variant: str) -> BackboneSpec:
         stages=_EFFNET_STAGES[:-1] + (r"^(_blocks\.6\.|_conv_head\.|_bn1\.)",),
         head=r"^_fc\.",
         first_conv="_conv_stem.weight",
+        min_size=(3, 3),  # one 3×3 stride-2 "same" convolution: 3 → 2
     )
 
 
@@ -187,6 +201,7 @@ BACKBONES: dict[str, BackboneSpec] = {
         ),
         head=r"^class_layers\.out\.",
         first_conv="features.conv0.weight",
+        min_size=_STRIDE4_STEM_MIN,
     ),
     **{f"efficientnet-{v}": _efficientnet(v) for v in ("b0", "b1", "b2", "b3", "b4", "lite0")},
 }
@@ -327,6 +342,28 @@ def get_backbone(name: str) -> BackboneSpec:
     if name not in BACKBONES:
         raise ConfigError(None, f"unknown backbone '{name}'" + suggest(name, sorted(BACKBONES)))
     return BACKBONES[name]
+
+
+def check_input_size(backbone: str, size) -> None:
+    """Raise a :class:`ConfigError` when ``size`` (voxels per spatial axis, 2 or 3 numbers) is
+    below what ``backbone`` takes (:attr:`BackboneSpec.min_size`).
+
+    >>> check_input_size("efficientnet-lite0", (28, 28, 28))
+    >>> check_input_size("resnet18", (28, 4))
+    Traceback (most recent call last):
+    ...
+    medtl.errors.ConfigError: resnet18 takes 2D inputs of at least 5 voxels along every axis; size [28, 4] is smaller: resize the images up (size: [28, 5] or more)
+    """
+    spec = get_backbone(backbone)
+    size = [int(n) for n in size]
+    least = spec.minimum(len(size))
+    if min(size) < least:
+        bigger = [max(n, least) for n in size]
+        raise ConfigError(
+            None,
+            f"{backbone} takes {len(size)}D inputs of at least {least} voxels along every axis; size {size} is "
+            f"smaller: resize the images up (size: {bigger} or more)",
+        )
 
 
 def get_source(name: str) -> PretrainedSource:
