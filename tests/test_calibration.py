@@ -1,4 +1,5 @@
-"""Temperature scaling: recovers a known over-confidence, lowers NLL and ECE, round-trips through the run dir."""
+"""Calibration: temperature scaling recovers a known over-confidence; the run's choice of map (none, temperature,
+Platt/vector) fixes a shifted base rate; records round-trip through the run dir."""
 
 import json
 
@@ -8,7 +9,14 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from medtl.errors import EvaluationError
 from medtl.evaluate import apply_temperature, fit_temperature, load_calibration, save_calibration
-from medtl.evaluate.calibration import calibration_nll, calibration_stats
+from medtl.evaluate.calibration import (
+    apply_calibration,
+    calibration_nll,
+    calibration_stats,
+    fit_calibration,
+    read_calibration,
+    write_calibration,
+)
 
 
 def _softmax(z):
@@ -110,3 +118,84 @@ def test_bad_calibration_input_and_files(tmp_path):
     (tmp_path / "calibration.json").write_text(json.dumps({"method": "temperature", "temperature": 0}))
     with pytest.raises(EvaluationError, match="positive number"):
         load_calibration(tmp_path)
+
+
+# ----------------------------------------------------------------------------- the choice of map
+
+
+def _prior_shifted(n=1500, prevalence=0.8, seed=5):
+    """What a class-weighted loss gives: logits scored as if the classes were balanced."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < prevalence).astype(int)
+    margin = rng.normal(0, 1, n) + 2.0 * y - 1.0  # calibrated for prevalence 0.5 ...
+    return np.stack([np.zeros(n), margin], 1), y  # ... but 80 % are positive
+
+
+def test_a_shifted_base_rate_needs_an_intercept_and_gets_one():
+    from medtl.evaluate.metrics import expected_calibration_error
+
+    logits, y = _prior_shifted()
+    record = fit_calibration(logits, y, "binary")
+    assert record["method"] == "platt" and record["fitted_on"] == "val"
+    assert record["cv_nll"]["platt"] < record["cv_nll"]["temperature"] < record["cv_nll"]["none"]
+    assert record["bias"][0] == pytest.approx(np.log(0.8 / 0.2), abs=0.35)  # the prior log-odds it undoes
+    platt = apply_calibration(logits, record, "binary")[:, 1]
+    temp = apply_temperature(logits, fit_temperature(logits, y), kind="softmax")[:, 1]
+    ece_platt, ece_temp = expected_calibration_error(y, platt), expected_calibration_error(y, temp)
+    assert ece_platt < 0.03 < ece_temp  # a temperature cannot move a base rate
+    assert roc_auc_score(y, platt) == pytest.approx(roc_auc_score(y, logits[:, 1]))  # ranking kept
+
+
+def test_plain_overconfidence_is_calibrated_and_few_images_are_left_alone():
+    true, y = _sigmoid_case(n=2000, seed=6)
+    logits = np.stack([np.zeros_like(true), 3 * true], 1)
+    record = fit_calibration(logits, y, "binary")
+    assert record["method"] in ("temperature", "platt")
+    p = apply_calibration(logits, record, "binary")[:, 1]
+    assert log_loss(y, p) < log_loss(y, _softmax(logits)[:, 1])
+    small = fit_calibration(logits[:12], y[:12], "binary")
+    assert small["method"] == "none" and small["fitted_on"] == "not fitted: 12 validation images (fewer than 20)"
+    np.testing.assert_allclose(apply_calibration(logits[:5], small, "binary"), _softmax(logits[:5]))
+    one_class = fit_calibration(logits[:40], np.ones(40), "binary")
+    assert one_class["fitted_on"] == "not fitted: one class in validation"
+
+
+def test_multilabel_gets_a_sigmoid_map_per_finding_and_keeps_each_ranking():
+    rng = np.random.default_rng(7)
+    n = 1500
+    y = np.stack([rng.random(n) < 0.2, rng.random(n) < 0.7], 1).astype(float)
+    z = rng.normal(0, 1, (n, 2)) + 2 * y - 1  # each finding scored as if its prevalence were 0.5
+    y[::9, 0] = np.nan
+    record = fit_calibration(z, y, "multilabel")
+    assert record["method"] == "platt" and len(record["scale"]) == 2
+    assert record["bias"][0] < 0 < record["bias"][1]  # a rare finding goes down, a common one up
+    p = apply_calibration(z, record, "multilabel")
+    for j in range(2):
+        known = ~np.isnan(y[:, j])
+        assert roc_auc_score(y[known, j], p[known, j]) == pytest.approx(roc_auc_score(y[known, j], z[known, j]))
+        assert abs(p[known, j].mean() - y[known, j].mean()) < 0.03
+
+
+def test_multiclass_vector_scaling_fixes_per_class_shifts():
+    true, y = _softmax_case(3, n=3000, seed=8)
+    shifted = true + np.array([1.5, 0.0, -1.5])  # class 0 scored too often, class 2 too rarely
+    record = fit_calibration(shifted, y, "multiclass")
+    assert record["method"] == "vector" and record["bias"][0] == 0.0
+    after = log_loss(y, apply_calibration(shifted, record, "multiclass"), labels=[0, 1, 2])
+    assert after < log_loss(y, _softmax(shifted), labels=[0, 1, 2]) - 0.05
+
+
+def test_written_record_round_trips_and_bad_records_are_refused(tmp_path):
+    logits, y = _prior_shifted(n=300)
+    record = fit_calibration(logits, y, "binary")
+    path = write_calibration(tmp_path, record, logits, y, task="binary")
+    back = read_calibration(tmp_path)
+    assert back["method"] == "platt" and back["task"] == "binary" and back["n"] == 300
+    assert back["ece_after"] < back["ece_before"] and back["nll_after"] < back["nll_before"]
+    np.testing.assert_allclose(apply_calibration(logits, back, "binary"), apply_calibration(logits, record, "binary"))
+    path.write_text(json.dumps({"method": "platt", "scale": [1.0]}))
+    with pytest.raises(EvaluationError, match="equal-length finite 'scale' and 'bias'"):
+        read_calibration(tmp_path)
+    path.write_text(json.dumps({"method": "isotonic"}))
+    with pytest.raises(EvaluationError, match="method must be one of none, temperature, platt, vector"):
+        read_calibration(tmp_path)

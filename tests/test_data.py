@@ -44,6 +44,21 @@ def test_multilabel_with_unknowns(tmp_path):
     assert m.records[0].patient != m.records[1].patient  # no patient column: one patient per row
 
 
+def test_one_column_of_findings_joined_by_bars_is_multilabel(tmp_path):
+    csv_path = _write(tmp_path, "path,label\na,Effusion|Edema\nb,No Finding\nc,edema\nd,\ne,Edema\n")
+    with pytest.raises(ConfigError, match="names finding 'edema', which the model was not trained on"):
+        read_manifest(csv_path, findings=["Edema", "Effusion"])  # names are case-sensitive, as in the CSV
+    m = read_manifest(_write(tmp_path, "path,label\na,Effusion|Edema\nb,No Finding\nd,\ne,Edema\n"))
+    assert m.label_columns == ("Edema", "Effusion") and m.task == "multilabel"  # one output per finding, sorted
+    assert [r.labels for r in m.records[:2]] == [(1.0, 1.0), (0.0, 0.0)]
+    assert all(math.isnan(v) for v in m.records[2].labels)  # an empty cell: nothing known
+    # another CSV read for a trained model lines its findings up with the model's outputs
+    other = read_manifest(_write(tmp_path, "path,label\nz,Mass\n"), findings=["Edema", "Effusion", "Mass"])
+    assert other.label_columns == ("Edema", "Effusion", "Mass") and other.records[0].labels == (0.0, 0.0, 1.0)
+    with pytest.raises(ConfigError, match="holds 'Edema', not a number .* joined with '[|]'"):
+        read_manifest(_write(tmp_path, "path,label\na,1\nb,Edema\n"))
+
+
 def _patients(m, idx):
     return {m.records[i].patient for i in idx}
 

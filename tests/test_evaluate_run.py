@@ -11,7 +11,7 @@ import torch
 from medtl.cli import main
 from medtl.errors import EvaluationError
 from medtl.evaluate.calibration import load_calibration
-from medtl.evaluate.run import evaluate_run
+from medtl.evaluate.run import evaluate_run, predict_manifest
 from medtl.train.config import TrainConfig
 from medtl.train.finetune import finetune, load_run
 
@@ -30,14 +30,19 @@ def run_dir(tmp_path_factory):
 
 def test_run_directory_holds_calibration_and_threshold(run_dir):
     cal = json.loads((run_dir / "calibration.json").read_text())
-    assert cal["method"] == "temperature" and cal["fitted_on"] == "val"
+    assert cal["fitted_on"] == "val" and cal["task"] == "binary" and cal["n"] >= 20
+    # the map with the lowest cross-validated validation NLL was chosen among all three
+    assert set(cal["cv_nll"]) == {"none", "temperature", "platt"}
+    assert cal["cv_nll"][cal["method"]] == min(cal["cv_nll"].values())
     assert cal["temperature"] > 0 and cal["temperature"] == load_calibration(run_dir)
-    # fitting minimises validation NLL, so it can only go down
+    # refitted on all validation images, a family that holds the identity cannot raise its NLL
     assert cal["nll_after"] <= cal["nll_before"] + 1e-9
     thr = json.loads((run_dir / "threshold.json").read_text())
     assert thr["rule"] == "youden" and 0 <= thr["threshold"] <= 1
     card = (run_dir / "model_card.md").read_text()
-    assert f"threshold {thr['threshold']:.3f} (youden)" in card and f"temperature {cal['temperature']:.3f}" in card
+    assert f"threshold {thr['threshold']:.3f} (youden)" in card
+    assert f"validation ECE {cal['ece_before']:.3f} → {cal['ece_after']:.3f}" in card
+    assert "1 channel(s), preset xr (channels: auto → 1" in card  # the sample radiographs are grey
 
 
 def test_evaluate_run_scores_equal_model_with_temperature(run_dir, tmp_path):
@@ -53,8 +58,15 @@ def test_evaluate_run_scores_equal_model_with_temperature(run_dir, tmp_path):
     model, spec, _ = load_run(run_dir)
     manifest = read_manifest(SAMPLE / "cxr.csv")
     image = prepare(manifest, [0], spec, cache_dir=tmp_path / "c").dataset[0]["image"][None]
+    cal = json.loads((run_dir / "calibration.json").read_text())
     with torch.no_grad():
-        expected = torch.softmax(model(image) / res["temperature"], 1)[0, 1].item()
+        z = model(image)[0].double()
+    margin = float(z[1] - z[0])
+    expected = {  # P(positive) of each map, written out from its definition
+        "none": 1 / (1 + np.exp(-margin)),
+        "temperature": 1 / (1 + np.exp(-margin / cal["temperature"])),
+        "platt": 1 / (1 + np.exp(-(cal["scale"][0] * margin + cal["bias"][0]))) if "scale" in cal else None,
+    }[cal["method"]]
     first = next(r for r in rows if r["path"] == manifest.records[0].path)
     assert float(first["score"]) == pytest.approx(expected, abs=1e-5)
     assert int(first["prediction"]) == int(float(first["score"]) >= res["threshold"])
@@ -145,12 +157,43 @@ def test_multilabel_run_with_unknown_findings_trains_calibrates_and_evaluates(tm
                       epochs=2, val_fraction=0.5, test_fraction=0.25)  # fmt: skip
     result = finetune(cfg, tmp_path / "run", resume=False)
     assert np.isfinite(result.val_auroc)  # unknown labels neither crash the loss nor poison AUROC
-    assert json.loads((tmp_path / "run" / "calibration.json").read_text())["kind"] == "multilabel"
+    assert json.loads((tmp_path / "run" / "calibration.json").read_text())["task"] == "multilabel"
+    # the number that chose the checkpoint is the macro AUROC evaluate reports on validation
+    val = evaluate_run(tmp_path / "run", path, tmp_path / "val", split="val", n_boot=0)
+    assert val["overall"]["macro_auroc"] == pytest.approx(result.val_auroc, abs=1e-6)
     res = evaluate_run(tmp_path / "run", path, tmp_path / "eval", split="test", n_boot=50)
     assert res["task"] == "multilabel" and set(res["per_label"]) == {"effusion", "nodule"}
     assert (tmp_path / "eval" / "nodule" / "audit.json").is_file()
     preds = list(csv.DictReader(open(tmp_path / "eval" / "predictions.csv")))
     assert {"score_0", "score_1", "effusion", "nodule"} <= set(preds[0])
+
+
+def test_findings_manifest_trains_and_evaluates_from_the_cli_with_the_shipped_config(tmp_path, capsys):
+    rows = list(csv.DictReader(open(SAMPLE / "cxr.csv")))
+    path = tmp_path / "findings.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["path", "patient_id", "label", "sex"])
+        w.writeheader()
+        for i, r in enumerate(rows):  # the ChestX-ray14 layout: finding names joined by |
+            found = ["Effusion"] * (r["label"] == "1") + ["Nodule"] * (i % 3 == 0)
+            w.writerow({"path": str(SAMPLE / r["path"]), "patient_id": r["patient_id"],
+                        "label": "|".join(found) or "No Finding", "sex": r["sex"]})  # fmt: skip
+    shipped = Path(__file__).resolve().parents[1] / "configs" / "cxr-2d.yaml"
+    run = tmp_path / "run"
+    assert main(["train", str(shipped), "-o", str(run), "--set", f"manifest={path}", "--set", "size=32",
+                 "--set", "epochs=2"]) == 0  # fmt: skip
+    assert json.loads((run / "labels.json").read_text()) == ["Effusion", "Nodule"]
+    assert main(["evaluate", str(run), str(path), "--split", "test", "--n-boot", "20", "-o", str(tmp_path / "e")]) == 0
+    out = capsys.readouterr().out
+    assert "Effusion: n=" in out and "Nodule: n=" in out
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert metrics["task"] == "multilabel" and set(metrics["per_label"]) == {"Effusion", "Nodule"}
+    # another CSV with only some of the findings is read in the run's output order
+    subset = tmp_path / "subset.csv"
+    subset.write_text(f"path,label\n{SAMPLE / rows[0]['path']},Nodule\n{SAMPLE / rows[1]['path']},No Finding\n")
+    rows_out, _, info = predict_manifest(run, subset)
+    assert info["label_columns"] == ["Effusion", "Nodule"] and rows_out[0]["Nodule"] == 1.0
+    assert 0 <= rows_out[0]["score_0"] <= 1 and 0 <= rows_out[0]["score_1"] <= 1
 
 
 def test_3d_ct_config_trains_and_evaluates_from_the_cli(tmp_path, capsys):

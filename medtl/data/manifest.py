@@ -2,7 +2,10 @@
 
 Columns: ``path`` (a file or a series folder; relative paths are taken from ``root``, by
 default the CSV's own folder), one or more label columns, an optional ``patient_id`` and any
-group columns (sex, age, site ...). The output of ``medtl scan`` plus a label column is a
+group columns (sex, age, site ...). Labels are numbers (0/1, or 0..K-1 for classes; empty or
+``nan`` = unknown), one column per finding for multi-label data (CheXpert's layout) — or one
+column of finding names joined by ``|`` (``Effusion|Cardiomegaly``, ``No Finding``: the
+ChestX-ray14 layout), which becomes one label per finding. The output of ``medtl scan`` plus a label column is a
 manifest, and so is ``sample_data/labels.csv``. Patient identifiers are replaced on read by
 salted pseudonyms (:func:`medtl.io.phi.pseudonym`): nothing downstream holds the raw ID.
 """
@@ -72,7 +75,46 @@ def _number(value: str, csv_path: str, line: int, column: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise ConfigError(csv_path, f"line {line}: label column '{column}' holds '{text}', not a number") from None
+        raise ConfigError(
+            csv_path,
+            f"line {line}: label column '{column}' holds '{text}', not a number (classes are numbered 0..K-1; "
+            f"several findings of one image are named and joined with '{FINDING_SEPARATOR}')",
+        ) from None
+
+
+#: Separates finding names in one label cell; this cell value means "none of them".
+FINDING_SEPARATOR, NO_FINDING = "|", "no finding"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _finding_names(values: list[str], csv_path: str, column: str, findings) -> list[str]:
+    seen = sorted(
+        {t.strip() for v in values for t in v.split(FINDING_SEPARATOR) if t.strip() and t.strip().lower() != NO_FINDING}
+    )
+    if findings is None:
+        if not seen:
+            raise ConfigError(csv_path, f"label column '{column}' names no finding (only '{NO_FINDING}' or empty)")
+        return seen
+    unknown = [f for f in seen if f not in findings]
+    if unknown:
+        raise ConfigError(csv_path, f"label column '{column}' names finding '{unknown[0]}', which the model was not "
+                          f"trained on; it knows {', '.join(findings)}")  # fmt: skip
+    return list(findings)
+
+
+def _finding_labels(text: str, names: list[str]) -> tuple[float, ...]:
+    text = (text or "").strip()
+    if text == "" or text.lower() in ("nan", "na", "unknown"):
+        return (math.nan,) * len(names)
+    present = {t.strip() for t in text.split(FINDING_SEPARATOR)}
+    return tuple(1.0 if n in present else 0.0 for n in names)
 
 
 def read_manifest(
@@ -82,6 +124,7 @@ def read_manifest(
     patient_column: str = "patient_id",
     group_columns: list[str] | None = None,
     root: str | os.PathLike | None = None,
+    findings: list[str] | None = None,
 ) -> Manifest:
     """Read a manifest CSV.
 
@@ -92,6 +135,9 @@ def read_manifest(
         group_columns: attributes for the bias audit; default every column that is not a path,
             a label or a file property.
         root: folder that relative paths start from (default: the CSV's folder).
+        findings: for a label column of ``|``-joined finding names: the findings, in output
+            order, of the model the rows are for (default: every finding named, sorted); a
+            finding outside them is an error.
 
     Raises:
         ConfigError: missing columns (with the nearest existing name), non-numeric labels,
@@ -120,6 +166,12 @@ def read_manifest(
     if group_columns is None:
         group_columns = [c for c in columns if c not in _NON_GROUP and c not in labels and c != patient_column]
     has_patient = patient_column in columns
+    names = None  # one column of finding names → one label per finding
+    if len(labels) == 1:
+        cells = [(r.get(labels[0]) or "").strip() for r in rows]
+        words = [c for c in cells if c and c.lower() not in ("nan", "na", "unknown") and not _is_number(c)]
+        if words and (findings is not None or any(FINDING_SEPARATOR in c or c.lower() == NO_FINDING for c in words)):
+            names = _finding_names(words, csv_path, labels[0], findings)
     records = []
     for i, row in enumerate(rows):
         line = i + 2  # header is line 1
@@ -131,7 +183,9 @@ def read_manifest(
         records.append(
             Record(
                 path=full,
-                labels=tuple(_number(row[c], csv_path, line, c) for c in labels),
+                labels=_finding_labels(row[labels[0]], names)
+                if names is not None
+                else tuple(_number(row[c], csv_path, line, c) for c in labels),
                 # a row without a patient is its own patient: it can never leak across splits
                 patient=pseudonym(patient_raw or f"{csv_path}#row{line}", "patient"),
                 groups={g: (row.get(g) or "").strip() for g in group_columns},
@@ -139,4 +193,4 @@ def read_manifest(
                 row=line,
             )
         )
-    return Manifest(records, tuple(labels), tuple(group_columns), csv_path)
+    return Manifest(records, tuple(names or labels), tuple(group_columns), csv_path)

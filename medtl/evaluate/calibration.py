@@ -1,4 +1,19 @@
-"""Temperature scaling: one scalar T > 0 that divides the logits, fitted on validation rows.
+"""Calibration on validation rows: temperature scaling, Platt / vector scaling, and the choice.
+
+A run calibrates with :func:`fit_calibration`, which compares, by cross-validated negative
+log-likelihood on the validation rows, three maps of the logits ``z``:
+
+* ``none`` — the raw outputs;
+* ``temperature`` — ``z / T`` (one parameter; keeps every ranking; cannot move a base rate);
+* ``platt`` (binary and multi-label) — ``a·z + b`` per output (binary: on the margin
+  ``z1 - z0``), the intercept undoing a shifted base rate such as a class-weighted loss makes;
+  ``vector`` (multi-class) — ``a_k·z_k + b_k`` per class.
+
+The chosen map is refitted on all validation rows and stored in ``calibration.json``;
+:func:`apply_calibration` applies it, then :func:`medtl.tasks.probabilities`. Temperature
+scaling alone, as below, remains available to scripts.
+
+Temperature scaling: one scalar T > 0 that divides the logits, fitted on validation rows.
 
 Which likelihood is minimised follows from the shapes (or ``kind``):
 
@@ -33,6 +48,11 @@ from .metrics import expected_calibration_error
 
 __all__ = [
     "CALIBRATION_FILE",
+    "METHODS",
+    "fit_calibration",
+    "calibrated_logits",
+    "apply_calibration",
+    "write_calibration",
     "fit_temperature",
     "apply_temperature",
     "calibration_nll",
@@ -44,6 +64,10 @@ __all__ = [
 
 #: Name of the calibration file inside a run directory.
 CALIBRATION_FILE = "calibration.json"
+#: Every calibration map a ``calibration.json`` may hold.
+METHODS = ("none", "temperature", "platt", "vector")
+#: Fewer validation rows than this, or a single class, leave the outputs uncalibrated.
+MIN_CALIBRATION_ROWS = 20
 _LOG_T_BOUNDS = (float(np.log(0.01)), float(np.log(100.0)))
 
 
@@ -259,9 +283,208 @@ def read_calibration(run_dir: str | os.PathLike) -> dict[str, Any]:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise EvaluationError(path, f"cannot read calibration: {exc}") from None
-    if not isinstance(record, dict) or record.get("method", "temperature") != "temperature":
-        raise EvaluationError(path, "not a temperature-scaling calibration file")
-    value = record.get("temperature")
+    if not isinstance(record, dict) or record.get("method", "temperature") not in METHODS:
+        raise EvaluationError(path, f"not a calibration file medtl knows (method must be one of {', '.join(METHODS)})")
+    record.setdefault("method", "temperature")
+    value = record.get("temperature", 1.0)
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0 or not np.isfinite(value):
         raise EvaluationError(path, f"temperature must be a positive number, got {value!r}")
+    if record["method"] in ("platt", "vector"):
+        scale, bias = record.get("scale"), record.get("bias")
+        ok = isinstance(scale, list) and isinstance(bias, list) and len(scale) == len(bias) > 0
+        if not ok or not np.isfinite(np.asarray(scale + bias, dtype=float)).all():
+            raise EvaluationError(path, f"{record['method']} calibration needs equal-length finite 'scale' and 'bias' lists")
     return record
+
+
+# ----------------------------------------------------------------------------- the choice
+def calibrated_logits(logits: Any, record: dict[str, Any], task: str) -> np.ndarray:
+    """The logits after a calibration ``record``'s map (:func:`apply_calibration` without the
+    probability rule). A binary Platt map returns two logits ``[0, a·(z1 - z0) + b]``.
+
+    >>> calibrated_logits([[0.0, 2.0]], {"method": "platt", "scale": [0.5], "bias": [1.0]}, "binary").tolist()
+    [[0.0, 2.0]]
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    method = record.get("method", "temperature")
+    if method == "none":
+        return z
+    if method == "temperature":
+        return z / float(record.get("temperature", 1.0))
+    scale, bias = np.asarray(record["scale"], dtype=np.float64), np.asarray(record["bias"], dtype=np.float64)
+    if task == "binary" and z.ndim == 2 and z.shape[1] == 2:
+        margin = scale[0] * (z[:, 1] - z[:, 0]) + bias[0]
+        return np.stack([np.zeros_like(margin), margin], axis=1)
+    if z.shape[-1] != len(scale):
+        raise EvaluationError(None, f"{method} calibration has {len(scale)} outputs, the logits {z.shape[-1]}")
+    return z * scale + bias
+
+
+def apply_calibration(logits: Any, record: dict[str, Any], task: str) -> np.ndarray:
+    """Calibrated probabilities: the record's map, then the task's probability rule.
+
+    >>> apply_calibration([[0.0, 0.0]], {"method": "platt", "scale": [1.0], "bias": [0.0]}, "binary").tolist()
+    [[0.5, 0.5]]
+    """
+    from ..tasks import probabilities
+
+    return probabilities(calibrated_logits(logits, record, task), task)
+
+
+def _nll_of(z: np.ndarray, y: np.ndarray, task: str) -> float:
+    """Mean NLL of labels under already-calibrated logits."""
+    from scipy.special import log_expit, log_softmax
+
+    if task == "multilabel":
+        known = ~np.isnan(y)
+        s, t = z[known], y[known]
+        return float(-(t * log_expit(s) + (1 - t) * log_expit(-s)).mean())
+    return float(-log_softmax(z, axis=1)[np.arange(len(y)), y.astype(np.intp)].mean())
+
+
+def _fit_affine(z: np.ndarray, y: np.ndarray, task: str) -> dict[str, Any]:
+    """Maximum-likelihood ``scale``/``bias`` (log-scale bounded like the temperature)."""
+    from scipy.optimize import minimize
+    from scipy.special import log_expit
+
+    def platt_1d(x: np.ndarray, t: np.ndarray) -> tuple[float, float]:
+        def nll(theta):
+            s = np.exp(theta[0]) * x + theta[1]
+            return -(t * log_expit(s) + (1 - t) * log_expit(-s)).mean()
+
+        res = minimize(nll, np.zeros(2), method="L-BFGS-B", bounds=[_LOG_T_BOUNDS, (-50, 50)])
+        return float(np.exp(res.x[0])), float(res.x[1])
+
+    if task == "binary":
+        a, b = platt_1d(z[:, 1] - z[:, 0], y)
+        return {"method": "platt", "scale": [a], "bias": [b]}
+    if task == "multilabel":
+        scale, bias = [], []
+        for j in range(z.shape[1]):
+            known = ~np.isnan(y[:, j])
+            a, b = platt_1d(z[known, j], y[known, j]) if len(np.unique(y[known, j])) == 2 else (1.0, 0.0)
+            scale.append(a), bias.append(b)
+        return {"method": "platt", "scale": scale, "bias": bias}
+    k = z.shape[1]
+
+    def nll(theta):  # vector scaling; the first class's bias is fixed at 0 (softmax is shift-free)
+        rec = {"method": "vector", "scale": np.exp(theta[:k]), "bias": np.concatenate([[0.0], theta[k:]])}
+        return _nll_of(calibrated_logits(z, rec, task), y, task)
+
+    res = minimize(nll, np.zeros(2 * k - 1), method="L-BFGS-B", bounds=[_LOG_T_BOUNDS] * k + [(-50, 50)] * (k - 1))
+    return {"method": "vector", "scale": np.exp(res.x[:k]).tolist(), "bias": [0.0, *res.x[k:].tolist()]}
+
+
+def _fit_method(method: str, z: np.ndarray, y: np.ndarray, task: str) -> dict[str, Any]:
+    from ..tasks import calibration_kind
+
+    if method == "none":
+        return {"method": "none"}
+    if method == "temperature":
+        target = y if task == "multilabel" else y.astype(int)
+        return {"method": "temperature", "temperature": fit_temperature(z, target, kind=calibration_kind(task))}
+    return _fit_affine(z, y, task)
+
+
+def _folds(y: np.ndarray, task: str, folds: int, seed: int):
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    if task == "multilabel":
+        return list(KFold(min(folds, len(y)), shuffle=True, random_state=seed).split(y))
+    counts = np.bincount(y.astype(int))
+    smallest = int(counts[counts > 0].min())
+    if smallest < 2:
+        return []
+    return list(StratifiedKFold(min(folds, smallest), shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+
+
+def fit_calibration(
+    logits: Any, labels: Any, task: str, *, folds: int = 5, seed: int = 0, min_rows: int = MIN_CALIBRATION_ROWS
+) -> dict[str, Any]:
+    """Choose and fit a calibration map on validation rows (see the module docstring).
+
+    Each candidate (``none``, ``temperature``, and ``platt`` or ``vector``) is scored by its
+    ``folds``-fold cross-validated NLL on these rows (fitted on the other folds, scored on the
+    held-out one); the lowest wins, ties going to fewer parameters, and is refitted on all rows.
+
+    Args:
+        logits: (n, outputs) validation logits.
+        labels: (n,) class indices (binary, multi-class) or (n, L) 0/1 with NaN for unknown.
+        task: ``binary``, ``multiclass`` or ``multilabel`` (:mod:`medtl.tasks`).
+
+    Returns:
+        A record for :func:`write_calibration`: ``method`` and its parameters, ``fitted_on``
+        (``val``, or ``not fitted: ...`` with the reason), ``cv_nll`` per candidate, ``chosen_by``.
+
+    >>> rng = np.random.default_rng(0)
+    >>> y = (rng.random(400) < 0.8).astype(int)               # prevalence 0.8 ...
+    >>> m = rng.normal(0, 1, 400) + 2 * y - 2.4                # ... scored as if it were 0.5
+    >>> fit_calibration(np.stack([np.zeros(400), m], 1), y, "binary")["method"]
+    'platt'
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    if task != "multilabel":
+        y = y.reshape(-1)
+    n = len(y)
+    classes = len(np.unique(y[~np.isnan(y)])) if task != "multilabel" else 2
+    if n < min_rows or classes < 2:
+        why = f"{n} validation images (fewer than {min_rows})" if n < min_rows else "one class in validation"
+        return {"method": "none", "temperature": 1.0, "fitted_on": f"not fitted: {why}", "cv_nll": {},
+                "chosen_by": "validation too small to calibrate"}  # fmt: skip
+    candidates = ["none", "temperature", "vector" if task == "multiclass" else "platt"]
+    splits = _folds(y, task, folds, seed)
+    cv: dict[str, float] = {}
+    if splits:
+        for method in candidates:
+            total = 0.0
+            for train, held in splits:
+                rec = _fit_method(method, z[train], y[train], task)
+                total += _nll_of(calibrated_logits(z[held], rec, task), y[held], task) * len(held)
+            cv[method] = round(total / n, 6)
+        best = min(candidates, key=lambda m: (cv[m], candidates.index(m)))
+        chosen_by = f"{len(splits)}-fold cross-validated NLL on the validation rows"
+    else:  # a class with one image: no fold can hold it out; one parameter is all it can bear
+        best, chosen_by = "temperature", "too few images of a class to cross-validate: temperature only"
+    record = _fit_method(best, z, y, task)
+    record.setdefault("temperature", 1.0)
+    record.update(fitted_on="val", cv_nll=cv, chosen_by=chosen_by)
+    return record
+
+
+def write_calibration(
+    run_dir: str | os.PathLike, record: dict[str, Any], logits: Any = None, labels: Any = None, *, task: str
+) -> Path:
+    """Write a :func:`fit_calibration` record to ``run_dir/calibration.json`` with NLL and ECE
+    on the given rows before and after (null without rows), atomically.
+    """
+    from ..tasks import probabilities
+
+    out = dict(record)
+    out["task"] = task
+    stats: dict[str, Any] = {"n": None, "nll_before": None, "nll_after": None, "ece_before": None, "ece_after": None}
+    if logits is not None and labels is not None:
+        z, y = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+        if task != "multilabel":
+            y = y.reshape(-1)
+        after = calibrated_logits(z, record, task)
+        stats.update(n=int(len(y)), nll_before=_nll_of(z, y, task), nll_after=_nll_of(after, y, task),
+                     ece_before=_task_ece(probabilities(z, task), y, task),
+                     ece_after=_task_ece(probabilities(after, task), y, task))  # fmt: skip
+    out.update(stats)
+    path = Path(run_dir) / CALIBRATION_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(out, indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _task_ece(p: np.ndarray, y: np.ndarray, task: str) -> float | None:
+    if task == "multilabel":
+        known = ~np.isnan(y)
+        return expected_calibration_error(y[known], p[known])
+    if task == "binary":
+        return expected_calibration_error(y, p[:, 1])
+    pred = p.argmax(axis=1)  # multi-class: top-label ECE
+    return expected_calibration_error((pred == y).astype(float), p.max(axis=1))

@@ -30,6 +30,18 @@ from ..errors import EvaluationError
 __all__ = ["evaluate_run", "predict_manifest"]
 
 
+def _run_findings(cfg, names: list[str]) -> list[str] | None:
+    """The findings of a run trained on one column of ``|``-joined finding names (its outputs'
+    order), so that another CSV's findings line up with them; ``None`` for ordinary labels."""
+    if len(cfg.label_columns) != 1:
+        return None
+    column = cfg.label_columns[0]
+    if all(n.startswith(f"{column}=") for n in names):
+        return None  # binary or multi-class on the column itself
+    heads = list(dict.fromkeys(n.split("=", 1)[0] if "=" in n else n for n in names))
+    return heads
+
+
 def _records(run_dir: Path, manifest: str | os.PathLike, split: str | None):
     """The rows to evaluate, read with the run's label and patient columns: a whole CSV, a part
     of a ``.npz`` (``test`` by default), or a part of the run's own split of its own manifest."""
@@ -39,6 +51,8 @@ def _records(run_dir: Path, manifest: str | os.PathLike, split: str | None):
     from ..train.finetune import run_config, run_data
 
     cfg = run_config(run_dir)
+    names = json.loads((run_dir / "labels.json").read_text()) if (run_dir / "labels.json").is_file() else []
+    findings = _run_findings(cfg, names)
     path = os.fspath(manifest)
     is_npz = path.endswith(".npz")
     split = split or ("test" if is_npz else "all")
@@ -50,7 +64,8 @@ def _records(run_dir: Path, manifest: str | os.PathLike, split: str | None):
         data, splits = read_npz(path)
         return cfg, data, list(range(len(data))) if split == "all" else list(getattr(splits, split))
     if split == "all":
-        data = read_manifest(path, label_columns=cfg.label_columns, patient_column=cfg.patient_column)
+        data = read_manifest(path, label_columns=cfg.label_columns, patient_column=cfg.patient_column,
+                             findings=findings)  # fmt: skip
         return cfg, data, list(range(len(data)))
     if not cfg.manifest or os.path.realpath(cfg.manifest) != os.path.realpath(path):
         raise EvaluationError(path, f"--split {split} re-creates the run's own split, so it needs the manifest the "
@@ -80,8 +95,9 @@ def predict_manifest(
 
     from ..data.dataset import prepare
     from ..train.finetune import load_run
+    from ..tasks import task_for
     from ..train.inference import predict_logits
-    from .calibration import apply_temperature, read_calibration
+    from .calibration import apply_calibration, read_calibration
 
     run_dir = Path(run_dir)
     if not (run_dir / "model.pt").is_file():
@@ -104,14 +120,12 @@ def predict_manifest(
         logits, _ = predict_logits(model, loader, flips=cfg.flips if cfg.tta else (), device="cpu")
     finally:
         shutil.rmtree(cache, ignore_errors=True)
-    multilabel = len(data.label_columns) > 1
-    kind = "multilabel" if multilabel else "softmax"
+    task = task_for(data.label_columns, logits.shape[1])
     calibration = read_calibration(run_dir)
     temperature, fitted_on = float(calibration["temperature"]), calibration.get("fitted_on", "val")
-    probs = apply_temperature(logits, temperature, kind=kind)
+    probs = apply_calibration(logits, calibration, task)
     threshold_file = run_dir / "threshold.json"
     threshold = json.loads(threshold_file.read_text())["threshold"] if threshold_file.is_file() else 0.5
-    task = "multilabel" if multilabel else ("binary" if probs.shape[1] == 2 else "multiclass")
     rows = []
     for k, i in enumerate(prepared.indices):
         rec = data.records[i]
@@ -124,7 +138,7 @@ def predict_manifest(
             row.update({f"score_{j}": float(p) for j, p in enumerate(probs[k])})
         rows.append(row)
     info = {"labels": names, "label_columns": list(data.label_columns), "temperature": temperature,
-            "temperature_fitted_on": fitted_on,
+            "temperature_fitted_on": fitted_on, "calibration": calibration.get("method", "temperature"),
             "threshold": threshold, "task": task, "group_columns": list(data.group_columns)}  # fmt: skip
     return rows, prepared.failures, info
 
@@ -170,7 +184,8 @@ def evaluate_run(
               intersections=intersections, **({"age_bins": tuple(age_bins)} if age_bins else {}))  # fmt: skip
     result: dict[str, Any] = {
         "run": os.fspath(run_dir), "data": os.fspath(manifest), "task": info["task"], "n": len(rows),
-        "skipped": skipped, "temperature": info["temperature"], "temperature_fitted_on": info["temperature_fitted_on"],
+        "skipped": skipped, "calibration": info["calibration"], "temperature": info["temperature"],
+        "temperature_fitted_on": info["temperature_fitted_on"],
         "threshold": info["threshold"],
         "threshold_source": "threshold.json (chosen on validation)", "n_boot": n_boot, "seed": seed,
         "resampling_unit": "patient",

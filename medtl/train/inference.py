@@ -1,16 +1,15 @@
-"""Turning a trained network's outputs into probabilities, the same way everywhere.
+"""Turning a trained network's outputs into logits, the same way everywhere.
 
 Validation during training, the test read in benchmarks, ``medtl evaluate`` and ``medtl predict``
-all call :func:`predict_logits`, so test-time augmentation and the probability rule (softmax for
-one label, sigmoid per finding for several) cannot drift apart between them.
+all call :func:`predict_logits` (or :func:`tta_logits` on a batch), so test-time augmentation
+cannot drift apart between them; the probability rule is :func:`medtl.tasks.probabilities`,
+decided by the run's task (softmax for one label, a sigmoid per finding for several).
 
 >>> import torch
 >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
 >>> x = torch.randn(3, 1, 4, 4)
 >>> tta_logits(net, x, flips=(1,)).shape
 torch.Size([3, 2])
->>> float(probabilities(torch.zeros(1, 2))[0, 1])
-0.5
 """
 
 from __future__ import annotations
@@ -21,16 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["probabilities", "tta_logits", "predict_logits"]
-
-
-def probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """Softmax for single-label heads, sigmoid for multi-label (one output per finding).
-
-    >>> probabilities(torch.tensor([[0.0, 0.0]])).tolist()
-    [[0.5, 0.5]]
-    """
-    return logits.softmax(1) if logits.shape[1] > 1 else logits.sigmoid()
+__all__ = ["tta_logits", "predict_logits"]
 
 
 def tta_logits(model: nn.Module, x: torch.Tensor, flips: Sequence[int] = ()) -> torch.Tensor:
