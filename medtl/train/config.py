@@ -44,6 +44,8 @@ class TrainConfig:
     # preprocessing
     preset: str = "xr"
     windows: list = field(default_factory=list)
+    channels: Any = "auto"
+    intensity_range: Any = None
     size: list[int] = field(default_factory=lambda: [224, 224])
     spacing: list[float] | None = None
     augment: bool = True
@@ -86,6 +88,20 @@ class TrainConfig:
     cache_dir: str = ""
 
     def __post_init__(self) -> None:
+        if self.preset == "color":  # both spellings work; the run records one
+            self.preset = "colour"
+        if self.channels != "auto" and (
+            isinstance(self.channels, bool) or not isinstance(self.channels, int) or self.channels < 1
+        ):
+            raise ConfigError(None, f"channels must be auto or a positive number (1, 3 ...), not {self.channels!r}")
+        rng = self.intensity_range
+        if rng is not None and rng != "percentiles" and not (
+            isinstance(rng, (list, tuple)) and len(rng) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng) and rng[1] > rng[0]
+        ):  # fmt: skip
+            raise ConfigError(None, f"intensity_range must be null, percentiles or [low, high], not {rng!r}")
+        if isinstance(self.size, int) and not isinstance(self.size, bool):
+            self.size = [self.size] * self.spatial_dims  # `size: 28` means 28 along every axis
         if self.class_balance not in ("loss", "sampler", "none"):
             raise ConfigError(None, f"class_balance must be loss, sampler or none, not '{self.class_balance}'")
         if self.threshold_rule not in ("youden", "sensitivity"):
@@ -102,6 +118,9 @@ class TrainConfig:
             raise ConfigError(
                 None, f"size {self.size} has {len(self.size)} numbers for spatial_dims={self.spatial_dims}"
             )
+        from ..models.registry import check_input_size
+
+        check_input_size(self.backbone, self.size)  # a typo in the backbone fails here too, with a suggestion
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -151,6 +170,8 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
                 raise ConfigError(where, f"{key} must be a number, not '{value}'") from None
     if "size" not in values and values.get("spatial_dims") == 3:
         values["size"] = [64, 64, 64]
+    if isinstance(values.get("size"), list) and len(values["size"]) == 1:
+        values["size"] = values["size"][0]
     try:
         return TrainConfig(**values)
     except TypeError as exc:

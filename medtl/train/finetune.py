@@ -20,9 +20,10 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, MedtlError
+from ..tasks import probabilities, task_for
 from .config import TrainConfig
 from .domain import DomainClassifier
-from .inference import predict_logits, probabilities, tta_logits
+from .inference import predict_logits, tta_logits
 from .regularizers import L2SP, class_weights
 from .strategies import StrategyConfig, configure_strategy, train_mode
 
@@ -34,10 +35,18 @@ class FineTuneModule(L.LightningModule):
     warm-up + cosine schedule, AUROC on validation."""
 
     def __init__(
-        self, model: nn.Module, cfg: TrainConfig, num_classes: int, weights: torch.Tensor | None, domain_loader=None
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        num_classes: int,
+        weights: torch.Tensor | None,
+        domain_loader=None,
+        task: str | None = None,
     ):
         super().__init__()
         self.model, self.cfg, self.num_classes = model, cfg, num_classes
+        # the probability rule validation AUROC (and so checkpoint choice) is computed with
+        self.task = task or task_for(cfg.label_columns, num_classes)
         self.strategy = StrategyConfig(
             cfg.strategy, cfg.lr, cfg.layer_decay, cfg.probe_epochs, cfg.ft_scale, cfg.unfreeze_every
         )
@@ -130,7 +139,7 @@ class FineTuneModule(L.LightningModule):
         x, y = batch["image"], self._target(batch["label"])
         logits = tta_logits(self.model, x, self.cfg.flips if self.cfg.tta else ())
         self.log("val_loss", self._loss(logits, y), on_epoch=True, batch_size=x.shape[0])
-        self._val.append((probabilities(logits).detach().cpu(), batch["label"].cpu()))
+        self._val.append((probabilities(logits.float(), self.task).detach().cpu(), batch["label"].cpu()))
 
     def on_validation_epoch_end(self) -> None:
         if not self._val:
@@ -244,13 +253,12 @@ def run_data(cfg: TrainConfig):
     return manifest, split
 
 
-def _loaders(cfg: TrainConfig, run_dir: Path, spec, progress: bool, world_size: int = 1):
+def _loaders(cfg: TrainConfig, run_dir: Path, spec, manifest, split, progress: bool, world_size: int = 1):
     from ..data import augmentation
     from ..data.dataset import prepare
 
-    manifest, split = run_data(cfg)
     cache = cfg.cache_dir or str(run_dir / "cache")
-    aug = augmentation(cfg.spatial_dims, flips=tuple(cfg.flips), seed=cfg.seed) if cfg.augment else None
+    aug = augmentation(tuple(cfg.size), flips=tuple(cfg.flips), seed=cfg.seed) if cfg.augment else None
     train = prepare(manifest, split.train, spec, cache_dir=cache, augment=aug, progress=progress)
     val = prepare(manifest, split.val, spec, cache_dir=cache, progress=progress)
     multilabel = len(manifest.label_columns) > 1
@@ -269,7 +277,7 @@ def _loaders(cfg: TrainConfig, run_dir: Path, spec, progress: bool, world_size: 
         kw["worker_init_fn"] = worker_init_fn  # each worker re-seeds its transforms: no repeated augmentations
     train_loader = torch.utils.data.DataLoader(train.dataset, shuffle=sampler is None, sampler=sampler, drop_last=len(labels) // world_size > cfg.batch_size, **kw)  # fmt: skip
     val_loader = torch.utils.data.DataLoader(val.dataset, shuffle=False, **kw)
-    return manifest, split, train, val, train_loader, val_loader, labels
+    return train, val, train_loader, val_loader, labels
 
 
 def finetune(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = True, progress: bool = False) -> RunResult:
@@ -287,6 +295,7 @@ def finetune(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Tru
     """
     import yaml
 
+    from ..data.channels import decide_channels
     from ..data.transforms import PreprocessSpec
     from ..models import create
     from ..models.registry import resolve_source
@@ -302,8 +311,16 @@ def finetune(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Tru
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, True
     source = resolve_source(cfg.backbone, cfg.pretrained)  # its input convention drives preprocessing
     convention = source.convention if source is not None else None
-    spec_kwargs = dict(preset=cfg.preset, windows=tuple(tuple(w) if isinstance(w, list) else w for w in cfg.windows),
-                       size=tuple(cfg.size), spacing=tuple(cfg.spacing) if cfg.spacing else None)  # fmt: skip
+    manifest, split = run_data(cfg)
+    windows = tuple(tuple(w) if isinstance(w, list) else w for w in cfg.windows)
+    # decided once, from the training images, before anything is cached
+    channels = decide_channels(manifest, split.train, cfg.channels, preset=cfg.preset, windows=windows,
+                               progress=progress)  # fmt: skip
+    rng = cfg.intensity_range
+    spec_kwargs = dict(preset=cfg.preset, windows=windows, size=tuple(cfg.size),
+                       spacing=tuple(cfg.spacing) if cfg.spacing else None, input_channels=channels.channels,
+                       intensity_range=tuple(rng) if isinstance(rng, list) else rng,
+                       extra={"channels_rule": channels.rule})  # fmt: skip
     spec = PreprocessSpec.from_convention(convention, **spec_kwargs) if convention else PreprocessSpec(**spec_kwargs)
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -329,11 +346,12 @@ def finetune(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Tru
         num_nodes=cfg.num_nodes,
         log_every_n_steps=1,
     )
-    manifest, split, train, val, train_loader, val_loader, labels = _loaders(
-        cfg, run_dir, spec, progress, trainer.world_size
+    train, val, train_loader, val_loader, labels = _loaders(
+        cfg, run_dir, spec, manifest, split, progress, trainer.world_size
     )
     multilabel = len(manifest.label_columns) > 1
     num_classes = len(manifest.label_columns) if multilabel else int(max(r.labels[0] for r in manifest.records)) + 1
+    task = task_for(manifest.label_columns, num_classes)
     model = create(cfg.backbone, cfg.pretrained, in_channels=spec.channels, num_classes=num_classes,
                    spatial_dims=cfg.spatial_dims, dropout=cfg.dropout)  # fmt: skip
     weights = class_weights(labels) if cfg.class_balance == "loss" and not multilabel else None
@@ -347,7 +365,7 @@ def finetune(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Tru
         domain_loader = torch.utils.data.DataLoader(
             tdata.dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=False
         )
-    module = FineTuneModule(model, cfg, num_classes, weights, domain_loader)
+    module = FineTuneModule(model, cfg, num_classes, weights, domain_loader, task=task)
 
     last = run_dir / "checkpoints" / "last.ckpt"
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume and last.exists() else None)
@@ -359,12 +377,12 @@ def finetune(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Tru
     best_epoch = int(saved["epoch"])
     if not trainer.is_global_zero:  # under DDP one process writes the run directory
         return RunResult(run_dir, best_auroc, best_epoch, train.failures + val.failures, model.eval())
-    _write_run(run_dir, cfg, spec, model, manifest, val, best_auroc, best_epoch, train.failures + val.failures)
+    _write_run(run_dir, cfg, spec, model, manifest, val, best_auroc, best_epoch, train.failures + val.failures, task)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     return RunResult(run_dir, best_auroc, best_epoch, train.failures + val.failures, model.eval())
 
 
-def _write_run(run_dir, cfg, spec, model, manifest, val, best_auroc, best_epoch, skipped) -> None:
+def _write_run(run_dir, cfg, spec, model, manifest, val, best_auroc, best_epoch, skipped, task) -> None:
     model.eval()
     torch.save(model.state_dict(), run_dir / "model.pt")
     (run_dir / "preprocess.json").write_text(json.dumps(spec.to_dict(), indent=2, default=list))
@@ -373,47 +391,38 @@ def _write_run(run_dir, cfg, spec, model, manifest, val, best_auroc, best_epoch,
     (run_dir / "labels.json").write_text(json.dumps(labels, indent=2))
     loader = torch.utils.data.DataLoader(val.dataset, batch_size=cfg.batch_size)
     logits, ys = predict_logits(model, loader, flips=cfg.flips if cfg.tta else (), device="cpu")
-    probs, temperature = _calibrate(run_dir, logits, ys, multilabel=len(cols) > 1)
+    probs, calibration = _calibrate(run_dir, logits, ys, task)
     threshold = 0.5
-    if probs.shape[1] == 2 and len(np.unique(ys[:, 0])) == 2:
+    if task == "binary" and len(np.unique(ys[:, 0])) == 2:
         from ..evaluate.metrics import choose_threshold
 
-        # on the calibrated validation scores, as predict applies temperature then threshold
+        # on the calibrated validation scores, as predict applies calibration then threshold
         threshold = choose_threshold(ys[:, 0], probs[:, 1], rule=cfg.threshold_rule, target=cfg.target_sensitivity)
     rule = cfg.threshold_rule if cfg.threshold_rule == "youden" else f"sensitivity >= {cfg.target_sensitivity}"
     (run_dir / "threshold.json").write_text(json.dumps({"threshold": threshold, "rule": rule, "split": "val"}))
-    metrics = {"val_auroc": best_auroc, "best_epoch": best_epoch, "n_val": int(len(ys)), "skipped": skipped}
+    metrics = {"val_auroc": best_auroc, "best_epoch": best_epoch, "n_val": int(len(ys)), "task": task,
+               "skipped": skipped}  # fmt: skip
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     _curves(run_dir)
-    card = _model_card(cfg, best_auroc, best_epoch, len(ys), skipped, threshold, rule, temperature)
+    card = _model_card(cfg, spec, best_auroc, best_epoch, len(ys), skipped, threshold, rule, calibration)
     (run_dir / "model_card.md").write_text(card)
 
 
-#: Fewer validation images than this leave the temperature at 1 (recorded in calibration.json).
-MIN_CALIBRATION_ROWS = 20
+def _calibrate(run_dir: Path, logits: np.ndarray, ys: np.ndarray, task: str) -> tuple[np.ndarray, dict]:
+    """Choose and fit the calibration on the validation logits, write ``calibration.json``, and
+    return the calibrated validation probabilities (the threshold is chosen on those, as predict
+    applies both) and the written record.
 
-
-def _calibrate(run_dir: Path, logits: np.ndarray, ys: np.ndarray, multilabel: bool) -> tuple[np.ndarray, float]:
-    """Fit temperature scaling on the validation logits, write ``calibration.json``, and return the
-    calibrated validation probabilities (the threshold is chosen on those, as predict applies both)
-    and the temperature.
-
-    The array-level calibration functions live in :mod:`medtl.evaluate.calibration`; a run
-    calibrates itself so that every run directory is complete without a separate step.
+    The array-level functions live in :mod:`medtl.evaluate.calibration`; a run calibrates itself
+    so that every run directory is complete without a separate step.
     """
-    from ..evaluate.calibration import apply_temperature, fit_temperature, save_calibration
+    from ..evaluate.calibration import apply_calibration, fit_calibration, read_calibration, write_calibration
 
-    kind = "multilabel" if multilabel else "softmax"
-    target = ys if multilabel else ys[:, 0].astype(int)
-    # one parameter, but a handful of images still fits noise (T runs to its bound at chance level)
-    fittable = len(target) >= MIN_CALIBRATION_ROWS and (multilabel or len(np.unique(target)) > 1)
-    temperature = fit_temperature(logits, target, kind=kind) if fittable else 1.0
-    fitted_on = (
-        "val" if fittable else f"not fitted: {len(target)} validation images (< {MIN_CALIBRATION_ROWS}) or one class"
-    )
-    save_calibration(run_dir, temperature, logits if fittable else None, target if fittable else None, kind=kind,
-                     fitted_on=fitted_on)  # fmt: skip
-    return apply_temperature(logits, temperature, kind=kind), temperature
+    target = ys if task == "multilabel" else ys[:, 0]
+    record = fit_calibration(logits, target, task)
+    fitted = record["fitted_on"] == "val"
+    write_calibration(run_dir, record, logits if fitted else None, target if fitted else None, task=task)
+    return apply_calibration(logits, record, task), read_calibration(run_dir)
 
 
 def _curves(run_dir: Path) -> None:
@@ -452,31 +461,49 @@ def _curves(run_dir: Path) -> None:
     plt.close(fig)
 
 
+def _calibration_line(cal: dict) -> str:
+    method = cal.get("method", "temperature")
+    if cal.get("fitted_on") != "val":
+        return (f"**none** — {cal.get('fitted_on', 'not fitted')}: validation is too small to calibrate, so "
+                "probabilities are the network's raw outputs; treat them as scores, not risks")  # fmt: skip
+    what = {"none": "none (the raw outputs had the lowest cross-validated NLL)",
+            "temperature": f"temperature scaling (T = {cal.get('temperature', 1.0):.3f})",
+            "platt": "Platt scaling (a slope and an intercept per output)",
+            "vector": "vector scaling (a slope and an intercept per class)"}[method]  # fmt: skip
+    ece = ""
+    if cal.get("ece_before") is not None:
+        ece = f"; validation ECE {cal['ece_before']:.3f} → {cal['ece_after']:.3f} on {cal['n']} images"
+    return f"{what}, chosen by {cal.get('chosen_by', 'validation')}{ece} (`calibration.json`)"
+
+
 def _model_card(
     cfg: TrainConfig,
+    spec,
     auroc_: float,
     epoch: int,
     n_val: int,
     skipped: list,
     threshold: float,
     rule: str,
-    temperature: float,
+    calibration: dict,
 ) -> str:
     split = f"fold {cfg.fold} of {cfg.folds}-fold" if cfg.folds else "patient-level"
+    channels = spec.extra.get("channels_rule", f"{spec.channels} channel(s)")
     return f"""# Model card (draft)
 
-- **Backbone**: {cfg.backbone}, pretrained: {cfg.pretrained or "none"}, {cfg.spatial_dims}D
+- **Backbone**: {cfg.backbone}, pretrained: {cfg.pretrained or "none"}, {cfg.spatial_dims}D, input {list(cfg.size)}
+- **Input**: {spec.channels} channel(s), preset {spec.preset} ({channels})
 - **Task**: {", ".join(cfg.label_columns)} from `{cfg.npz or cfg.manifest}`
 - **Training**: strategy {cfg.strategy}, lr {cfg.lr}, {cfg.epochs} epochs max (best epoch {epoch}), seed {cfg.seed}
 - **Validation AUROC**: {auroc_:.3f} on {n_val} images ({split} split). Not a test result.
-- **Operating point**: threshold {threshold:.3f} ({rule}) on validation probabilities calibrated with
-  temperature {temperature:.3f} (`calibration.json`)
+- **Calibration**: {_calibration_line(calibration)}
+- **Operating point**: threshold {threshold:.3f} ({rule}) on calibrated validation probabilities
 - **Skipped records**: {len(skipped)}
 
 ## Known limits
 - Validated only on data like the training manifest; check subgroups (`medtl audit`) before use.
-- Probabilities are temperature-scaled on the validation split (`calibration.json`); check
-  calibration on your own data with `medtl evaluate` before reading them as risks.
+- Probabilities are calibrated on the validation split only; check calibration on your own data
+  with `medtl evaluate` before reading them as risks.
 - Research use only; not a medical device.
 """
 
