@@ -19,6 +19,7 @@ __all__ = [
     "MedtlError",
     "ImageReadError",
     "NotAnImageError",
+    "NonImageObjectError",
     "UnsupportedImageError",
     "SeriesError",
     "WeightsError",
@@ -50,6 +51,21 @@ class ImageReadError(MedtlError):
 
 class NotAnImageError(ImageReadError):
     """The file is not in any image format medtl recognises by its content."""
+
+
+class NonImageObjectError(NotAnImageError):
+    """A valid DICOM object that holds no image by its nature (DICOMDIR, structured report, presentation state,
+    key object selection, RT plan, encapsulated PDF, waveform ...): folder loaders and ``medtl scan`` skip it.
+
+    ``sop_class`` names its SOP class (e.g. ``"Basic Text SR Storage"``) when known.
+    """
+
+    def __init__(self, path: str | os.PathLike | None, reason: str, sop_class: str | None = None):
+        super().__init__(path, reason)
+        self.sop_class = sop_class
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.reason, self.sop_class))
 
 
 class UnsupportedImageError(ImageReadError):

@@ -57,14 +57,17 @@ def messy(tmp_path):
     data = open(get_testdata_file("CT_small.dcm"), "rb").read()
     (root / "p1" / "truncated").write_bytes(data[: len(data) - 5000])
     (root / "p1" / "fake.dcm").write_text("I am not a DICOM file")
-    shutil.copy(get_testdata_file("rtplan.dcm"), root / "p3" / "plan")  # DICOM, no pixel data
+    shutil.copy(get_testdata_file("rtplan.dcm"), root / "p3" / "plan")  # a non-image object: skipped
+    stripped = base_dataset("CT")  # an image SOP class without its pixels: broken
+    stripped.Rows, stripped.Columns = 4, 4
+    stripped.save_as(root / "p3" / "stripped", enforce_file_format=True)
     whole = nib.Nifti1Image(np.random.default_rng(0).random((30, 30, 30)).astype(np.float32), np.eye(4)).to_bytes()
     (other / "cut.nii").write_bytes(whole[: len(whole) // 2])
     (other / "cut.nii.gz").write_bytes(gzip.compress(whole)[:3000])
     (other / "empty").write_bytes(b"")
     (other / "junk.bin").write_bytes(bytes(range(7, 207)) * 2)  # unknown suffix: skipped, not an error
     (other / "IMG0042").write_bytes(bytes(range(7, 207)) * 2)  # no suffix, binary: reported
-    bad |= {str(root / "p1" / "truncated"), str(root / "p1" / "fake.dcm"), str(root / "p3" / "plan"),
+    bad |= {str(root / "p1" / "truncated"), str(root / "p1" / "fake.dcm"), str(root / "p3" / "stripped"),
             str(other / "cut.nii"), str(other / "cut.nii.gz"), str(other / "empty"), str(other / "IMG0042")}  # fmt: skip
     return root, good, bad
 
@@ -76,7 +79,7 @@ def test_scan_lists_every_good_image_once_and_names_every_broken_file(messy):
     assert sorted(paths) == sorted(good)  # once each: the 8 slices are one row
     assert {e["path"] for e in res.errors} == bad
     assert all(e["reason"] for e in res.errors)
-    assert res.skipped == 3
+    assert res.skipped == 4  # README.txt, NOTES, junk.bin and the RT plan
     by_path = {r["path"]: r for r in res.rows}
     ct = by_path[str(root / "p1" / "ct")]
     assert (ct["kind"], ct["shape"], ct["spacing"], ct["n_files"]) == ("3d", "10x12x8", "0.6x0.8x2.5", 8)
@@ -84,7 +87,7 @@ def test_scan_lists_every_good_image_once_and_names_every_broken_file(messy):
     assert by_path[str(root / "p3" / "dose")]["kind"] == "3d"
     reasons = {os.path.basename(e["path"]): e["reason"] for e in res.errors}
     assert "truncated" in reasons["truncated"]
-    assert "no pixel data" in reasons["plan"]
+    assert "no pixel data (CT Image Storage)" in reasons["stripped"]
     assert "not a recognised image" in reasons["fake.dcm"]
 
 

@@ -3,13 +3,18 @@
 Decoding goes through pydicom's pixel backend with permissively licensed plugins
 (OpenJPEG, CharLS, GDCM, Pillow, pylibjpeg-rle). Geometry follows
 :mod:`medtl.io.geometry`: slices are ordered by position along the normal and spaced by
-their positions, never by InstanceNumber, file name or SliceThickness.
+their positions, never by InstanceNumber, file name or SliceThickness. Series and multi-frame
+objects holding several volumes (fMRI, diffusion, echoes) are split by :mod:`medtl.io.volumes`;
+Siemens mosaics are cut into their slices by :mod:`medtl.io.mosaic`. Non-image objects
+(DICOMDIR, reports, presentation states ...) raise :class:`~medtl.errors.NonImageObjectError`,
+and the series loaders skip them.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -17,10 +22,13 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..errors import ImageReadError, NotAnImageError, SeriesError, UnsupportedImageError
-from .geometry import dicom_affine, slice_normal, stack_slices
+from ..errors import ImageReadError, NonImageObjectError, NotAnImageError, SeriesError, UnsupportedImageError
+from .colour import full_scale, resolve_colour
+from .geometry import dicom_affine, slice_normal
 from .image import Image
+from .mosaic import CSA_TAGS, csa_image_header, is_mosaic, mosaic_layout, split_tiles
 from .phi import SAFE_ATTRIBUTES, age_from_dates, parse_age, pseudonym
+from .volumes import LocatedSlice, VolumeSet, frame_keys, slice_keys, split_volumes
 
 __all__ = [
     "read_dataset",
@@ -30,6 +38,9 @@ __all__ = [
     "load_dicom_folder",
     "group_series",
     "valid_spacing",
+    "is_image_sop_class",
+    "located_slices",
+    "frame_volume_set",
 ]
 
 #: What a header-only read keeps: enough for :func:`dataset_meta`, the scan and pixel checks.
@@ -41,7 +52,28 @@ HEADER_KEYWORDS = (
     "NumberOfFrames", "ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing",
     "ImagerPixelSpacing", "NominalScannedPixelSpacing", "SharedFunctionalGroupsSequence",
     "PixelData", "FloatPixelData", "DoubleFloatPixelData",
+    # what tells the volumes of a 4D series apart (medtl.io.volumes) and mosaic geometry
+    "ImageType", "InstanceNumber", "AcquisitionNumber", "TemporalPositionIdentifier", "TriggerTime", "EchoTime",
+    "EchoNumbers", "RepetitionTime", "DiffusionBValue", "DiffusionGradientOrientation", "MRDiffusionSequence",
+    "SpacingBetweenSlices", "PerFrameFunctionalGroupsSequence", "DimensionIndexSequence", "GridFrameOffsetVector",
 )  # fmt: skip
+# Private elements a header-only read keeps: the Siemens CSA image header (mosaics, b-values) and GE's
+# b-value (0043,1039) with their private creators.
+_PRIVATE_HEADER_TAGS = (*CSA_TAGS, (0x0043, 0x0010), (0x0043, 0x1039))
+#: Storage SOP classes with pixel data whose names lack "Image Storage".
+PIXEL_SOP_CLASSES = frozenset({
+    "1.2.840.10008.5.1.4.1.1.481.2",  # RT Dose
+    "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation
+    "1.2.840.10008.5.1.4.1.1.66.7",  # Label Map Segmentation
+    "1.2.840.10008.5.1.4.1.1.66.8",  # Height Map Segmentation
+    "1.2.840.10008.5.1.4.1.1.30",  # Parametric Map
+    "1.2.840.10008.5.1.4.1.1.6.2",  # Enhanced US Volume
+    "1.2.840.10008.5.1.4.1.1.81.1",  # Ophthalmic Thickness Map
+    "1.2.840.10008.5.1.4.1.1.82.1",  # Corneal Topography Map
+    "1.2.840.10008.5.1.4.1.1.77.1.5.8",  # Ophthalmic OCT B-scan Volume Analysis
+    "1.2.840.10008.5.1.4.1.1.501.4",  # DICOS 2D AIT
+    "1.2.840.10008.5.1.4.1.1.501.5",  # DICOS 3D AIT
+})  # fmt: skip
 _COLOR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420", "PALETTE COLOR")
 _IOP_TOL = 1e-4
 
@@ -87,7 +119,7 @@ def read_dataset(path: str | os.PathLike, *, header_only: bool = False):
 def _header_tags() -> list:
     from pydicom.tag import Tag
 
-    return [Tag(k) for k in HEADER_KEYWORDS]
+    return [Tag(k) for k in HEADER_KEYWORDS] + [Tag(*t) for t in _PRIVATE_HEADER_TAGS]
 
 
 def _infer_transfer_syntax(ds) -> None:
@@ -110,13 +142,43 @@ def _sop_name(ds) -> str:
     return getattr(uid, "name", None) or str(uid or "unknown SOP class")
 
 
+def _sop_class(ds):
+    """SOPClassUID, else the file meta's MediaStorageSOPClassUID (all a DICOMDIR has); None if neither."""
+    uid = ds.get("SOPClassUID")
+    if not uid:
+        uid = getattr(ds, "file_meta", None) and ds.file_meta.get("MediaStorageSOPClassUID")
+    if not uid:
+        return None
+    from pydicom.uid import UID
+
+    return UID(str(uid).strip("\x00 "))
+
+
+def is_image_sop_class(uid) -> bool:
+    """True for a storage SOP class whose objects carry pixel data (CT Image, Enhanced MR Image, RT Dose ...).
+
+    >>> is_image_sop_class("1.2.840.10008.5.1.4.1.1.2"), is_image_sop_class("1.2.840.10008.5.1.4.1.1.88.11")
+    (True, False)
+    """
+    from pydicom.uid import UID
+
+    uid = UID(str(uid))
+    return "Image Storage" in uid.name or str(uid) in PIXEL_SOP_CLASSES
+
+
 def _check_pixel_data(ds, path: str) -> None:
     pixel_tags = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
     tag = next((t for t in pixel_tags if t in ds), None)
+    sop = _sop_class(ds) if tag is None else None
+    if sop is not None and not is_image_sop_class(sop):
+        # not broken: an object that never holds pixels (index, report, plan, PDF, waveform, private data ...)
+        what = sop.name if sop.name != str(sop) else "unknown or private SOP class"
+        raise NonImageObjectError(path, f"no pixel data: a non-image DICOM object ({what}, SOP class {sop})", what)
     if tag is None and len(ds) == 0:
         raise ImageReadError(path, "corrupt or truncated DICOM: no data element could be read after the file meta")
     if tag is None:
-        raise ImageReadError(path, f"no pixel data ({_sop_name(ds)})")
+        broken = ": an image object without its pixels" if sop is not None else ""
+        raise ImageReadError(path, f"no pixel data ({_sop_name(ds)}){broken}")
     for kw in ("Rows", "Columns", "BitsAllocated"):
         if kw not in ds:
             raise ImageReadError(path, f"pixel data without the required {kw} attribute")
@@ -273,6 +335,22 @@ def _color(ds, raw: np.ndarray, path: str) -> np.ndarray:
     return np.moveaxis(raw, -1, 0).astype(np.float32)
 
 
+def _colour_scale(ds) -> float:
+    """White of a colour image: the palette's entry size, else the stored bit depth."""
+    if ds.get("PhotometricInterpretation") == "PALETTE COLOR" and "RedPaletteColorLookupTableDescriptor" in ds:
+        return full_scale(int(ds.RedPaletteColorLookupTableDescriptor[2]))
+    return full_scale(int(ds.get("BitsStored", ds.get("BitsAllocated", 8))))
+
+
+def _resolve_colour(rgb: np.ndarray, ds, meta: dict) -> np.ndarray:
+    """medtl's grey-or-colour rule (:mod:`medtl.io.colour`) on (3, ...) pixels: ultrasound and
+    secondary captures are often grey stored as RGB. Returns (3, ...) or the single grey channel."""
+    meta["full_scale"] = _colour_scale(ds)
+    pixels, found = resolve_colour(rgb, meta["full_scale"])
+    meta.update(found)
+    return pixels
+
+
 # ----------------------------------------------------------------------------- single files
 def valid_spacing(value) -> tuple[float, float] | None:
     """(row, column) spacing from a PixelSpacing-like value; None if absent or not positive."""
@@ -334,28 +412,37 @@ def _finish(
     return units
 
 
-def load_dicom_file(path: str | os.PathLike, ds=None, *, apply_voi: bool = False) -> Image:
-    """Read one DICOM file: a 2D image, or a multi-frame object (enhanced CT/MR, RT dose, cine).
+def load_dicom_file(
+    path: str | os.PathLike, ds=None, *, apply_voi: bool = False, volume: int | str | None = None
+) -> Image:
+    """Read one DICOM file: a 2D image, a Siemens mosaic, or a multi-frame object (enhanced CT/MR, RT dose, cine).
 
     Args:
         path: the file.
         ds: an already parsed dataset of ``path`` (saves a second parse).
         apply_voi: map to display values in [0, 1] through the file's VOI LUT or window.
+        volume: for an object holding several volumes (an enhanced fMRI or diffusion file): an
+            index picks one, ``"all"`` returns them all (volume axis first); see
+            :func:`load_dicom_series`. Ignored for a single volume.
 
     Raises:
-        ImageReadError: unreadable, truncated, no pixel data; ``UnsupportedImageError`` for a
-        codec no installed decoder handles.
+        ImageReadError: unreadable, truncated, no pixel data; ``NonImageObjectError`` for an object
+        that holds no image (report, presentation state, DICOMDIR ...); ``UnsupportedImageError``
+        for a codec no installed decoder handles; ``SeriesError`` for several volumes without
+        ``volume``.
     """
     path = os.fspath(path)
     ds = read_dataset(path) if ds is None else ds
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames == 1 and is_mosaic(ds):
+        return _stack_files([(path, ds)], path, apply_voi, volume)
     meta = dataset_meta(ds)
     raw = _decode(ds, path)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
-        return _load_multiframe(ds, raw, meta, path, apply_voi)
+        return _load_multiframe(ds, raw, meta, path, apply_voi, volume)
     if ds.get("PhotometricInterpretation") in _COLOR:
-        array = _color(ds, raw, path).transpose(0, 2, 1)
-        meta["channel_axis"] = 0
+        pixels = _resolve_colour(_color(ds, raw, path), ds, meta)  # (3, rows, cols) or (rows, cols)
+        array = pixels.transpose(0, 2, 1) if pixels.ndim == 3 else pixels.T
     else:
         slope, intercept = _rescale_of(ds)
         array = _finish(_to_units(raw, ds, slope, intercept), ds, meta, slope, intercept, apply_voi, path).T
@@ -372,30 +459,31 @@ def load_dicom_file(path: str | os.PathLike, ds=None, *, apply_voi: bool = False
     return Image(array, affine, meta)
 
 
-def _load_multiframe(ds, raw: np.ndarray, meta: dict, path: str, apply_voi: bool) -> Image:
-    frames = int(ds.NumberOfFrames)
-    if ds.get("PhotometricInterpretation") in _COLOR:
-        # cine colour (ultrasound loops): (3, cols, rows, frames), frames are time
-        array = _color(ds, raw, path).transpose(0, 3, 2, 1)
-        meta["channel_axis"] = 0
-        _add_flags(meta, ["frames_not_spatial"])
-        spacing = _spacing_2d(ds, meta)
-        return Image(array, dicom_affine([1, 0, 0, 0, 1, 0], spacing, (0, 0, 0), (0, 0, 1)), meta)
-    shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else None
+def _functional_group(ds):
+    """``group(frame, "SequenceName")``: the frame's functional group item, per-frame before shared."""
+    shared = ds.SharedFunctionalGroupsSequence[0] if ds.get("SharedFunctionalGroupsSequence") else None
     per = ds.get("PerFrameFunctionalGroupsSequence")
 
     def group(f: int, seq: str):
-        for src in ((per[f] if per else None), shared):
-            if src is not None and seq in src:
+        for src in ((per[f] if per and f < len(per) else None), shared):
+            if src is not None and src.get(seq):
                 return src[seq][0]
         return None
 
-    units = np.empty(raw.shape, np.float32)
-    for f in range(frames):
-        slope, intercept = _rescale_of(ds, shared, per[f] if per else None)
-        _to_units(raw[f], ds, slope, intercept, out=units[f])
-    positions = iop = spacing = None
-    if per and group(0, "PlanePositionSequence") is not None and group(0, "PlaneOrientationSequence") is not None:
+    return group
+
+
+def _frame_geometry(ds, path: str) -> tuple[np.ndarray | None, np.ndarray | None, list | None]:
+    """(frame positions (F, 3) LPS, orientation, pixel spacing) of a multi-frame object.
+
+    Positions come from the per-frame PlanePositionSequence (enhanced objects) or from
+    GridFrameOffsetVector (RT dose); ``None`` when the frames are not slices (cine, tomosynthesis
+    projections).
+    """
+    frames = int(ds.NumberOfFrames)
+    group = _functional_group(ds)
+    planes = group(0, "PlanePositionSequence") is not None and group(0, "PlaneOrientationSequence") is not None
+    if ds.get("PerFrameFunctionalGroupsSequence") and planes:
         positions = np.array(
             [[float(v) for v in group(f, "PlanePositionSequence").ImagePositionPatient] for f in range(frames)]
         )
@@ -404,13 +492,47 @@ def _load_multiframe(ds, raw: np.ndarray, meta: dict, path: str, apply_voi: bool
         )
         if np.abs(iops - iops[0]).max() > _IOP_TOL:
             raise SeriesError(path, "frames of this multi-frame object have different orientations")
-        iop = iops[0]
         pm = group(0, "PixelMeasuresSequence")
         spacing = [float(v) for v in pm.PixelSpacing] if pm is not None and "PixelSpacing" in pm else None
-    elif "GridFrameOffsetVector" in ds and "ImagePositionPatient" in ds:
+        return positions, iops[0], spacing
+    if "GridFrameOffsetVector" in ds and "ImagePositionPatient" in ds:
         iop = np.array([float(v) for v in ds.ImageOrientationPatient])
         offsets = np.array([float(v) for v in ds.GridFrameOffsetVector])
         positions = np.array([float(v) for v in ds.ImagePositionPatient]) + offsets[:, None] * slice_normal(iop)
+        return positions, iop, None
+    return None, None, None
+
+
+def frame_volume_set(ds, path: str | os.PathLike) -> VolumeSet | None:
+    """How the frames of a multi-frame object form volumes (None when its frames are not slices).
+
+    Works on a header-only read (:func:`read_dataset` with ``header_only``): ``medtl scan`` uses it.
+    """
+    path = os.fspath(path)
+    positions, iop, _ = _frame_geometry(ds, path)
+    if positions is None:
+        return None
+    group = _functional_group(ds)
+    slices = [LocatedSlice((0, f), positions[f], *frame_keys(ds, f, group)) for f in range(len(positions))]
+    return split_volumes(slices, iop, where=path)
+
+
+def _load_multiframe(ds, raw: np.ndarray, meta: dict, path: str, apply_voi: bool, volume) -> Image:
+    frames = int(ds.NumberOfFrames)
+    if ds.get("PhotometricInterpretation") in _COLOR:
+        # cine colour (ultrasound loops): (3, cols, rows, frames), frames are time
+        pixels = _resolve_colour(_color(ds, raw, path), ds, meta)  # (3, frames, rows, cols) or without the 3
+        array = pixels.transpose(0, 3, 2, 1) if pixels.ndim == 4 else pixels.transpose(2, 1, 0)
+        _add_flags(meta, ["frames_not_spatial"])
+        spacing = _spacing_2d(ds, meta)
+        return Image(array, dicom_affine([1, 0, 0, 0, 1, 0], spacing, (0, 0, 0), (0, 0, 1)), meta)
+    shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else None
+    per = ds.get("PerFrameFunctionalGroupsSequence")
+    units = np.empty(raw.shape, np.float32)
+    for f in range(frames):
+        slope, intercept = _rescale_of(ds, shared, per[f] if per else None)
+        _to_units(raw[f], ds, slope, intercept, out=units[f])
+    positions, iop, spacing = _frame_geometry(ds, path)
     if spacing is None:
         spacing = _spacing_2d(ds, meta)
     slope, intercept = _rescale_of(ds, shared, per[0] if per else None)
@@ -418,12 +540,37 @@ def _load_multiframe(ds, raw: np.ndarray, meta: dict, path: str, apply_voi: bool
     if positions is None:
         _add_flags(meta, ["frames_not_spatial"])
         return Image(units.transpose(2, 1, 0), dicom_affine([1, 0, 0, 0, 1, 0], spacing, (0, 0, 0), (0, 0, 1)), meta)
-    stack = stack_slices(positions, iop, where=path)
-    _add_flags(meta, stack.flags)
-    meta.update(stack.details)
+    volumes = frame_volume_set(ds, path)
+    chosen = volumes.select(volume)
+    stacked = np.stack([units[[frame for _, frame in volumes.sources(k)]] for k in chosen])
+    return _volume_image(stacked, volumes, chosen, meta, ds, iop, spacing)
+
+
+def _volume_image(
+    units: np.ndarray, volumes: VolumeSet, chosen: list[int], meta: dict, ds, iop, spacing, colour: bool = False
+) -> Image:
+    """(volumes, slices, rows, cols) units → a 3D image, or 4D with the volume axis first when several are chosen.
+
+    The affine is the first chosen volume's own: the same as a 3D load of its slices alone gives.
+    Colour (one volume, ``(1, slices, 3, rows, cols)``) becomes ``(3, i, j, k)``.
+    """
+    first = volumes.volumes[chosen[0]]
+    _add_flags(meta, first.stack.flags)
+    meta.update(first.stack.details)
+    meta.update(volumes.meta())
     meta["geometry"] = "patient"
-    affine = dicom_affine(iop, spacing, positions[stack.order[0]], stack.step)
-    return Image(units[stack.order].transpose(2, 1, 0), affine, meta)
+    if volumes.n > 1 and len(chosen) == 1:
+        meta["volume"] = chosen[0]
+    step = first.stack.step
+    if volumes.slices_per_volume == 1:  # one slice per volume: as thick as a single file says
+        step = slice_normal(iop) * float(ds.get("SliceThickness") or 1.0)
+    affine = dicom_affine(iop, spacing, first.origin, step)
+    if colour:
+        return Image(_resolve_colour(units[0].transpose(1, 3, 2, 0), ds, meta), affine, meta)
+    if len(chosen) > 1:
+        meta["channel_axis"] = 0
+        return Image(units.transpose(0, 3, 2, 1), affine, meta)
+    return Image(units[0].transpose(2, 1, 0), affine, meta)
 
 
 # ----------------------------------------------------------------------------- series
@@ -455,32 +602,103 @@ def _describe(groups: dict) -> str:
 
 
 def load_dicom_series(
-    paths: Sequence[str | os.PathLike], *, series: str | None = None, where: str | None = None, apply_voi: bool = False
+    paths: Sequence[str | os.PathLike],
+    *,
+    series: str | None = None,
+    where: str | None = None,
+    apply_voi: bool = False,
+    volume: int | str | None = None,
 ) -> Image:
     """Read the files of one DICOM series as a volume (or a single file as a 2D image).
+
+    Non-image objects among the files (DICOMDIR, structured reports, presentation states, key
+    object selections, RT plans ...) are skipped; ``meta["skipped_non_image"]`` counts them.
+
+    A series whose positions repeat (fMRI, diffusion, multi-echo: one set of slices per volume)
+    is split into volumes by :func:`medtl.io.volumes.split_volumes`; Siemens mosaics are cut into
+    their slices first.
 
     Args:
         paths: DICOM files, in any order; non-DICOM files among them raise.
         series: SeriesInstanceUID or its medtl pseudonym, when the files hold several series.
         where: how to name the set in errors (default: the common folder).
         apply_voi: see :func:`load_dicom_file`.
+        volume: for a series of several volumes: an index picks one volume (3D), ``"all"``
+            returns every volume as a 4D image ``(volumes, i, j, k)`` with ``meta["channel_axis"] == 0``.
+            Ignored for a single volume.
 
     Raises:
         SeriesError: several series without ``series``, inconsistent orientation or size,
-        slices missing positions, duplicate positions.
+        slices missing positions, positions repeated unequally, several volumes without ``volume``.
+        NonImageObjectError: the files hold only non-image objects.
     """
     paths = [os.fspath(p) for p in paths]
     if not paths:
         raise SeriesError(where, "no DICOM files")
     where = where or os.path.commonpath([os.path.abspath(p) for p in paths])
-    members = _pick_series(group_series((p, read_dataset(p)) for p in paths), series, where)
+    images, skipped = _read_images(paths)
+    if not images:
+        kinds = sorted({str(e.sop_class) for e in skipped})
+        raise NonImageObjectError(
+            where, f"holds no image, only {len(skipped)} non-image DICOM object(s) ({', '.join(kinds)})"
+        )
+    members = _pick_series(group_series(images), series, where)
     if len(members) == 1:
-        return load_dicom_file(members[0][0], members[0][1], apply_voi=apply_voi)
-    return _stack_files(members, where, apply_voi)
+        img = load_dicom_file(members[0][0], members[0][1], apply_voi=apply_voi, volume=volume)
+    else:
+        img = _stack_files(members, where, apply_voi, volume)
+    if skipped:
+        img.meta["skipped_non_image"] = len(skipped)
+    return img
 
 
-def _stack_files(members: list, where: str, apply_voi: bool) -> Image:
-    first = members[0][1]
+def _read_images(paths: list[str]) -> tuple[list[tuple[str, object]], list[NonImageObjectError]]:
+    """Parse every file; non-image objects are set aside, every other failure raises."""
+    images, skipped = [], []
+    for p in paths:
+        try:
+            images.append((p, read_dataset(p)))
+        except NonImageObjectError as exc:
+            skipped.append(exc)
+    return images, skipped
+
+
+def located_slices(ds, path: str | os.PathLike, file_index: int = 0) -> list[LocatedSlice]:
+    """The slices a single-frame file contributes to its series: one, or one per mosaic tile.
+
+    ``source`` is ``(file_index, tile)`` (tile 0 for an ordinary file). Works on a header-only read.
+    """
+    if is_mosaic(ds):
+        csa = _csa_or_raise(ds, path)
+        layout = mosaic_layout(ds, path, csa=csa)
+        keys, attrs = slice_keys(ds, csa)
+        return [LocatedSlice((file_index, t), layout.positions[t], keys, attrs) for t in range(layout.n_tiles)]
+    keys, attrs = slice_keys(ds, _siemens_diffusion_csa(ds))
+    position = np.array([float(v) for v in ds.ImagePositionPatient])
+    return [LocatedSlice((file_index, 0), position, keys, attrs)]
+
+
+def _siemens_diffusion_csa(ds) -> dict | None:
+    """The CSA header of a Siemens diffusion image (b-value and direction fallback); None otherwise."""
+    image_type = ds.get("ImageType") or []
+    image_type = " ".join([image_type] if isinstance(image_type, str) else [str(v) for v in image_type])
+    if "SIEMENS" not in str(ds.get("Manufacturer") or "").upper() or "DIFFUSION" not in image_type.upper():
+        return None
+    try:
+        return csa_image_header(ds)
+    except ValueError:
+        return None  # only a fallback: a damaged CSA header leaves the standard attributes
+
+
+def _csa_or_raise(ds, path) -> dict | None:
+    try:
+        return csa_image_header(ds)
+    except ValueError as exc:
+        raise ImageReadError(path, str(exc)) from exc
+
+
+def _check_stackable(members: list, where: str) -> np.ndarray:
+    """The shared orientation of a set of files, after checking they can form volumes."""
     missing = [p for p, ds in members if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds]
     if missing:
         raise SeriesError(
@@ -497,35 +715,58 @@ def _stack_files(members: list, where: str, apply_voi: bool) -> Image:
     if np.abs(iops - iops[0]).max() > _IOP_TOL:
         n = len({tuple(np.round(r, 3)) for r in iops})
         raise SeriesError(where, f"slices have {n} different orientations (a localizer mixed in?)")
-    positions = np.array([[float(v) for v in ds.ImagePositionPatient] for _, ds in members])
-    stack = stack_slices(positions, iops[0], where=where)
+    return iops[0]
+
+
+def _stack_files(members: list, where: str, apply_voi: bool, volume=None) -> Image:
+    """Single-frame files (or one mosaic) → one volume, or the chosen volumes of a 4D series."""
+    iop = _check_stackable(members, where)
+    first = members[0][1]
+    slices = [s for f, (path, ds) in enumerate(members) for s in located_slices(ds, path, f)]
+    per_file = set(Counter(s.source[0] for s in slices).values())
+    if len(per_file) > 1:  # every file is one slice, or a mosaic of the same number of slices
+        raise SeriesError(
+            where, f"files hold different numbers of slices ({sorted(per_file)}): mosaics mixed with other images"
+        )
+    volumes = split_volumes(slices, iop, where=where)
+    chosen = volumes.select(volume)
     meta = dataset_meta(first)
-    _add_flags(meta, stack.flags)
-    meta.update(stack.details)
-    meta["geometry"] = "patient"
     meta["n_files"] = len(members)
-    rows, cols = sizes.pop()
+    if len(slices) > len(members):
+        meta["mosaic"], meta["n_mosaic_tiles"] = True, len(slices) // len(members)
     colour = first.get("PhotometricInterpretation") in _COLOR
-    units = np.empty((len(members), 3, rows, cols) if colour else (len(members), rows, cols), np.float32)
-    slopes = []
-    for k, idx in enumerate(stack.order):
-        path, ds = members[idx]
-        raw = _decode(ds, path)
-        if colour:
-            units[k] = _color(ds, raw, path)
-        else:
-            slope, intercept = _rescale_of(ds)
-            slopes.append((slope, intercept))
-            _to_units(raw, ds, slope, intercept, out=units[k])
-    if colour:
-        array = units.transpose(1, 3, 2, 0)
-        meta["channel_axis"] = 0
-    else:
-        slope, intercept = slopes[0]
-        array = _finish(units, first, meta, slope, intercept, apply_voi, where).transpose(2, 1, 0)
-    spacing = _spacing_2d(first, meta)
-    affine = dicom_affine(iops[0], spacing, positions[stack.order[0]], stack.step)
-    return Image(array, affine, meta)
+    if colour and volumes.n > 1:
+        raise UnsupportedImageError(where, f"colour series of several volumes ({volumes.describe()})")
+    units, slope, intercept = _read_units(members, volumes, chosen, colour)
+    if not colour:
+        units = _finish(units, first, meta, slope, intercept, apply_voi, where)
+    return _volume_image(units, volumes, chosen, meta, first, iop, _spacing_2d(first, meta), colour=colour)
+
+
+def _read_units(members: list, volumes: VolumeSet, chosen: list[int], colour: bool):
+    """Decode the chosen volumes' slices: (volumes, slices[, 3], rows, cols) float32, and the first rescale."""
+    rows, cols = int(members[0][1].Rows), int(members[0][1].Columns)
+    n_tiles = len(volumes.slices) // len(members)
+    if n_tiles > 1:  # a mosaic: ceil(sqrt(n)) tiles a side
+        side = math.ceil(math.sqrt(n_tiles))
+        rows, cols = rows // side, cols // side
+    shape = (len(chosen), volumes.slices_per_volume) + ((3,) if colour else ()) + (rows, cols)
+    units = np.empty(shape, np.float32)
+    rescales = {}
+    cached: tuple[int, np.ndarray | None] = (-1, None)  # a mosaic's tiles are read together
+    for v, k in enumerate(chosen):
+        for s, (f, tile) in enumerate(volumes.sources(k)):
+            path, ds = members[f]
+            if cached[0] != f:
+                raw = _decode(ds, path)
+                cached = (f, split_tiles(raw, n_tiles) if n_tiles > 1 else raw[None])
+            if colour:
+                units[v, s] = _color(ds, cached[1][tile], path)
+                continue
+            rescales.setdefault(f, _rescale_of(ds))
+            _to_units(cached[1][tile], ds, *rescales[f], out=units[v, s])
+    slope, intercept = rescales.get(volumes.sources(chosen[0])[0][0], (1.0, 0.0))
+    return units, slope, intercept
 
 
 def dicom_files_under(folder: str | os.PathLike) -> list[str]:
@@ -545,9 +786,11 @@ def dicom_files_under(folder: str | os.PathLike) -> list[str]:
     return found
 
 
-def load_dicom_folder(folder: str | os.PathLike, *, series: str | None = None, apply_voi: bool = False) -> Image:
+def load_dicom_folder(
+    folder: str | os.PathLike, *, series: str | None = None, apply_voi: bool = False, volume: int | str | None = None
+) -> Image:
     """Read the DICOM series in ``folder`` (recursively); see :func:`load_dicom_series`."""
     files = dicom_files_under(folder)
     if not files:
         raise ImageReadError(folder, "folder holds no DICOM files")
-    return load_dicom_series(files, series=series, where=str(Path(folder)), apply_voi=apply_voi)
+    return load_dicom_series(files, series=series, where=str(Path(folder)), apply_voi=apply_voi, volume=volume)

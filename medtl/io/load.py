@@ -32,7 +32,11 @@ def load_image(
             recursively) whose DICOM files form one series; or a list of files of one series.
         series: SeriesInstanceUID, or the pseudonymised ``series`` key of a ``medtl scan``
             manifest, when the folder holds several series.
-        volume: for 4D NIfTI: an index, or ``"all"`` for channels (see :func:`load_nifti`).
+        volume: for 4D data (a 4D NIfTI; a DICOM series or enhanced multi-frame file holding
+            several volumes: fMRI, diffusion, multi-echo): an index picks one 3D volume, ``"all"``
+            returns every volume with the volume axis first (``meta["channel_axis"] == 0``). Left
+            ``None``, 4D data raises, naming the number of volumes. Ignored for 3D data. See
+            :func:`medtl.io.nifti.load_nifti` and :func:`medtl.io.dicom.load_dicom_series`.
         key: the array to read from an ``.npz`` holding several.
         apply_voi: DICOM only: return display values in [0, 1] through the file's VOI LUT
             or window instead of modality units.
@@ -55,10 +59,10 @@ def load_image(
     from .dicom import load_dicom_file, load_dicom_folder, load_dicom_series
 
     if isinstance(path, (list, tuple)):
-        return load_dicom_series(path, series=series, apply_voi=apply_voi)
+        return load_dicom_series(path, series=series, apply_voi=apply_voi, volume=volume)
     p = Path(path)
     if p.is_dir():
-        return load_dicom_folder(p, series=series, apply_voi=apply_voi)
+        return load_dicom_folder(p, series=series, apply_voi=apply_voi, volume=volume)
     if not p.exists():
         raise ImageReadError(p, "no such file or folder")
     try:
@@ -66,7 +70,7 @@ def load_image(
     except OSError as exc:
         raise ImageReadError(p, f"cannot open ({exc.strerror or exc})") from exc
     if fmt == "dicom":
-        return load_dicom_file(p, apply_voi=apply_voi)
+        return load_dicom_file(p, apply_voi=apply_voi, volume=volume)
     if fmt == "nifti":
         from .nifti import load_nifti
 
