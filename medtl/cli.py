@@ -39,18 +39,22 @@ def _cmd_scan(args: argparse.Namespace) -> int:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from .io import load_image
+    from .io.colour import image_colour
 
     img = load_image(args.path, series=args.series, volume=args.volume)
+    colour = image_colour(img)  # gray, gray-rgb (grey stored as RGB, read as one channel) or rgb
     if args.json:
         out = {
             "shape": list(img.array.shape),
             "spacing": list(img.spacing),
+            "colour": colour,
             "affine": np.round(img.affine, 6).tolist(),
             "meta": img.meta,
         }
         print(json.dumps(out, indent=2, default=str))
         return 0
     print(repr(img))
+    print(f"colour: {colour}")
     print("affine (index → RAS+ mm):")
     for row in img.affine:
         print("  " + "  ".join(f"{v:10.4f}" for v in row))
@@ -66,6 +70,19 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     save_nifti(img, args.output)
     print(f"Wrote {args.output}: {repr(img)}")
     return 0
+
+
+def _volume_arg(text: str) -> int | str:
+    """``--volume``: a volume index (0, 1, ...) or ``all``."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        index = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a volume index (0, 1, ...) or 'all', not {text!r}") from None
+    if index < 0:
+        raise argparse.ArgumentTypeError(f"a volume index is 0 or more, not {index}")
+    return index
 
 
 def _print_table(rows: list[dict], columns: list[str]) -> None:
@@ -193,11 +210,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"{len(result['skipped'])} image(s) skipped (unreadable); listed in metrics.json, e.g.:")
         for item in result["skipped"][:5]:
             print(f"  {item['path']}: {item['reason']}")
-    fitted = result["temperature_fitted_on"]
-    how = "fitted on validation" if fitted == "val" else fitted
-    print(
-        f"threshold {result['threshold']:.3f} (chosen on validation) and temperature {result['temperature']:.3f} ({how})"
-    )
+    fitted, method = result["temperature_fitted_on"], result.get("calibration", "temperature")
+    if fitted != "val":
+        how = f"uncalibrated ({fitted})"
+    elif method == "temperature":
+        how = f"temperature {result['temperature']:.3f} fitted on validation"
+    else:
+        how = f"{method} calibration fitted on validation"
+    print(f"threshold {result['threshold']:.3f} (chosen on validation); probabilities: {how}")
     if result["task"] == "binary":
         _print_audit_summary(result["overall"], result["flags"], args.output)
     else:
@@ -339,7 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--json", action="store_true", help="print JSON")
         p.add_argument("--series", help="series key (from `medtl scan`) or SeriesInstanceUID")
-        p.add_argument("--volume", help="4D NIfTI: volume index, or 'all'")
+        p.add_argument(
+            "--volume", type=_volume_arg,
+            help="4D NIfTI or DICOM (fMRI, diffusion, echoes): volume index (0, 1, ...), or 'all' (volume axis first)",
+        )  # fmt: skip
         p.set_defaults(func=func)
     return parser
 
@@ -359,8 +382,6 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
             logging.getLogger(name).setLevel(logging.WARNING)
         warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
-    if getattr(args, "volume", None) not in (None, "all"):
-        args.volume = int(args.volume)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -183,3 +183,40 @@ def test_a_task_whose_only_signal_is_colour_is_learnt(tmp_path):
     assert main(["evaluate", str(run), str(tmp_path / "discs.npz"), "--n-boot", "0", "-o", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["overall"]["auroc"] > 0.95
+
+
+def _rgb_dicom(path, rgb):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, UltrasoundImageStorage, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = UltrasoundImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.SeriesInstanceUID, ds.Modality = generate_uid(), "US"
+    ds.Rows, ds.Columns = rgb.shape[:2]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = rgb.astype(np.uint8).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_scan_info_and_dicom_report_the_same_colour_modes(files, tmp_path, capsys):
+    from medtl.cli import main
+    from medtl.io import scan
+
+    paths, g, photo = files
+    grey_us = np.stack([g, g, g], -1).astype(np.int16)
+    grey_us[..., 1] += 2  # B-mode ultrasound stored as RGB, channels a level or two apart
+    _rgb_dicom(tmp_path / "us_grey.dcm", np.clip(grey_us, 0, 255))
+    _rgb_dicom(tmp_path / "us_doppler.dcm", photo)
+    img = load_image(tmp_path / "us_grey.dcm")
+    assert img.meta["colour"] == "gray-rgb" and img.channels == 1 and img.spatial_shape == (48, 40)
+    assert load_image(tmp_path / "us_doppler.dcm").meta["colour"] == "rgb"
+    rows = {r["path"].rsplit("/", 1)[-1]: r for r in scan(tmp_path, workers=1).rows}
+    for name, expected in EXPECTED.items():
+        assert rows[paths[name].name]["colour"] == expected, name
+    assert rows["us_grey.dcm"]["colour"] == "gray-rgb" and rows["us_grey.dcm"]["shape"] == "48x40"
+    assert rows["us_doppler.dcm"]["colour"] == "rgb" and rows["us_doppler.dcm"]["shape"] == "3x48x40"
+    assert main(["info", str(paths["gray_jpeg"])]) == 0 and "colour: gray-rgb" in capsys.readouterr().out

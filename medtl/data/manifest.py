@@ -24,8 +24,8 @@ from ..io.phi import pseudonym
 __all__ = ["Record", "Manifest", "read_manifest"]
 
 # Columns that describe the file rather than the patient: never used as groups by default.
-_NON_GROUP = {"path", "series", "mask", "format", "kind", "shape", "spacing", "n_files", "flags", "study",
-              "patient", "patient_id", "photometric"}  # fmt: skip
+_NON_GROUP = {"path", "series", "mask", "format", "kind", "shape", "spacing", "n_files", "volumes", "flags", "study",
+              "patient", "patient_id", "photometric", "colour"}  # fmt: skip
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Folders → manifest: one row per 2D image or 3D series, one error row per broken file.
+"""Folders → manifest: one row per 2D image, 3D or 4D series, one error row per broken file.
 
 Only headers are read (pixel data lengths are checked against file sizes, so truncated files
 are still caught), in parallel across processes. Nothing written holds a direct identifier:
@@ -21,15 +21,15 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from ..errors import ImageReadError, MedtlError, NotAnImageError
+from ..errors import ImageReadError, MedtlError, NonImageObjectError, NotAnImageError
 from .sniff import sniff
 
 __all__ = ["scan", "ScanResult", "MANIFEST_COLUMNS", "ERROR_COLUMNS"]
 
 #: Columns of the manifest CSV, in order.
 MANIFEST_COLUMNS = (
-    "path", "series", "format", "modality", "kind", "shape", "spacing", "n_files",
-    "sex", "age", "site", "patient", "study", "manufacturer", "body_part", "view", "photometric", "flags",
+    "path", "series", "format", "modality", "kind", "shape", "spacing", "n_files", "volumes",
+    "sex", "age", "site", "patient", "study", "manufacturer", "body_part", "view", "photometric", "colour", "flags",
 )  # fmt: skip
 #: Columns of the errors CSV.
 ERROR_COLUMNS = ("path", "error", "reason")
@@ -50,7 +50,6 @@ _IMAGE_SUFFIXES = {
     ".npy",
     ".npz",
 }
-_DIRECTORY_SOP = "1.2.840.10008.1.3.10"  # DICOMDIR: an index, not an image
 # Modalities whose files are separate 2D images even when they carry patient positions.
 _PROJECTION = {"CR", "DX", "MG", "IO", "PX", "XA", "RF", "US", "SC", "OT", "XC", "ES", "SM"}
 _SMALL_SCAN = 64  # below this many files a process pool costs more than it saves
@@ -58,7 +57,11 @@ _SMALL_SCAN = 64  # below this many files a process pool costs more than it save
 
 @dataclass
 class ScanResult:
-    """What :func:`scan` found: manifest ``rows``, ``errors`` and the count of ``skipped`` non-images."""
+    """What :func:`scan` found: manifest ``rows``, ``errors`` and the count of ``skipped`` non-images.
+
+    ``skipped`` counts obvious non-image files (``README.txt``) and non-image DICOM objects
+    (DICOMDIR, reports, presentation states, key object selections, RT plans ...).
+    """
 
     root: str
     rows: list[dict] = field(default_factory=list)
@@ -116,7 +119,7 @@ def _dicom_header(path: str, series_meta: dict) -> dict:
 
 def _dicom_header_fields(path: str, series_meta: dict) -> dict:
     """Header facts of one file; ``series_meta`` memoises metadata per series (same patient, study)."""
-    from .dicom import dataset_meta, read_dataset, valid_spacing
+    from .dicom import dataset_meta, frame_volume_set, located_slices, read_dataset, valid_spacing
 
     ds = read_dataset(path, header_only=True)
     rows, cols = int(ds.Rows), int(ds.Columns)
@@ -134,10 +137,18 @@ def _dicom_header_fields(path: str, series_meta: dict) -> dict:
         "size": (cols, rows),
         "frames": frames,
         "samples": int(ds.get("SamplesPerPixel", 1)),
+        "colour": _dicom_colour(ds, path, frames),
     }
     if "ImageOrientationPatient" in ds and "ImagePositionPatient" in ds and frames == 1:
         info["iop"] = [float(v) for v in ds.ImageOrientationPatient]
         info["ipp"] = [float(v) for v in ds.ImagePositionPatient]
+        info["slices"] = located_slices(ds, path)  # one, or one per mosaic tile
+    elif frames > 1:
+        volumes = frame_volume_set(ds, path)
+        if volumes is not None:
+            stack = volumes.volumes[0].stack
+            info["volumes"] = {"n": volumes.n, "slices": volumes.slices_per_volume, "spacing": stack.spacing,
+                               "flags": list(stack.flags)}  # fmt: skip
     candidates = [ds.get(kw) for kw in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing")]
     if "SharedFunctionalGroupsSequence" in ds:
         pm = ds.SharedFunctionalGroupsSequence[0].get("PixelMeasuresSequence")
@@ -157,7 +168,24 @@ def _nifti_header(path: str) -> dict:
     check_nifti_size(path, img.header)
     shape = tuple(int(s) for s in img.shape)
     zooms = tuple(float(z) for z in img.header.get_zooms()[: min(3, len(shape))])
-    return {"format": "nifti", "meta": {}, "shape": shape, "spacing": zooms}
+    return {"format": "nifti", "meta": {}, "shape": shape, "spacing": zooms, "colour": "gray"}
+
+
+# Pillow modes that hold one grey channel: no pixels needed to know their colour mode
+_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+def _dicom_colour(ds, path: str, frames: int) -> str:
+    """The colour mode :func:`~medtl.io.load_image` will report: grey from the header; a colour
+    single-frame image decoded, since only pixels tell grey stored as RGB from colour (ultrasound
+    and secondary captures often are); colour multi-frame objects (cine loops) from the header."""
+    if int(ds.get("SamplesPerPixel", 1)) == 1 and ds.get("PhotometricInterpretation") != "PALETTE COLOR":
+        return "gray"
+    if frames > 1:
+        return "rgb"
+    from .colour import probe_colour
+
+    return probe_colour(path)
 
 
 def _raster_header(path: str, fmt: str) -> dict:
@@ -168,6 +196,10 @@ def _raster_header(path: str, fmt: str) -> dict:
             with tifffile.TiffFile(path) as tif:
                 shape = tuple(int(s) for s in tif.pages[0].shape)
                 shape = (shape[1], shape[0]) + shape[2:]
+            if len(shape) == 3:  # (3 or 4 samples): colour, or grey stored as colour
+                from .colour import probe_colour
+
+                return {"format": fmt, "meta": {}, "shape": shape, "colour": probe_colour(path)}
         elif fmt in ("npy", "npz"):
             arrays = np.load(path, mmap_mode="r", allow_pickle=False)
             if fmt == "npz":
@@ -182,10 +214,18 @@ def _raster_header(path: str, fmt: str) -> dict:
                 shape = tuple(im.size)
                 mode = im.mode
                 im.verify() if fmt == "png" else im.load()  # decode: catches truncation
-            return {"format": fmt, "meta": {"photometric": mode}, "shape": shape}
+            if mode in _GRAY_MODES:
+                colour = "gray"
+            else:
+                from .colour import probe_colour
+
+                colour = probe_colour(path)
+            return {"format": fmt, "meta": {"photometric": mode}, "shape": shape, "colour": colour}
+    except MedtlError:
+        raise
     except Exception as exc:  # noqa: BLE001 - decoders raise many types
         raise ImageReadError(path, f"unreadable {fmt.upper()} ({type(exc).__name__}: {exc})") from exc
-    return {"format": fmt, "meta": {}, "shape": shape}
+    return {"format": fmt, "meta": {}, "shape": shape, "colour": "gray"}
 
 
 def _read_header(path: str, series_meta: dict | None = None) -> tuple[str, dict | None, dict | None]:
@@ -215,10 +255,8 @@ def _read_header_quiet(path: str, series_meta: dict) -> tuple[str, dict | None, 
         if fmt == "dicom":
             try:
                 return path, _dicom_header(path, series_meta), None
-            except ImageReadError as exc:
-                if _is_dicomdir(path):
-                    return path, None, None
-                raise exc
+            except NonImageObjectError:
+                return path, None, None  # DICOMDIR, report, presentation state ...: skipped, not an error
         if fmt == "nifti":
             return path, _nifti_header(path), None
         return path, _raster_header(path, fmt), None
@@ -237,16 +275,6 @@ def _is_text(path: str) -> bool:
     except UnicodeDecodeError:
         return False
     return bool(text) and all(c.isprintable() or c in "\r\n\t" for c in text)
-
-
-def _is_dicomdir(path: str) -> bool:
-    try:
-        import pydicom
-
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["MediaStorageSOPClassUID"])
-        return str(ds.file_meta.get("MediaStorageSOPClassUID", "")) == _DIRECTORY_SOP
-    except Exception:  # noqa: BLE001
-        return False
 
 
 def _read_chunk(paths: list[str]) -> list[tuple]:
@@ -271,7 +299,9 @@ def _row(path: str, info: dict, **extra) -> dict:
         "body_part": meta.get("body_part", ""),
         "view": meta.get("view", ""),
         "photometric": meta.get("photometric", ""),
+        "colour": info.get("colour", ""),
         "n_files": 1,
+        "volumes": "",
         "flags": "",
     }
     row.update(extra)
@@ -282,16 +312,24 @@ def _single_row(path: str, info: dict) -> dict:
     if info["format"] == "dicom":
         cols, rows = info["size"]
         flags = []
-        if info["frames"] > 1:
+        volumes = info.get("volumes")
+        extra = {}
+        if volumes and volumes["n"] > 1:  # an enhanced fMRI or diffusion object: 4D
+            shape, kind = (cols, rows, volumes["slices"], volumes["n"]), "4d"
+            extra["volumes"] = volumes["n"]
+        elif info["frames"] > 1:
             shape, kind = (cols, rows, info["frames"]), "3d"
         else:
             shape, kind = (cols, rows), "2d"
-        if info["samples"] > 1:
+        if info["samples"] > 1 and info["colour"] == "rgb":  # grey stored as RGB loads as one channel
             shape = (info["samples"],) + shape
         if info["spacing"] is None:
             flags.append("spacing_unknown")
         spacing = _fmt_tuple(info["spacing"]) if info["spacing"] else ""
-        return _row(path, info, kind=kind, shape=_fmt_tuple(shape), spacing=spacing, flags=";".join(flags))
+        if volumes and volumes["slices"] > 1:
+            flags.extend(volumes["flags"])
+            spacing = _fmt_spacing(info["spacing"], volumes["spacing"])
+        return _row(path, info, kind=kind, shape=_fmt_tuple(shape), spacing=spacing, flags=";".join(flags), **extra)
     if info["format"] == "npz":
         arrays = info["arrays"]
         desc = ";".join(f"{k}:{_fmt_tuple(s)}" for k, s in arrays.items())
@@ -301,18 +339,27 @@ def _single_row(path: str, info: dict) -> dict:
     kind = "4d" if len(shape) == 4 else ("3d" if spatial == 3 else "2d")
     flags = "" if info["format"] == "nifti" else "spacing_unknown"
     spacing = _fmt_tuple(info["spacing"]) if info.get("spacing") else ""
-    return _row(path, info, kind=kind, shape=_fmt_tuple(shape), spacing=spacing, flags=flags)
+    volumes = shape[3] if kind == "4d" else ""
+    return _row(path, info, kind=kind, shape=_fmt_tuple(shape), spacing=spacing, flags=flags, volumes=volumes)
+
+
+def _fmt_spacing(in_plane, between: float) -> str:
+    values = (*in_plane, between) if in_plane else ("", "", between)
+    return "x".join(f"{v:.6g}" if v != "" else "?" for v in values)
 
 
 def _series_rows(members: list[tuple[str, dict]]) -> tuple[list[dict], list[dict]]:
-    """Rows for one SeriesInstanceUID: one volume, or separate 2D images, or an error."""
-    from .geometry import stack_slices
+    """Rows for one SeriesInstanceUID: one 3D or 4D volume, or separate 2D images, or an error."""
+    from .volumes import LocatedSlice, split_volumes
 
     paths = [p for p, _ in members]
     folder = os.path.commonpath(paths) if len(paths) > 1 else paths[0]
     info0 = members[0][1]
+    mosaic = any(len(i.get("slices", ())) > 1 for _, i in members)
     volumetric = (
-        len(members) > 1 and all("ipp" in i for _, i in members) and info0["meta"].get("modality") not in _PROJECTION
+        (len(members) > 1 or mosaic)
+        and all("slices" in i for _, i in members)
+        and info0["meta"].get("modality") not in _PROJECTION
     )
     if not volumetric:
         return [_single_row(p, i) for p, i in members], []
@@ -323,16 +370,28 @@ def _series_rows(members: list[tuple[str, dict]]) -> tuple[list[dict], list[dict
         iops = np.array([i["iop"] for _, i in members])
         if np.abs(iops - iops[0]).max() > 1e-4:
             raise ImageReadError(folder, "slices have different orientations (a localizer mixed in?)")
-        stack = stack_slices([i["ipp"] for _, i in members], iops[0], where=folder)
+        slices = [
+            LocatedSlice((f, s.source[1]), s.position, s.keys, s.attrs)
+            for f, (_, info) in enumerate(members)
+            for s in info["slices"]
+        ]
+        volumes = split_volumes(slices, iops[0], where=folder)
     except MedtlError as exc:
         return [], [{"path": folder, "error": type(exc).__name__, "reason": exc.reason}]
     cols, rows = info0["size"]
-    spacing = (*info0["spacing"], stack.spacing) if info0["spacing"] else ("", "", stack.spacing)
+    tiles = len(slices) // len(members)
+    if tiles > 1:  # a mosaic: its tile grid has ceil(sqrt(n)) tiles a side
+        side = int(np.ceil(np.sqrt(tiles)))
+        cols, rows = cols // side, rows // side
+    stack = volumes.volumes[0].stack
+    shape = (cols, rows, volumes.slices_per_volume) + ((volumes.n,) if volumes.n > 1 else ())
+    # volumes of one slice (a single-slice cine) are as thick as the slice, as load_image says
+    between = stack.spacing if volumes.slices_per_volume > 1 else float(info0["meta"].get("slice_thickness") or 1.0)
     return [
         _row(
-            folder, info0, kind="3d", shape=_fmt_tuple((cols, rows, len(members))),
-            spacing="x".join(f"{v:.6g}" if v != "" else "?" for v in spacing),
-            n_files=len(members), flags=";".join(stack.flags),
+            folder, info0, kind="4d" if volumes.n > 1 else "3d", shape=_fmt_tuple(shape),
+            spacing=_fmt_spacing(info0["spacing"], between), n_files=len(members),
+            volumes=volumes.n if volumes.n > 1 else "", flags=";".join(stack.flags),
         )
     ], []  # fmt: skip
 
@@ -361,9 +420,10 @@ def scan(
             done after each chunk (for GUIs and custom logging).
 
     Returns:
-        :class:`ScanResult`: ``rows`` (one per 2D image, multi-frame object or 3D series,
+        :class:`ScanResult`: ``rows`` (one per 2D image, multi-frame object, or 3D or 4D series,
         sorted by path), ``errors`` (one per broken file or inconsistent series, with the
-        reason), ``skipped`` (obvious non-images such as ``README.txt``).
+        reason), ``skipped`` (obvious non-images such as ``README.txt``, and non-image DICOM
+        objects such as a DICOMDIR or a structured report).
 
     Example:
         >>> import os
