@@ -275,13 +275,7 @@ def write_4d_series(
     """
     os.makedirs(folder, exist_ok=True)
     rng = np.random.default_rng(seed)
-    iop = np.asarray(iop, dtype=float)
-    normal = np.cross(iop[:3], iop[3:])
-    positions = np.array([np.asarray(origin) + k * step * normal for k in range(n)])
-    hu = rng.integers(0, 2000, size=(n_volumes, n, rows, cols)).astype(np.float64)
-    for v in range(n_volumes):
-        for k in range(n):
-            hu[v, k, 1, 2] = 3000 + 100 * v + k
+    iop, positions, hu = _marked_volumes(rng, iop, origin, step, n, n_volumes, rows, cols)
     series_uid = generate_uid()
     if kind == "diffusion":
         b_values = list(b_values if b_values is not None else [0.0] + [1000.0] * (n_volumes - 1))
@@ -314,6 +308,19 @@ def write_4d_series(
                     b_values or [], gradients or [], file_of)  # fmt: skip
 
 
+def _marked_volumes(rng, iop, origin, step: float, n: int, n_volumes: int, rows: int, cols: int):
+    """(iop, LPS positions of the n slices, values (volumes, n, rows, cols)); voxel (1, 2) of slice k
+    of volume v holds 3000 + 100 v + k, unique in the series."""
+    iop = np.asarray(iop, dtype=float)
+    normal = np.cross(iop[:3], iop[3:])
+    positions = np.array([np.asarray(origin) + k * step * normal for k in range(n)])
+    hu = rng.integers(0, 2000, size=(n_volumes, n, rows, cols)).astype(np.float64)
+    for v in range(n_volumes):
+        for k in range(n):
+            hu[v, k, 1, 2] = 3000 + 100 * v + k
+    return iop, positions, hu
+
+
 def _set_diffusion(ds: Dataset, b: float, gradient, ge_private: bool) -> None:
     if ge_private:
         ds.add_new((0x0043, 0x0010), "LO", "GEMS_PARM_01")
@@ -339,13 +346,7 @@ def write_enhanced_mr_timeseries(
     """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     rng = np.random.default_rng(seed)
-    iop = np.asarray(iop, dtype=float)
-    normal = np.cross(iop[:3], iop[3:])
-    positions = np.array([np.asarray(origin) + k * step * normal for k in range(n)])
-    hu = rng.integers(0, 2000, size=(n_time, n, rows, cols)).astype(np.float64)
-    for t in range(n_time):
-        for k in range(n):
-            hu[t, k, 1, 2] = 3000 + 100 * t + k
+    iop, positions, hu = _marked_volumes(rng, iop, origin, step, n, n_time, rows, cols)
     ds = base_dataset("MR", sop_class=ENHANCED_MR_IMAGE)
     ds.Manufacturer = manufacturer
     ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
