@@ -96,7 +96,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from .models import list_models
 
     rows = list_models(args.pattern)
-    _print_table(rows, ["name", "dims", "params_m", "sources"])
+    _print_table(rows, ["name", "dims", "min_size", "params_m", "sources"])
     if args.verbose_conventions:
         for row in rows:
             if row["conventions"]:
@@ -159,6 +159,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     result = finetune(cfg, args.output, resume=not args.restart, progress=sys.stderr.isatty())
     if os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) != "0":
         return 0  # DDP: the other processes trained too; one reports
+    print(f"Input: {result.channels_rule}")
     print(f"Run written to {result.run_dir}: best validation AUROC {result.val_auroc:.3f} at epoch {result.best_epoch}")
     if result.skipped:
         print(f"{len(result.skipped)} record(s) skipped (unreadable or unsuitable); see metrics.json, e.g.:")

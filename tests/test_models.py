@@ -168,6 +168,7 @@ def test_list_models_rows():
     assert set(rows) == set(BACKBONES)
     assert rows["resnet18"]["params_m"] == pytest.approx(11.17, abs=0.01)
     assert "medicalnet(3D)" in rows["resnet18"]["sources"]
+    assert rows["resnet18"]["min_size"] == "5/6" and rows["efficientnet-lite0"]["min_size"] == "3/3"
 
 
 # ----------------------------------------------------------------------------- errors and the cache

@@ -29,7 +29,8 @@ __all__ = [
 
 
 def list_models(pattern: str = "*", *, with_params: bool = True) -> list[dict]:
-    """One row per backbone: dims, pretrained sources, parameter count, input conventions.
+    """One row per backbone: dims, smallest input size (2D/3D), pretrained sources, parameter
+    count, input conventions.
 
     ``pattern`` is a shell-style filter (``"resnet*"``). Parameter counts are for a
     1-channel, 2-class 2D model (building each takes a moment; ``with_params=False`` skips it).
@@ -48,6 +49,7 @@ def list_models(pattern: str = "*", *, with_params: bool = True) -> list[dict]:
             "name": name,
             "family": spec.family,
             "dims": "/".join(f"{d}D" for d in spec.dims),
+            "min_size": "/".join(str(spec.minimum(d)) for d in spec.dims),
             "sources": ", ".join(s.tag + ("(3D)" if s.spatial_dims == 3 else "") for s in sources) or "-",
             "conventions": "; ".join(
                 f"{s.tag}: {s.convention.channels}ch {s.convention.value_range} size {s.convention.size}"

@@ -203,13 +203,15 @@ def cutmix(x: torch.Tensor, perm: torch.Tensor, lam: float) -> tuple[torch.Tenso
 
 @dataclass
 class RunResult:
-    """What :func:`finetune` produced: the run folder, the best model and its validation AUROC."""
+    """What :func:`finetune` produced: the run folder, the best model and its validation AUROC,
+    and how the input channels were decided."""
 
     run_dir: Path
     val_auroc: float
     best_epoch: int
     skipped: list[dict]
     model: nn.Module
+    channels_rule: str = ""
 
 
 def _subsample_train(manifest, split, fraction: float, seed: int):
@@ -376,10 +378,10 @@ def finetune(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Tru
     best_auroc = float(ckpt.best_model_score) if ckpt.best_model_score is not None else float("nan")
     best_epoch = int(saved["epoch"])
     if not trainer.is_global_zero:  # under DDP one process writes the run directory
-        return RunResult(run_dir, best_auroc, best_epoch, train.failures + val.failures, model.eval())
+        return RunResult(run_dir, best_auroc, best_epoch, train.failures + val.failures, model.eval(), channels.rule)
     _write_run(run_dir, cfg, spec, model, manifest, val, best_auroc, best_epoch, train.failures + val.failures, task)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    return RunResult(run_dir, best_auroc, best_epoch, train.failures + val.failures, model.eval())
+    return RunResult(run_dir, best_auroc, best_epoch, train.failures + val.failures, model.eval(), channels.rule)
 
 
 def _write_run(run_dir, cfg, spec, model, manifest, val, best_auroc, best_epoch, skipped, task) -> None:
