@@ -214,6 +214,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     fitted, method = result["temperature_fitted_on"], result.get("calibration", "temperature")
     if fitted != "val":
         how = f"uncalibrated ({fitted})"
+    elif method == "none":
+        how = "the raw outputs (no calibration beat them on validation)"
     elif method == "temperature":
         how = f"temperature {result['temperature']:.3f} fitted on validation"
     else:

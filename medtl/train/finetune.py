@@ -489,7 +489,7 @@ def _model_card(
     rule: str,
     calibration: dict,
 ) -> str:
-    split = f"fold {cfg.fold} of {cfg.folds}-fold" if cfg.folds else "patient-level"
+    split = f"fold {cfg.fold} of {cfg.folds}-fold" if cfg.folds else ("official" if cfg.npz else "patient-level")
     channels = spec.extra.get("channels_rule", f"{spec.channels} channel(s)")
     return f"""# Model card (draft)
 
