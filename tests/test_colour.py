@@ -220,3 +220,21 @@ def test_scan_info_and_dicom_report_the_same_colour_modes(files, tmp_path, capsy
     assert rows["us_grey.dcm"]["colour"] == "gray-rgb" and rows["us_grey.dcm"]["shape"] == "48x40"
     assert rows["us_doppler.dcm"]["colour"] == "rgb" and rows["us_doppler.dcm"]["shape"] == "3x48x40"
     assert main(["info", str(paths["gray_jpeg"])]) == 0 and "colour: gray-rgb" in capsys.readouterr().out
+
+
+def test_a_manifest_mixing_every_layout_trains_without_a_crash(files, tmp_path):
+    from medtl.train.config import TrainConfig
+    from medtl.train.finetune import finetune
+
+    paths, _, _ = files
+    names = list(EXPECTED) * 3  # 24 images: 9 colour, 15 grey in five layouts
+    manifest = tmp_path / "mixed.csv"
+    with open(manifest, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "patient_id"])
+        w.writerows([[str(paths[n]), i % 2, f"p{i}"] for i, n in enumerate(names)])
+    cfg = TrainConfig(manifest=str(manifest), size=[16, 16], epochs=1, batch_size=8, val_fraction=0.25,
+                      test_fraction=0.25)  # fmt: skip
+    result = finetune(cfg, tmp_path / "run")
+    assert result.skipped == [] and "channels: auto → 1" in result.channels_rule  # grey is the majority
+    assert result.model.in_channels == 1
