@@ -5,7 +5,13 @@ import os
 import numpy as np
 import pytest
 from dicom_factory import (
-    DCM2NIIX, NO_DCM2NIIX, dcm2niix_convert, find_value, oblique_iop, write_4d_series, write_enhanced_mr_timeseries,
+    DCM2NIIX,
+    NO_DCM2NIIX,
+    dcm2niix_convert,
+    find_value,
+    oblique_iop,
+    write_4d_series,
+    write_enhanced_mr_timeseries,
 )  # fmt: skip
 
 from medtl.cli import main
@@ -81,7 +87,7 @@ def test_diffusion_b_values_and_gradients_in_ras(tmp_path):
     assert img.meta["b_values"] == [0, 1000, 1000, 2000, 1000]  # acquisition order
     assert img.meta["gradient_frame"] == "RAS+ patient"
     assert img.meta["gradients"][0] is None
-    for got, lps in zip(img.meta["gradients"][1:], grads[1:]):
+    for got, lps in zip(img.meta["gradients"][1:], grads[1:], strict=True):
         np.testing.assert_allclose(got, np.array(lps) * [-1, -1, 1], atol=1e-6)
     for v in range(5):
         _check_volume(img.array[v], s, v)

@@ -94,8 +94,8 @@ def predict_manifest(
     import torch
 
     from ..data.dataset import prepare
-    from ..train.finetune import load_run
     from ..tasks import task_for
+    from ..train.finetune import load_run
     from ..train.inference import predict_logits
     from .calibration import apply_calibration, read_calibration
 

@@ -12,6 +12,7 @@ negates x and y. Array axes are (i, j, k) = (column, row, slice).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 
@@ -235,4 +236,4 @@ def _is_spacing_change(segments: list[dict]) -> bool:
             return False
         if _same(segments[i - 1]["step"], segments[i + 1]["step"]):
             return False
-    return all(not _same(a["step"], b["step"]) for a, b in zip(long, long[1:]))
+    return all(not _same(a["step"], b["step"]) for a, b in pairwise(long))

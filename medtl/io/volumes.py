@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Callable
 
 import numpy as np
@@ -244,7 +245,7 @@ def _position_groups(along: np.ndarray) -> list[list[int]]:
     """Slice indices grouped by position along the normal (within :data:`SAME_POSITION_MM`)."""
     order = np.argsort(along, kind="stable")
     groups: list[list[int]] = [[int(order[0])]]
-    for prev, cur in zip(order, order[1:]):
+    for prev, cur in pairwise(order):
         if along[cur] - along[prev] < SAME_POSITION_MM:
             groups[-1].append(int(cur))
         else:
@@ -542,5 +543,5 @@ def _volume_indices(ds, values) -> tuple | None:
     values = [values] if isinstance(values, int) else list(values)
     if len(values) != len(dims):
         return None
-    keep = [int(v) for v, d in zip(values, dims) if int(d.get("DimensionIndexPointer") or 0) not in SPATIAL_DIMENSIONS]
+    keep = [int(v) for v, d in zip(values, dims, strict=True) if int(d.get("DimensionIndexPointer") or 0) not in SPATIAL_DIMENSIONS]
     return tuple(keep) if keep else None
