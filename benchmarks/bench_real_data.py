@@ -133,7 +133,7 @@ def main() -> None:
         rows.append((name, spec.get("input_channels"), metrics["n"], auroc, ci, cal["method"], ece, train_s))
         print(f"done {name}", file=sys.stderr)
 
-    print(f"CPU: {cpu_model()}, {memory_gib():.0f} GiB; torch {version('torch')}, monai {version('monai')}; "
+    print(f"CPU: {cpu_model()}, {memory_gib()}; torch {version('torch')}, monai {version('monai')}; "
           f"medtl at {REPO}\n")  # fmt: skip
     print("| case | channels | test n | test AUROC [95% CI] | calibration chosen | test ECE raw / temperature / chosen | train wall |")
     print("|---|---|---|---|---|---|---|")
