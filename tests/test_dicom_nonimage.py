@@ -80,3 +80,14 @@ def test_private_non_image_class_is_skipped_too(tmp_path):
     with pytest.raises(NonImageObjectError, match="unknown or private SOP class, SOP class 1.3.12.2.1107.5.9.1"):
         load_image(tmp_path / "mr" / "csa_non_image")
     assert load_image(tmp_path / "mr").meta["skipped_non_image"] == 1
+
+
+def test_an_image_cut_off_inside_its_header_is_an_error_not_a_skipped_object(tmp_path):
+    """Cut inside the SOPClassUID value, a CT file holds a stub class; the file meta still says CT."""
+    s = write_series(str(tmp_path / "ct"), n=3)
+    data = open(s.files[0], "rb").read()
+    cut = data.index(b"1.2.840.10008.5.1.4.1.1.2", data.index(b"DICM") + 200) + 20  # inside the dataset's UID
+    (tmp_path / "ct" / "cut").write_bytes(data[:cut])
+    res = scan(tmp_path / "ct", workers=1)
+    assert [e["path"] for e in res.errors] == [str(tmp_path / "ct" / "cut")] and res.skipped == 0
+    assert "no pixel data (CT Image Storage): an image object without its pixels" in res.errors[0]["reason"]

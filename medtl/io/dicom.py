@@ -143,15 +143,18 @@ def _sop_name(ds) -> str:
 
 
 def _sop_class(ds):
-    """SOPClassUID, else the file meta's MediaStorageSOPClassUID (all a DICOMDIR has); None if neither."""
-    uid = ds.get("SOPClassUID")
-    if not uid:
-        uid = getattr(ds, "file_meta", None) and ds.file_meta.get("MediaStorageSOPClassUID")
-    if not uid:
-        return None
+    """SOPClassUID, else the file meta's MediaStorageSOPClassUID (all a DICOMDIR has); only a
+    well-formed UID counts (a file cut off inside the value holds a stub such as ``1.2.840.``);
+    None if neither is one."""
     from pydicom.uid import UID
 
-    return UID(str(uid).strip("\x00 "))
+    meta = getattr(ds, "file_meta", None)
+    for uid in (ds.get("SOPClassUID"), meta.get("MediaStorageSOPClassUID") if meta is not None else None):
+        if uid:
+            uid = UID(str(uid).strip("\x00 "))
+            if uid.is_valid:
+                return uid
+    return None
 
 
 def is_image_sop_class(uid) -> bool:
@@ -177,8 +180,9 @@ def _check_pixel_data(ds, path: str) -> None:
     if tag is None and len(ds) == 0:
         raise ImageReadError(path, "corrupt or truncated DICOM: no data element could be read after the file meta")
     if tag is None:
-        broken = ": an image object without its pixels" if sop is not None else ""
-        raise ImageReadError(path, f"no pixel data ({_sop_name(ds)}){broken}")
+        name = getattr(sop, "name", None) or _sop_name(ds)
+        broken = ": an image object without its pixels (cut short?)" if sop is not None else ""
+        raise ImageReadError(path, f"no pixel data ({name}){broken}")
     for kw in ("Rows", "Columns", "BitsAllocated"):
         if kw not in ds:
             raise ImageReadError(path, f"pixel data without the required {kw} attribute")
