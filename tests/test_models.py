@@ -134,7 +134,7 @@ def test_every_backbone_trains_at_28_and_at_its_minimum_and_refuses_below(name, 
     with pytest.raises(ConfigError, match=rf"{name} takes {dims}D inputs of at least {least} voxels"):
         check_input_size(name, [28] * (dims - 1) + [least - 1])
     with pytest.raises(ConfigError, match=f"at least {least} voxels"):  # refused as the config is read
-        TrainConfig(backbone=name, spatial_dims=dims, size=[least - 1] * dims)
+        TrainConfig(backbone=name, pretrained=None, spatial_dims=dims, size=[least - 1] * dims)
 
 
 def test_efficientnet_same_padding_follows_the_input_size():

@@ -19,7 +19,14 @@ from typing import Any
 
 from ..errors import ConfigError, suggest
 
-__all__ = ["TrainConfig", "load_config"]
+__all__ = ["TrainConfig", "load_config", "WEIGHT_NEUTRAL_KEYS"]
+
+#: Keys that do not shape the weights a run learns: a run may resume with them changed (``epochs``
+#: only upward). Every other key must match the run's for ``medtl train`` to continue it.
+WEIGHT_NEUTRAL_KEYS = frozenset(
+    {"epochs", "patience", "workers", "cache_dir", "accelerator", "devices", "num_nodes", "threshold_rule",
+     "target_sensitivity"}
+)  # fmt: skip
 
 
 @dataclass
@@ -30,12 +37,13 @@ class TrainConfig:
     manifest: str = ""
     npz: str = ""
     label_columns: list[str] = field(default_factory=lambda: ["label"])
-    patient_column: str = "patient_id"
+    patient_column: str = "auto"
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     train_fraction: float = 1.0
     folds: int = 0
     fold: int = 0
+    dedup: bool = True
     # model
     backbone: str = "efficientnet-lite0"
     pretrained: str | None = "imagenet"
@@ -88,42 +96,132 @@ class TrainConfig:
     cache_dir: str = ""
 
     def __post_init__(self) -> None:
-        if self.preset == "color":  # both spellings work; the run records one
-            self.preset = "colour"
-        if self.channels != "auto" and (
-            isinstance(self.channels, bool) or not isinstance(self.channels, int) or self.channels < 1
-        ):
-            raise ConfigError(None, f"channels must be auto or a positive number (1, 3 ...), not {self.channels!r}")
-        rng = self.intensity_range
-        if rng is not None and rng != "percentiles" and not (
-            isinstance(rng, (list, tuple)) and len(rng) == 2
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng) and rng[1] > rng[0]
-        ):  # fmt: skip
-            raise ConfigError(None, f"intensity_range must be null, percentiles or [low, high], not {rng!r}")
-        if isinstance(self.size, int) and not isinstance(self.size, bool):
-            self.size = [self.size] * self.spatial_dims  # `size: 28` means 28 along every axis
-        if self.class_balance not in ("loss", "sampler", "none"):
-            raise ConfigError(None, f"class_balance must be loss, sampler or none, not '{self.class_balance}'")
-        if self.threshold_rule not in ("youden", "sensitivity"):
-            raise ConfigError(None, f"threshold_rule must be youden or sensitivity, not '{self.threshold_rule}'")
-        if self.folds and not (self.folds >= 3 and 0 <= self.fold < self.folds):
-            raise ConfigError(
-                None, f"folds must be 0 or >= 3 and fold in 0..folds-1, got folds={self.folds}, fold={self.fold}"
-            )
-        if not 0 < self.train_fraction <= 1:
-            raise ConfigError(None, f"train_fraction must be in (0, 1], not {self.train_fraction}")
-        if self.spatial_dims not in (2, 3):
-            raise ConfigError(None, f"spatial_dims must be 2 or 3, not {self.spatial_dims}")
-        if len(self.size) != self.spatial_dims:
-            raise ConfigError(
-                None, f"size {self.size} has {len(self.size)} numbers for spatial_dims={self.spatial_dims}"
-            )
-        from ..models.registry import check_input_size
-
-        check_input_size(self.backbone, self.size)  # a typo in the backbone fails here too, with a suggestion
+        _validate(self)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _bad(key: str, reason: str) -> ConfigError:
+    err = ConfigError(None, f"{key} {reason}")
+    err.key = key  # load_config names where the value came from (the YAML file or a --set)
+    return err
+
+
+def _number(cfg: TrainConfig, key: str, kind: type, low=None, high=None, *, low_open=False, high_open=False) -> None:
+    """Coerce ``cfg.key`` to ``kind`` (YAML 1.1 reads 3e-4 as text) and check its range."""
+    import math
+
+    value = getattr(cfg, key)
+    if isinstance(value, str):
+        try:
+            value = kind(float(value)) if kind is float else int(value)
+        except ValueError:
+            raise _bad(key, f"must be a number, not {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _bad(key, f"must be a number, not {value!r}")
+    if kind is int:
+        if value != int(value):
+            raise _bad(key, f"must be a whole number, not {value!r}")
+        value = int(value)
+    value = kind(value)
+    if not math.isfinite(value):
+        raise _bad(key, f"must be a finite number, not {value!r}")
+    if low is not None and (value <= low if low_open else value < low):
+        raise _bad(key, f"must be {'>' if low_open else '>='} {low}, not {value!r}")
+    if high is not None and (value >= high if high_open else value > high):
+        raise _bad(key, f"must be {'<' if high_open else '<='} {high}, not {value!r}")
+    setattr(cfg, key, value)
+
+
+def _choice(cfg: TrainConfig, key: str, options) -> None:
+    value = getattr(cfg, key)
+    if value not in options:
+        raise _bad(key, f"must be one of {', '.join(map(str, options))}, not {value!r}" + suggest(str(value), options))
+
+
+def _validate(cfg: TrainConfig) -> None:
+    """Every key of a :class:`TrainConfig` checked once, here, for the CLI and the Python API alike."""
+    from .strategies import STRATEGIES
+
+    for key, kind, low, high, low_open, high_open in (
+        ("epochs", int, 1, None, False, False), ("batch_size", int, 1, None, False, False),
+        ("lr", float, 0, None, True, False), ("dropout", float, 0, 1, False, True),
+        ("weight_decay", float, 0, None, False, False), ("label_smoothing", float, 0, 1, False, True),
+        ("mixup", float, 0, None, False, False), ("cutmix", float, 0, None, False, False),
+        ("l2sp_alpha", float, 0, None, False, False), ("l2sp_beta", float, 0, None, False, False),
+        ("layer_decay", float, 0, 1, True, False), ("probe_epochs", int, 0, None, False, False),
+        ("ft_scale", float, 0, None, True, False), ("unfreeze_every", int, 1, None, False, False),
+        ("domain_weight", float, 0, None, False, False), ("warmup_epochs", int, 0, None, False, False),
+        ("patience", int, 0, None, False, False), ("grad_clip", float, 0, None, False, False),
+        ("target_sensitivity", float, 0, 1, True, True), ("seed", int, 0, None, False, False),
+        ("num_nodes", int, 1, None, False, False), ("workers", int, 0, None, False, False),
+        ("val_fraction", float, 0, 1, True, True), ("test_fraction", float, 0, 1, False, True),
+        ("train_fraction", float, 0, 1, True, False), ("folds", int, 0, None, False, False),
+        ("fold", int, 0, None, False, False), ("spatial_dims", int, 2, 3, False, False),
+    ):  # fmt: skip
+        _number(cfg, key, kind, low, high, low_open=low_open, high_open=high_open)
+    if cfg.val_fraction + cfg.test_fraction >= 1:
+        raise _bad("val_fraction", f"+ test_fraction must leave images to train on, not {cfg.val_fraction} + "
+                   f"{cfg.test_fraction}")  # fmt: skip
+    if cfg.manifest and cfg.npz:
+        raise _bad("npz", "and manifest are both set: give one source of data")
+    for key in ("augment", "tta", "deterministic", "dedup"):
+        if not isinstance(getattr(cfg, key), bool):
+            raise _bad(key, f"must be true or false, not {getattr(cfg, key)!r}")
+    if cfg.preset == "color":  # both spellings work; the run records one
+        cfg.preset = "colour"
+    from ..data.transforms import PRESETS
+
+    _choice(cfg, "preset", PRESETS)
+    _choice(cfg, "strategy", STRATEGIES)
+    _choice(cfg, "class_balance", ("loss", "sampler", "none"))
+    _choice(cfg, "threshold_rule", ("youden", "sensitivity"))
+    if cfg.channels != "auto" and (isinstance(cfg.channels, bool) or not isinstance(cfg.channels, int)
+                                   or cfg.channels < 1):  # fmt: skip
+        raise _bad("channels", f"must be auto or a positive number (1, 3 ...), not {cfg.channels!r}")
+    rng = cfg.intensity_range
+    if rng is not None and rng != "percentiles" and not (
+        isinstance(rng, (list, tuple)) and len(rng) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng) and rng[1] > rng[0]
+    ):  # fmt: skip
+        raise _bad("intensity_range", f"must be null, percentiles or [low, high], not {rng!r}")
+    if isinstance(cfg.label_columns, str):
+        cfg.label_columns = [cfg.label_columns]
+    if not cfg.label_columns or not all(isinstance(c, str) and c for c in cfg.label_columns):
+        raise _bad("label_columns", f"must name one or more columns, not {cfg.label_columns!r}")
+    if isinstance(cfg.size, int) and not isinstance(cfg.size, bool):
+        cfg.size = [cfg.size] * cfg.spatial_dims  # `size: 28` means 28 along every axis
+    if not isinstance(cfg.size, (list, tuple)) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in cfg.size
+    ):
+        raise _bad("size", f"must be positive whole numbers, one per axis, not {cfg.size!r}")
+    if len(cfg.size) != cfg.spatial_dims:
+        raise _bad("size", f"{list(cfg.size)} has {len(cfg.size)} numbers for spatial_dims={cfg.spatial_dims}")
+    cfg.size = list(cfg.size)
+    if cfg.spacing is not None and (
+        not isinstance(cfg.spacing, (list, tuple)) or len(cfg.spacing) != cfg.spatial_dims
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in cfg.spacing)
+    ):  # fmt: skip
+        raise _bad("spacing", f"must be null or {cfg.spatial_dims} positive sizes in mm, not {cfg.spacing!r}")
+    if not isinstance(cfg.flips, (list, tuple)) or not all(
+        isinstance(a, int) and not isinstance(a, bool) and 0 <= a < cfg.spatial_dims for a in cfg.flips
+    ):
+        raise _bad("flips", f"must list axes 0..{cfg.spatial_dims - 1} of the {cfg.spatial_dims}D input "
+                   f"(0 = first spatial axis), not {cfg.flips!r}")  # fmt: skip
+    if cfg.folds and not (cfg.folds >= 3 and cfg.fold < cfg.folds):
+        raise _bad("folds", f"must be 0 or >= 3 with fold in 0..folds-1, not folds={cfg.folds}, fold={cfg.fold}")
+    from ..models.registry import check_input_size, get_backbone, resolve_source
+
+    # an unknown backbone is named before its weights are looked for
+    for key, check in (("backbone", lambda: get_backbone(cfg.backbone)),
+                       ("pretrained", lambda: resolve_source(cfg.backbone, cfg.pretrained)),
+                       ("size", lambda: check_input_size(cfg.backbone, cfg.size))):  # fmt: skip
+        try:
+            check()
+        except ConfigError as exc:
+            exc.key = key
+            raise
 
 
 def _parse_value(text: str) -> Any:
@@ -137,7 +235,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
 
     Raises:
         ConfigError: unreadable YAML, an unknown key (with the nearest valid name), a bad
-            value.
+            value; the message says where the value came from (the file, or the ``--set``).
     """
     import yaml
 
@@ -151,28 +249,27 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
             raise ConfigError(where, f"cannot read config: {exc}") from exc
         if not isinstance(values, dict):
             raise ConfigError(where, "a config file must be a mapping of keys to values")
+    source = {key: where for key in values}
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(None, f"--set expects key=value, got '{item}'")
         key, text = item.split("=", 1)
-        values[key.strip()] = _parse_value(text)
+        key = key.strip()
+        try:
+            values[key] = _parse_value(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item}", "the value is not valid YAML") from None
+        source[key] = f"--set {item}"
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     for key in values:
         if key not in known:
-            raise ConfigError(where, f"unknown key '{key}'" + suggest(key, sorted(known), listing=None))
-    types = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
-    for key, value in values.items():
-        # YAML 1.1 reads 3e-4 (no dot) as a string; a float key takes it as the number it means
-        if isinstance(value, str) and types[key].startswith(("float", "int")):
-            try:
-                values[key] = (float if types[key].startswith("float") else int)(value)
-            except ValueError:
-                raise ConfigError(where, f"{key} must be a number, not '{value}'") from None
+            raise ConfigError(source[key], f"unknown key '{key}'" + suggest(key, sorted(known), listing=None))
     if "size" not in values and values.get("spatial_dims") == 3:
         values["size"] = [64, 64, 64]
     if isinstance(values.get("size"), list) and len(values["size"]) == 1:
         values["size"] = values["size"][0]
     try:
         return TrainConfig(**values)
-    except TypeError as exc:
-        raise ConfigError(where, str(exc)) from exc
+    except ConfigError as exc:
+        key = getattr(exc, "key", None)
+        raise ConfigError(source.get(key, where) if key else where, exc.reason) from None
