@@ -25,6 +25,8 @@ __all__ = [
     "WeightsError",
     "ConfigError",
     "EvaluationError",
+    "OutputError",
+    "LockedError",
     "suggest",
 ]
 
@@ -86,6 +88,15 @@ class ConfigError(MedtlError):
 
 class EvaluationError(MedtlError):
     """Predictions, labels or group columns given to an evaluation or audit are unusable."""
+
+
+class OutputError(MedtlError):
+    """An output medtl must not or cannot write: a file where a folder is needed, a read-only
+    place, a folder holding a run or another command's output."""
+
+
+class LockedError(OutputError):
+    """Another process is writing the same output folder."""
 
 
 def suggest(name: str, options, listing: str | None = "choose from") -> str:
