@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
+from monai.data import PersistentDataset
 from monai.transforms import Randomizable, Transform
 
 from ..errors import MedtlError
@@ -115,13 +116,12 @@ def prepare(
         >>> data.dataset[0]["image"].shape, data.failures
         (torch.Size([1, 32, 32]), [])
     """
-    from monai.data import PersistentDataset
     from monai.transforms import Compose
 
     spec_key = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
     cache = os.path.join(os.fspath(cache_dir), spec_key)
     items = _items(manifest, list(indices))
-    warm = PersistentDataset(items, transform=LoadPreprocess(spec), cache_dir=cache)
+    warm = _cached_dataset(items, LoadPreprocess(spec), cache)
     good, failures = [], []
     steps = range(len(items))
     if progress:
@@ -138,8 +138,28 @@ def prepare(
                 raise
             failures.append({"path": items[k]["path"], "reason": cause.reason})
     transform = Compose([LoadPreprocess(spec), _Augment(augment)]) if augment is not None else LoadPreprocess(spec)
-    dataset = PersistentDataset(good, transform=transform, cache_dir=cache)
+    dataset = _cached_dataset(good, transform, cache)
     return PreparedData(dataset, [it["index"] for it in good], failures)
+
+
+class _RepairingPersistentDataset(PersistentDataset):
+    """MONAI's ``PersistentDataset``, except that a cache file it cannot read (empty or torn: a full
+    disk, a copy cut short) is computed again instead of failing the run."""
+
+    def _cachecheck(self, item_transformed):
+        try:
+            return super()._cachecheck(item_transformed)
+        except (EOFError, RuntimeError, OSError, ValueError) as exc:
+            name = self.hash_func(item_transformed).decode("utf-8")
+            hashfile = self.cache_dir / f"{name}.pt" if self.cache_dir is not None else None
+            if hashfile is None or not hashfile.is_file() or _medtl_cause(exc) is not None:
+                raise  # not the cache's fault: the image itself
+            hashfile.unlink()
+            return super()._cachecheck(item_transformed)
+
+
+def _cached_dataset(items: list[dict], transform, cache: str) -> PersistentDataset:
+    return _RepairingPersistentDataset(items, transform=transform, cache_dir=cache)
 
 
 class _Augment(Randomizable):

@@ -38,6 +38,9 @@ class Record:
     groups: dict[str, str] = field(default_factory=dict)
     series: str | None = None
     row: int = 0
+    #: The path as the manifest writes it (relative or absolute): what a stored split keys on, so
+    #: an edited copy of the manifest, or the manifest and its images moved together, still match.
+    ref: str = ""
 
 
 @dataclass
@@ -48,6 +51,10 @@ class Manifest:
     label_columns: tuple[str, ...]
     group_columns: tuple[str, ...]
     source: str
+    #: The column whose values are the patients (``None``: every row is its own patient).
+    patient_column: str | None = None
+    #: The folder relative paths start from (the CSV's own, unless given).
+    root: str = ""
 
     def __len__(self) -> int:
         return len(self.records)
@@ -121,7 +128,7 @@ def read_manifest(
     path: str | os.PathLike,
     *,
     label_columns: str | list[str] = "label",
-    patient_column: str = "patient_id",
+    patient_column: str = "auto",
     group_columns: list[str] | None = None,
     root: str | os.PathLike | None = None,
     findings: list[str] | None = None,
@@ -131,7 +138,10 @@ def read_manifest(
     Args:
         path: the CSV.
         label_columns: one column (binary or multi-class) or several (multi-label).
-        patient_column: patient identifier column; without it each row is its own patient.
+        patient_column: patient identifier column. ``auto`` (the default) takes ``patient_id``, else
+            ``patient`` (the pseudonym column ``medtl scan`` writes), else treats every row as its own
+            patient (``Manifest.patient_column`` is then ``None``); a column named explicitly must
+            exist.
         group_columns: attributes for the bias audit; default every column that is not a path,
             a label or a file property.
         root: folder that relative paths start from (default: the CSV's folder).
@@ -163,9 +173,14 @@ def read_manifest(
     for needed in ["path", *labels] + ([g for g in group_columns] if group_columns else []):
         if needed not in columns:
             raise ConfigError(csv_path, f"no column '{needed}'" + suggest(needed, columns, listing="columns are"))
+    if patient_column == "auto":
+        patient_column = next((c for c in ("patient_id", "patient") if c in columns), None)
+    elif patient_column and patient_column not in columns:
+        raise ConfigError(csv_path, f"no patient column '{patient_column}'" + suggest(patient_column, columns,
+                          listing="columns are") + "; without one, images of one patient could sit in two splits")
     if group_columns is None:
         group_columns = [c for c in columns if c not in _NON_GROUP and c not in labels and c != patient_column]
-    has_patient = patient_column in columns
+    has_patient = patient_column is not None
     names = None  # one column of finding names → one label per finding
     if len(labels) == 1:
         cells = [(r.get(labels[0]) or "").strip() for r in rows]
@@ -188,9 +203,25 @@ def read_manifest(
                 else tuple(_number(row[c], csv_path, line, c) for c in labels),
                 # a row without a patient is its own patient: it can never leak across splits
                 patient=pseudonym(patient_raw or f"{csv_path}#row{line}", "patient"),
-                groups={g: (row.get(g) or "").strip() for g in group_columns},
+                groups={g: _group_value(g, row.get(g)) for g in group_columns},
                 series=(row.get("series") or "").strip() or None,
                 row=line,
+                ref=rel,
             )
         )
-    return Manifest(records, tuple(names or labels), tuple(group_columns), csv_path)
+    return Manifest(records, tuple(names or labels), tuple(group_columns), csv_path, patient_column, str(base))
+
+
+def _group_value(column: str, value: str | None) -> str:
+    """A group cell as text; ages of 90 and over become ``90`` ("90 or older", HIPAA safe harbour)."""
+    text = (value or "").strip()
+    if column.lower() == "age" and text:
+        from ..io.phi import AGE_CAP, parse_age
+
+        try:
+            years = float(text)
+        except ValueError:
+            years = parse_age(text)  # DICOM's 093Y
+        if years is not None and years >= AGE_CAP:
+            return str(AGE_CAP)
+    return text

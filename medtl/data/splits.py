@@ -2,6 +2,12 @@
 
 Built on scikit-learn's ``StratifiedGroupKFold`` (groups = patients, strata = the first
 label), so splits are as balanced as whole patients allow and reproducible from the seed.
+Patients that share an identical or near-identical image (:mod:`medtl.data.duplicates`) can be
+joined into one unit first (:func:`join_duplicates`), so the copy never sits in another part.
+
+A run stores its split (:func:`split_record`) as keys of its images, not indices: evaluating the
+run's test part later picks exactly those images (:func:`stored_part`), whatever was added to or
+removed from the manifest since, and says how many are gone.
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ from dataclasses import dataclass
 from ..errors import ConfigError
 from .manifest import Manifest
 
-__all__ = ["Split", "split_patients", "kfold_patients"]
+__all__ = [
+    "Split", "split_patients", "kfold_patients", "join_duplicates", "record_key", "split_record", "stored_part",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -24,40 +32,45 @@ class Split:
     test: tuple[int, ...] = ()
 
 
-def _arrays(manifest: Manifest):
+def _arrays(manifest: Manifest, groups=None):
     import numpy as np
 
     y = np.array([r.labels[0] for r in manifest.records], dtype=float)
     y = np.where(np.isnan(y), -1, y)  # unknown first label: its own stratum
-    groups = np.array([r.patient for r in manifest.records])
+    groups = np.array([r.patient for r in manifest.records] if groups is None else list(groups))
     return y, groups
 
 
-def _check_classes(manifest: Manifest, n_parts: int) -> None:
+def _check_classes(manifest: Manifest, n_parts: int, groups=None) -> None:
     per_class: dict[float, set] = {}
-    for r in manifest.records:
-        per_class.setdefault(r.labels[0], set()).add(r.patient)
+    units = [r.patient for r in manifest.records] if groups is None else list(groups)
+    for r, unit in zip(manifest.records, units, strict=True):
+        per_class.setdefault(r.labels[0], set()).add(unit)
     small = {k: len(v) for k, v in per_class.items() if len(v) < n_parts and not math.isnan(k)}
     if small:
         detail = ", ".join(f"label {k:g}: {n} patient(s)" for k, n in sorted(small.items()))
+        joined = "; patients sharing an identical image count as one (dedup: false keeps them apart)" if groups else ""
         raise ConfigError(
-            manifest.source, f"too few patients per class for a {n_parts}-way stratified split ({detail})"
+            manifest.source, f"too few patients per class for a {n_parts}-way stratified split ({detail}){joined}"
         )
 
 
-def _fold_indices(manifest: Manifest, n_splits: int, seed: int):
+def _fold_indices(manifest: Manifest, n_splits: int, seed: int, groups=None):
     from sklearn.model_selection import StratifiedGroupKFold
 
-    y, groups = _arrays(manifest)
+    y, groups = _arrays(manifest, groups)
     cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     return [tuple(sorted(int(i) for i in test)) for _, test in cv.split(y, y, groups)]
 
 
-def split_patients(manifest: Manifest, *, val: float = 0.15, test: float = 0.15, seed: int = 0) -> Split:
+def split_patients(
+    manifest: Manifest, *, val: float = 0.15, test: float = 0.15, seed: int = 0, groups=None
+) -> Split:
     """Train / validation / test indices with whole patients in each part, stratified by label.
 
     Fractions are approximate (whole patients, folds of size 1/k): ``val`` and ``test`` are
     rounded to the nearest fold of a k-fold split with k = round(1 / min(val, test)).
+    ``groups`` (one unit per record, e.g. from :func:`join_duplicates`) replaces the patients.
 
     Example:
         >>> from pathlib import Path
@@ -71,8 +84,8 @@ def split_patients(manifest: Manifest, *, val: float = 0.15, test: float = 0.15,
     if not parts:
         raise ConfigError(None, "need a validation or a test fraction above 0")
     k = max(2, round(1 / min(parts)))
-    _check_classes(manifest, k)
-    folds = _fold_indices(manifest, k, seed)
+    _check_classes(manifest, k, groups)
+    folds = _fold_indices(manifest, k, seed, groups)
     n_val = max(1, round(val * k)) if val > 0 else 0
     n_test = max(1, round(test * k)) if test > 0 else 0
     if n_val + n_test >= k:
@@ -83,7 +96,9 @@ def split_patients(manifest: Manifest, *, val: float = 0.15, test: float = 0.15,
     return Split(tuple(train_idx), tuple(val_idx), tuple(test_idx))
 
 
-def kfold_patients(manifest: Manifest, k: int = 5, *, seed: int = 0, with_test: bool = False) -> list[Split]:
+def kfold_patients(
+    manifest: Manifest, k: int = 5, *, seed: int = 0, with_test: bool = False, groups=None
+) -> list[Split]:
     """k cross-validation splits over whole patients, stratified by label.
 
     Without ``with_test``: fold i validates, the others train. With it: fold i is held out as
@@ -100,8 +115,8 @@ def kfold_patients(manifest: Manifest, k: int = 5, *, seed: int = 0, with_test: 
     """
     if k < 2 or (with_test and k < 3):
         raise ConfigError(None, f"k-fold needs k >= {3 if with_test else 2}, got {k}")
-    _check_classes(manifest, k)
-    folds = _fold_indices(manifest, k, seed)
+    _check_classes(manifest, k, groups)
+    folds = _fold_indices(manifest, k, seed, groups)
     every = set(range(len(manifest)))
     if not with_test:
         return [Split(tuple(sorted(every - set(f))), f) for f in folds]
@@ -109,3 +124,66 @@ def kfold_patients(manifest: Manifest, k: int = 5, *, seed: int = 0, with_test: 
         Split(tuple(sorted(every - set(f) - set(folds[(i + 1) % k]))), folds[(i + 1) % k], f)
         for i, f in enumerate(folds)
     ]
+
+
+def join_duplicates(manifest: Manifest, duplicate_groups) -> list[str]:
+    """One split unit per record: its patient, or, for patients that share a duplicate image, one
+    unit for all of them (transitively), so the copies stay in one part.
+
+    >>> from medtl.data.manifest import Record
+    >>> m = Manifest([Record(f"{i}.png", (0.0,), p) for i, p in enumerate("abcc")], ("label",), (), "m.csv")
+    >>> join_duplicates(m, [[0, 2]])
+    ['a', 'b', 'a', 'a']
+    """
+    parent: dict[str, str] = {}
+
+    def root(p: str) -> str:
+        while parent.get(p, p) != p:
+            p = parent[p]
+        return p
+
+    for group in duplicate_groups:
+        patients = [manifest.records[i].patient for i in group]
+        first = root(patients[0])
+        for p in patients[1:]:
+            other = root(p)
+            if other != first:
+                parent[other] = first
+    return [root(r.patient) for r in manifest.records]
+
+
+def record_key(manifest: Manifest, index: int) -> str:
+    """A stable key of one record: its path as the manifest writes it (and its series), salted and
+    hashed (:func:`medtl.io.phi.pseudonym`), so a stored split names no file. An edited copy of the
+    manifest, or the manifest moved together with relative image paths, gives the same keys.
+    ``npz`` items keep their official ``split/index``.
+    """
+    from ..io.phi import pseudonym
+
+    rec = manifest.records[index]
+    if rec.path.startswith("npz://"):
+        return rec.path.rpartition("#")[2]
+    return pseudonym((rec.ref or rec.path).replace("\\", "/") + (f"#{rec.series}" if rec.series else ""), "image")
+
+
+def split_record(manifest: Manifest, split: Split, description: str, **extra) -> dict:
+    """What a run stores of its split: the keys of every part, its size in images and patients,
+    how it was made (``description``) and anything in ``extra`` (duplicates joined ...)."""
+    parts = {"train": split.train, "val": split.val, "test": split.test}
+    record = {"description": description, "patient_column": manifest.patient_column, **extra}
+    record["counts"] = {
+        name: {"images": len(idx), "patients": len({manifest.records[i].patient for i in idx})}
+        for name, idx in parts.items()
+    }
+    record["keys"] = {name: [record_key(manifest, i) for i in idx] for name, idx in parts.items()}
+    return record
+
+
+def stored_part(manifest: Manifest, stored: dict, part: str) -> tuple[list[int], dict]:
+    """Indices of the manifest rows that a run's stored split put in ``part``, and an account:
+    ``{"stored", "found", "missing"}`` (stored members no longer in the manifest)."""
+    wanted = set(stored["keys"][part])
+    keys = [record_key(manifest, i) for i in range(len(manifest))]
+    found = [i for i, key in enumerate(keys) if key in wanted]
+    present = {keys[i] for i in found}
+    return found, {"stored": len(wanted), "found": len(found), "missing": len(wanted - present)}
