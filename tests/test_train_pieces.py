@@ -93,7 +93,7 @@ def test_class_weights_balanced():
 def test_cutmix_pastes_one_box_and_reports_its_area():
     import torch
 
-    from medtl.train.finetune import cutmix
+    from medtl.train.module import cutmix
 
     torch.manual_seed(0)
     x = torch.zeros(4, 1, 16, 16)

@@ -83,40 +83,47 @@ class DomainClassifier(nn.Module):
         return self.net(self.reverse(features))
 
 
-def adapt_run(run_dir, target_manifest, out_dir, *, batch_size: int = 16, progress: bool = False):
-    """AdaBN on a finished run: a copy of ``run_dir`` in ``out_dir`` whose BatchNorm statistics
-    come from the (unlabelled) images of ``target_manifest``. Returns the new model.
+#: The files of a run an adapted copy keeps (the weights are its own; checkpoints and logs belong
+#: to the training it did not do).
+_RUN_FILES = ("config.yaml", "split.json", "preprocess.json", "labels.json", "calibration.json", "threshold.json",
+              "metrics.json", "model_card.md", "curves.csv", "curves.png")  # fmt: skip
+
+
+def adapt_run(
+    run_dir, target_manifest, out_dir, *, batch_size: int = 16, progress: bool = False, overwrite: bool = False
+):
+    """AdaBN on a finished run: a new run in ``out_dir`` whose BatchNorm statistics come from the
+    (unlabelled) images of ``target_manifest``. Returns the new model.
 
     The target CSV needs only a ``path`` column; rows that cannot be read are skipped and
-    listed in ``out_dir/adaptation.json``.
+    counted in ``out_dir/adaptation.json``. The source run is only read.
+
+    Raises:
+        OutputError: ``out_dir`` is the source run, holds another run or output (without
+            ``overwrite``, which replaces it whole), is a file, or is being written.
     """
-    import json
     import shutil
     from pathlib import Path
 
     from ..data.dataset import prepare_unlabelled
-    from .finetune import load_run
+    from ..errors import ConfigError
+    from ..rundir import load_run, mark_complete, output_folder, save_torch, write_json
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if out_dir.resolve() == run_dir.resolve():
+        raise ConfigError(out_dir, "is the run being adapted: the adapted run goes to another folder (-o)")
     model, spec, _ = load_run(run_dir)
-    data = prepare_unlabelled(target_manifest, spec, cache_dir=out_dir / "cache", progress=progress)
-    loader = torch.utils.data.DataLoader(data.dataset, batch_size=batch_size)
-    adabn(model, (batch["image"] for batch in loader))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for f in run_dir.iterdir():
-        if f.is_file() and f.name != "model.pt":
-            shutil.copy2(f, out_dir / f.name)
-    torch.save(model.state_dict(), out_dir / "model.pt")
-    (out_dir / "adaptation.json").write_text(
-        json.dumps(
-            {
-                "method": "adabn",
-                "source_run": str(run_dir),
-                "target": str(target_manifest),
-                "n_target": len(data.indices),
-                "skipped": data.failures,
-            },
-            indent=2,
-        )  # fmt: skip
-    )
+    with output_folder(out_dir, "adapt", overwrite=overwrite) as out:
+        data = prepare_unlabelled(target_manifest, spec, cache_dir=out / "cache", progress=progress)
+        loader = torch.utils.data.DataLoader(data.dataset, batch_size=batch_size)
+        adabn(model, (batch["image"] for batch in loader))
+        for name in _RUN_FILES:
+            if (run_dir / name).is_file():
+                shutil.copy2(run_dir / name, out / name)
+        save_torch(model.state_dict(), out / "model.pt")
+        reasons = sorted({f["reason"] for f in data.failures})
+        write_json(out / "adaptation.json", {"method": "adabn", "source_run": run_dir.resolve().name,
+                                             "target": Path(target_manifest).name, "n_target": len(data.indices),
+                                             "skipped": len(data.failures), "skipped_reasons": reasons[:20]})  # fmt: skip
+        mark_complete(out, "adapt")
     return model
