@@ -16,9 +16,10 @@ What it does, in order:
    group ``(missing)`` that is shown but not compared.
 4. Per group: n, positives, prevalence and every metric of
    :data:`~medtl.evaluate.metrics.METRICS` with a 95 % percentile bootstrap CI. A group with fewer
-   than ``min_group`` rows (default 30) has ``status: "too small"``, one with one class only
-   ``"single class"``: both are reported (point values where defined, no AUROC for one class)
-   but take no part in gaps or flags.
+   than ``min_group`` patients (rows, without a patient column; default 30) has ``status: "too
+   small"``, one with one class only ``"single class"``, one with fewer than ``min_class``
+   positives or negatives (default 5) ``"too few positives"`` / ``"too few negatives"``: all are
+   reported (point values where defined, no AUROC for one class) but take no part in gaps or flags.
 5. Gaps per attribute and metric: ``value`` = max - min over the compared groups and ``ratio`` =
    min / max, exactly fairlearn's ``MetricFrame.difference()`` / ``ratio()``; the equalized-odds
    difference is ``max(TPR gap, FPR gap)`` as in ``fairlearn.metrics.equalized_odds_difference``.
@@ -34,8 +35,9 @@ What it does, in order:
    exceeds ``min_gap``. Flags are checked for AUROC, FNR (under-diagnosis), FPR, PPV, ECE and the
    equalized-odds difference (the TPR gap is reported, but equals the FNR gap).
 
-Resampling is by patient when ``patient`` names a column (every row of a patient moves together),
-by row otherwise; ``settings.resampling_unit`` says which.
+Resampling is by patient when ``patient`` names a column (every row of a patient moves together;
+by default the ``patient`` column medtl writes, when there is one), by row otherwise;
+``settings.resampling_unit`` says which.
 
 >>> import numpy as np, pandas as pd
 >>> rng = np.random.default_rng(1)
@@ -49,7 +51,6 @@ by row otherwise; ``settings.resampling_unit`` says which.
 from __future__ import annotations
 
 import html
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -374,32 +375,24 @@ class AuditResult:
         >>> sorted(res.save(tempfile.mkdtemp(), plots=False))
         ['gaps', 'groups', 'html', 'json']
         """
-        import csv
-
+        from ..rundir import write_bytes, write_csv, write_json, write_text
         from . import plots as plotting
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        paths: dict[str, Path] = {}
-        data = self.to_dict()
-        paths["json"] = out / "audit.json"
-        paths["json"].write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+        paths: dict[str, Path] = {"json": write_json(out / "audit.json", self.to_dict())}
         for key, name, rows in (("groups", "groups.csv", self.group_rows()), ("gaps", "gaps.csv", self.gap_rows())):
             paths[key] = out / name
-            with open(paths[key], "w", newline="") as fh:
-                if rows:
-                    writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-                    writer.writeheader()
-                    writer.writerows([{k: "" if v is None else v for k, v in r.items()} for r in rows])
+            if rows:
+                write_csv(paths[key], rows)
+            else:
+                write_text(paths[key], "")
         images: dict[str, bytes] = {}
         if plots:
             images = plotting.audit_figures(self)
             for name, png in images.items():
-                key = "gaps_plot" if name == "gaps" else name
-                paths[key] = out / f"{name}.png"
-                paths[key].write_bytes(png)
-        paths["html"] = out / "audit_section.html"
-        paths["html"].write_text(audit_html(self, images))
+                paths["gaps_plot" if name == "gaps" else name] = write_bytes(out / f"{name}.png", png)
+        paths["html"] = write_text(out / "audit_section.html", audit_html(self, images))
         return paths
 
 
@@ -474,7 +467,7 @@ def audit(
     groups: str | Sequence[str],
     *,
     threshold: float | None = None,
-    patient: str | None = None,
+    patient: str | None = "auto",
     intersections: bool = False,
     n_boot: int = 1000,
     seed: int = 0,
@@ -485,6 +478,7 @@ def audit(
     level: float = 0.95,
     n_bins: int = 10,
     threshold_rule: str | None = None,
+    min_class: int = 5,
 ) -> AuditResult:
     """Audit binary predictions for differences between groups of patients.
 
@@ -495,11 +489,17 @@ def audit(
         groups: attribute column(s), e.g. ``["sex", "age", "site"]``; ``age`` is binned.
         threshold: decision threshold (``score >= threshold`` is positive); by default Youden's J on
             these rows, which is optimistic: pass the one chosen on validation data.
-        patient: column of patient ids; resample patients instead of rows.
+        patient: column of patient ids: resample patients instead of rows, and count a group's
+            size in patients. ``"auto"`` (the default) uses a column named ``patient`` (the one
+            ``medtl evaluate`` and ``medtl scan`` write) when there is one; ``None`` resamples rows.
         intersections: also audit every pair of attributes (``sex×site`` ...).
         n_boot: bootstrap resamples (0: point values only, no CIs and so no flags).
         seed: seed of the resamples.
-        min_group: groups with fewer rows are reported as ``too small`` and not compared.
+        min_group: groups with fewer patients (rows without a patient column) are reported as
+            ``too small`` and not compared.
+        min_class: groups with fewer positives or negatives than this are reported as
+            ``too few positives`` / ``too few negatives`` and not compared: their AUROC, sensitivity
+            or specificity would rest on a handful of cases.
         min_gap: a gap must exceed this (and its CI exclude zero) to be flagged.
         age_bins: edges of the age bands, in years.
         positive: the positive class when ``label`` is not 0/1 (one-vs-rest audit of that class).
@@ -522,6 +522,8 @@ def audit(
     if isinstance(frame_or_csv, dict):
         frame_or_csv = pd.DataFrame(frame_or_csv)
     inp = _read(frame_or_csv)
+    if patient == "auto":
+        patient = "patient" if "patient" in inp.frame.columns else None
     attrs = [groups] if isinstance(groups, str) else list(groups)
     columns = [str(c) for c in inp.frame.columns]
     for what, col in [("label", label), ("score", score), *[("group", a) for a in attrs]] + (
@@ -611,12 +613,17 @@ def audit(
         codes = np.array([index[v] for v in labels[a]], dtype=np.intp)
         counts = np.bincount(codes, minlength=len(order))
         pos = np.bincount(codes, weights=y, minlength=len(order))
+        units = counts if cluster is None else np.array([len(np.unique(cluster[codes == i])) for i in range(len(order))])
         st = {}
         for g, i in index.items():
-            if counts[i] < min_group:
+            if units[i] < min_group:
                 st[g] = "too small"
             elif pos[i] == 0 or pos[i] == counts[i]:
                 st[g] = "single class"
+            elif pos[i] < min_class:
+                st[g] = "too few positives"
+            elif counts[i] - pos[i] < min_class:
+                st[g] = "too few negatives"
             else:
                 st[g] = "ok"
         status[a], group_index[a] = st, index
@@ -651,7 +658,10 @@ def audit(
             entry.update(_with_cis(point, reps[a] if reps and st != "too small" else None, i, level))
             notes = []
             if st == "too small":
-                notes.append(f"n={point['n']} < min_group={min_group}: shown, not compared")
+                unit = "patients" if cluster is not None else "rows"
+                notes.append(f"fewer than min_group={min_group} {unit}: shown, not compared")
+            elif st.startswith("too few"):
+                notes.append(f"fewer than min_class={min_class} {st.split()[-1]}: shown, not compared")
             elif st == "single class":
                 notes.append(f"only {'positive' if point['n_pos'] else 'negative'} rows: no AUROC, not compared")
             if g == MISSING_GROUP:
@@ -710,6 +720,7 @@ def audit(
         "patient_column": patient,
         "n_clusters": n_clusters,
         "min_group": int(min_group),
+        "min_class": int(min_class),
         "min_gap": float(min_gap),
         "age_bins": [float(e) if not float(e).is_integer() else int(e) for e in age_bins],
         "n_bins": int(n_bins),
@@ -827,7 +838,8 @@ def audit_html(result: AuditResult, images: dict[str, bytes] | None = None) -> s
             f"{st['n_rows']:,} predictions ({st['excluded']['rows']} excluded for a missing label or score); "
             f"threshold {st['threshold']:.4g} ({st['threshold_rule']}); {level} {st['ci_method']} intervals from "
             f"{st['n_boot']} resamples of {st['resampling_unit']}s (seed {st['seed']}); groups under "
-            f"{st['min_group']} rows are not compared; a gap is flagged when its CI excludes 0 and it exceeds "
+            f"{st['min_group']} {'patients' if st['resampling_unit'] == 'patient' else 'rows'} or {st.get('min_class', 5)} "
+            f"positives or negatives are not compared; a gap is flagged when its CI excludes 0 and it exceeds "
             f"{st['min_gap']:g}."
         )
         + "</p>",

@@ -16,7 +16,6 @@ validation fold, which is why both numbers are reported.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,15 @@ __all__ = ["cross_validate"]
 
 
 def cross_validate(
-    cfg, out_dir: str | os.PathLike, folds: int = 5, *, n_boot: int = 1000, seed: int = 0, progress: bool = False
+    cfg,
+    out_dir: str | os.PathLike,
+    folds: int = 5,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    progress: bool = False,
+    resume: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train ``folds`` runs (``out_dir/fold_<i>``) and test each on its held-out patients.
 
@@ -37,19 +44,32 @@ def cross_validate(
     (every patient's out-of-fold score, with its fold). Binary tasks; a CSV manifest only (an
     ``npz`` comes with its official split).
 
+    ``resume`` continues the folds already in ``out_dir`` (each only under its own configuration);
+    ``resume=False`` or ``overwrite`` replace the whole folder.
+
     Raises:
         ConfigError: an ``npz`` config, fewer than 3 folds, or too few patients per class.
+        OutputError: ``out_dir`` holds other output, is a file, or is being written.
     """
+    from ..rundir import mark_complete, output_folder
+
+    if cfg.npz or not cfg.manifest:
+        raise ConfigError(cfg.npz or None, "cross-validation needs a manifest CSV (an npz has its official split)")
+    with output_folder(out_dir, "cross-validate", overwrite=overwrite or not resume, resume=resume) as out:
+        summary = _folds(cfg, out, folds, n_boot, seed, progress)
+        mark_complete(out, "cross-validate")
+    return summary
+
+
+def _folds(cfg, out: Path, folds: int, n_boot: int, seed: int, progress: bool) -> dict[str, Any]:
     from scipy import stats
 
+    from ..rundir import write_json
     from ..train.finetune import finetune
     from .bootstrap import bootstrap_ci
     from .metrics import binary_metrics
     from .run import predict_manifest, write_rows
 
-    if cfg.npz or not cfg.manifest:
-        raise ConfigError(cfg.npz or None, "cross-validation needs a manifest CSV (an npz has its official split)")
-    out = Path(out_dir)
     per_fold, pooled = [], []
     for i in range(folds):
         run = out / f"fold_{i}"
@@ -78,5 +98,5 @@ def cross_validate(
     summary["pooled"] = {"n": len(pooled), "auroc": boot["estimate"]["auroc"], "auroc_ci": boot["ci"]["auroc"],
                          "n_boot": n_boot, "resampling_unit": boot["unit"]}  # fmt: skip
     write_rows(out / "predictions.csv", pooled)
-    (out / "folds.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    write_json(out / "folds.json", summary)
     return summary
