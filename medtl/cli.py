@@ -25,7 +25,11 @@ log = logging.getLogger("medtl")
 
 def _cmd_scan(args: argparse.Namespace) -> int:
     from .io import scan
+    from .io.scan import check_output_file
 
+    for target in (args.output, args.errors):
+        if target:
+            check_output_file(target)  # before a long scan, not after it
     result = scan(args.dir, workers=args.workers, progress=not args.quiet and sys.stderr.isatty())
     result.to_csv(args.output, args.errors)
     print(result.summary())
@@ -65,7 +69,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     from .io import load_image, save_nifti
+    from .io.nifti import check_nifti_name
 
+    check_nifti_name(args.output)  # before a series is read, not after
     img = load_image(args.path, series=args.series, volume=args.volume)
     save_nifti(img, args.output)
     print(f"Wrote {args.output}: {repr(img)}")
@@ -134,7 +140,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.folds:
         from .evaluate.crossval import cross_validate
 
-        s = cross_validate(cfg, args.output, args.folds, progress=sys.stderr.isatty())
+        s = cross_validate(cfg, args.output, args.folds, progress=sys.stderr.isatty(), resume=not args.restart,
+                           overwrite=args.overwrite)  # fmt: skip
         for f in s["folds"]:
             auroc = "n/a" if f["test_auroc"] is None else f"{f['test_auroc']:.3f}"
             print(f"fold {f['fold']}: held-out AUROC {auroc} (n={f['n_test']}), validation {f['val_auroc']:.3f}")
@@ -149,20 +156,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.seeds > 1:
         from .train.finetune import finetune_seeds
 
-        summary = finetune_seeds(cfg, args.output, args.seeds, resume=not args.restart, progress=sys.stderr.isatty())
+        summary = finetune_seeds(cfg, args.output, args.seeds, resume=not args.restart, overwrite=args.overwrite,
+                                 progress=sys.stderr.isatty())  # fmt: skip
         ci = summary.get("ci95")
         ci_text = f" (95% CI {ci[0]:.3f}–{ci[1]:.3f})" if ci else ""
         print(
             f"{args.seeds} seeds in {args.output}: validation AUROC mean {summary.get('mean', float('nan')):.3f}{ci_text}"
         )
         return 0
-    result = finetune(cfg, args.output, resume=not args.restart, progress=sys.stderr.isatty())
+    result = finetune(cfg, args.output, resume=not args.restart, overwrite=args.overwrite,
+                      progress=sys.stderr.isatty())  # fmt: skip
     if os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) != "0":
         return 0  # DDP: the other processes trained too; one reports
     print(f"Input: {result.channels_rule}")
     print(f"Run written to {result.run_dir}: best validation AUROC {result.val_auroc:.3f} at epoch {result.best_epoch}")
     if result.skipped:
-        print(f"{len(result.skipped)} record(s) skipped (unreadable or unsuitable); see metrics.json, e.g.:")
+        print(f"{len(result.skipped)} record(s) skipped (unreadable or unsuitable), e.g.:")
         for item in result.skipped[:5]:
             print(f"  {item['path']}: {item['reason']}")
     return 0
@@ -171,7 +180,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_adapt(args: argparse.Namespace) -> int:
     from .train.domain import adapt_run
 
-    adapt_run(args.run, args.target, args.output, progress=sys.stderr.isatty())
+    adapt_run(args.run, args.target, args.output, progress=sys.stderr.isatty(), overwrite=args.overwrite)
     print(f"Adapted run written to {args.output} (AdaBN on {args.target})")
     return 0
 
@@ -187,16 +196,27 @@ def _age_bins(text: str | None) -> tuple[float, ...] | None:
         raise MedtlError(None, f"--age-bins takes comma-separated numbers, not '{text}'") from None
 
 
-def _print_audit_summary(overall: dict, flags: list, out: str) -> None:
-    ci = overall.get("auroc_ci")
-    ci_text = f" (95% CI {ci[0]:.3f}–{ci[1]:.3f})" if ci else ""
+def _ci(ci) -> str:
+    return f" (95% CI {ci[0]:.3f}–{ci[1]:.3f})" if ci else ""
+
+
+def _print_audit_summary(overall: dict, flags: list, out: str, groups: dict | None = None, excluded=None) -> None:
     auroc = overall.get("auroc")
-    print(
-        f"n={overall.get('n')}, AUROC {auroc:.3f}{ci_text}" if auroc is not None else f"n={overall.get('n')}, AUROC n/a"
-    )
+    line = f"n={overall.get('n')}, AUROC " + (f"{auroc:.3f}{_ci(overall.get('auroc_ci'))}" if auroc is not None else "n/a")
+    for name, key in (("sensitivity", "tpr"), ("specificity", "tnr")):
+        if overall.get(key) is not None:
+            line += f"; {name} {overall[key]:.3f}{_ci(overall.get(key + '_ci'))}"
+    print(line)
+    if excluded and excluded.get("rows"):
+        print(f"{excluded['rows']} row(s) left out: {excluded['missing_label']} without a label, "
+              f"{excluded['missing_score']} without a score")  # fmt: skip
     for flag in flags:
         print(f"FLAG {flag['attribute']} {flag['metric']}: gap {flag['gap']:.3f} "
               f"(95% CI {flag['ci'][0]:.3f}–{flag['ci'][1]:.3f}), groups {' vs '.join(map(str, flag['groups']))}")  # fmt: skip
+    for attr, statuses in (groups or {}).items():
+        small = [f"{g} ({st})" for g, st in statuses.items() if st != "ok"]
+        if small:
+            print(f"not compared by {attr}: {', '.join(small)}")
     print(f"Wrote {out}/ (audit.json, groups.csv, gaps.csv, PNG plots, audit_section.html)")
 
 
@@ -206,7 +226,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_run(args.run, args.manifest, args.output, groups=_split_names(args.groups), split=args.split,
                           n_boot=args.n_boot, seed=args.seed, min_group=args.min_group, min_gap=args.min_gap,
                           intersections=args.intersections, age_bins=_age_bins(args.age_bins),
-                          progress=sys.stderr.isatty())  # fmt: skip
+                          progress=sys.stderr.isatty(), overwrite=args.overwrite,
+                          redact_paths=args.redact_paths)  # fmt: skip
+    for note in result.get("notes", []):
+        print(f"note: {note}")
     if result["skipped"]:
         print(f"{len(result['skipped'])} image(s) skipped (unreadable); listed in metrics.json, e.g.:")
         for item in result["skipped"][:5]:
@@ -220,13 +243,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         how = f"temperature {result['temperature']:.3f} fitted on validation"
     else:
         how = f"{method} calibration fitted on validation"
-    print(f"threshold {result['threshold']:.3f} (chosen on validation); probabilities: {how}")
+    print(f"threshold {result['threshold']:.3f} (chosen on validation); probabilities: {how}; "
+          f"resampled by {result['resampling_unit']}")  # fmt: skip
     if result["task"] == "binary":
-        _print_audit_summary(result["overall"], result["flags"], args.output)
+        _print_audit_summary(result["overall"], result["flags"], args.output, result.get("groups"),
+                             result.get("excluded"))  # fmt: skip
     else:
         for name, part in result["per_label"].items():
             print(f"{name}:", end=" ")
-            _print_audit_summary(part["overall"], part["flags"], f"{args.output}/{part['folder']}")
+            _print_audit_summary(part["overall"], part["flags"], f"{args.output}/{part['folder']}", part.get("groups"),
+                                 part.get("excluded"))  # fmt: skip
     return 0
 
 
@@ -242,15 +268,25 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
         threshold, rule = threshold_from_csv(args.threshold_from, args.label, args.score, rule=args.threshold_rule,
                                              target=args.target_sensitivity, positive=args.positive)  # fmt: skip
-    res = audit(args.predictions, args.label, args.score, _split_names(args.groups), threshold=threshold,
-                threshold_rule=rule,
-                patient=args.patient, intersections=args.intersections, n_boot=args.n_boot, seed=args.seed,
-                min_group=args.min_group, min_gap=args.min_gap, positive=args.positive,
-                **({"age_bins": bins} if bins else {}))  # fmt: skip
-    res.save(args.output)
+    from .rundir import mark_complete, output_folder
+
+    with output_folder(args.output, "audit", overwrite=args.overwrite) as out:
+        res = audit(args.predictions, args.label, args.score, _split_names(args.groups), threshold=threshold,
+                    threshold_rule=rule, patient=None if args.no_patient else (args.patient or "auto"),
+                    intersections=args.intersections, n_boot=args.n_boot, seed=args.seed,
+                    min_group=args.min_group, min_gap=args.min_gap, positive=args.positive,
+                    **({"age_bins": bins} if bins else {}))  # fmt: skip
+        res.save(out)
+        mark_complete(out, "audit")
     if str(res.settings.get("threshold_rule", "")).startswith("youden on the audited rows"):
         print("note: no --threshold given; Youden's J on these rows was used, which flatters sensitivity/specificity")
-    _print_audit_summary(res.overall, res.flags, args.output)
+    st = res.settings
+    if st["resampling_unit"] == "patient":
+        print(f"resampled by patient (column {st['patient_column']}, {st['n_clusters']} patients)")
+    else:
+        print("resampled by row: no patient column (pass --patient COLUMN if rows share patients)")
+    groups = {a: {g: v["status"] for g, v in gs.items()} for a, gs in res.groups.items()}
+    _print_audit_summary(res.overall, res.flags, args.output, groups, st.get("excluded"))
     return 0
 
 
@@ -262,7 +298,8 @@ def _audit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-group", type=int, default=30, help="smaller groups are reported but not compared (30)")
     p.add_argument("--min-gap", type=float, default=0.05, help="a gap must exceed this to be flagged (0.05)")
     p.add_argument("--age-bins", default=None, help="age band edges in years (default 0,40,60,75,200)")
-    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("-o", "--output", required=True, help="output folder (never a run directory)")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier output in that folder")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -270,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medtl",
         description="Transfer learning for medical imaging: read studies, fine-tune pretrained backbones, "
-        "audit for bias, explain predictions.",
+        "evaluate and audit them for bias.",
     )
     parser.add_argument("--version", action="version", version=f"medtl {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
@@ -288,7 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="YAML file (see configs/ and docs/config.md)")
     p.add_argument("-o", "--output", required=True, help="run directory (an interrupted run in it resumes)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    p.add_argument("--restart", action="store_true", help="ignore a checkpoint in the run directory")
+    p.add_argument("--restart", action="store_true",
+                   help="replace the run in the output folder and train anew (without it, a run there resumes, "
+                   "if its settings are the same)")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="replace another command's output in the folder")
     p.add_argument("--seeds", type=int, default=1, help="train N seeds (RUN/seed_k) and report mean and 95%% CI")
     p.add_argument("--folds", type=int, default=0, help="k-fold cross-validation over patients (RUN/fold_i)")
     p.set_defaults(func=_cmd_train)
@@ -296,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("adapt", help="adapt a trained run to a new site or scanner (AdaBN, unlabelled images)")
     p.add_argument("run", help="a run directory from `medtl train`")
     p.add_argument("target", help="CSV with a `path` column of target-site images")
-    p.add_argument("-o", "--output", required=True, help="the adapted run directory")
+    p.add_argument("-o", "--output", required=True, help="the adapted run directory (a new folder)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run or output already in that folder")
     p.set_defaults(func=_cmd_adapt)
 
     p = sub.add_parser("evaluate", help="apply a run to a labelled manifest: metrics with CIs, calibration, audit")
@@ -308,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["all", "train", "val", "test"],
         help="all rows (CSV default); or a part of a .npz (default test) or of the run's own split",
     )
+    p.add_argument("--redact-paths", action="store_true",
+                   help="name images by a salted key, not their path; the keys' paths go to path_keys.csv")
     _audit_options(p)
     p.set_defaults(func=_cmd_evaluate)
 
@@ -329,7 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --threshold-from: Youden's J, or the most specific threshold reaching --target-sensitivity",
     )
     p.add_argument("--target-sensitivity", type=float, default=0.9, help="with --threshold-rule sensitivity (0.9)")
-    p.add_argument("--patient", default=None, help="patient id column: resample patients, not rows")
+    p.add_argument("--patient", default=None,
+                   help="patient id column: resample patients, not rows (default: a column named patient, if any)")
+    p.add_argument("--no-patient", action="store_true", help="resample rows even when a patient column exists")
     p.add_argument("--positive", default=None, help="the positive class when labels are not 0/1")
     _audit_options(p)
     p.set_defaults(func=_cmd_audit)
@@ -391,7 +436,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except MedtlError as exc:
+        if args.verbose:
+            log.exception("traceback")
         print(f"medtl {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        again = "; run the same command again to resume" if args.command == "train" else ""
+        print(f"\nmedtl {args.command}: interrupted{again}", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head`: nothing more is wanted
+        sys.stderr.close()
+        return 141
+    except Exception as exc:  # noqa: BLE001 - one line for users; the traceback with -v
+        if args.verbose:
+            raise
+        print(f"medtl {args.command}: internal error: {type(exc).__name__}: {exc} (run with -v for the traceback, "
+              "and report it)", file=sys.stderr)  # fmt: skip
         return 1
 
 

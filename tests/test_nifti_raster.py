@@ -118,7 +118,7 @@ def test_numpy_files(tmp_path):
     img = load_image(tmp_path / "v.npz")
     np.testing.assert_array_equal(img.affine, aff)
     np.savez(tmp_path / "two.npz", a=vol, b=vol)
-    with pytest.raises(ImageReadError, match="pass key="):
+    with pytest.raises(ImageReadError, match="pick one with key="):
         load_image(tmp_path / "two.npz")
     np.testing.assert_array_equal(load_image(tmp_path / "two.npz", key="b").array, vol)
 

@@ -593,7 +593,7 @@ def _pick_series(groups: dict, series: str | None, where: str) -> list:
             raise SeriesError(where, f"no series matches '{series}'; found {_describe(groups)}")
         return chosen[0]
     if len(groups) > 1:
-        raise SeriesError(where, f"holds {len(groups)} series; pass series=<key> to pick one of {_describe(groups)}")
+        raise SeriesError(where, f"holds {len(groups)} series; pick one with series=<key> (CLI: --series KEY) of {_describe(groups)}")
     return next(iter(groups.values()))
 
 

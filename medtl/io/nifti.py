@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import ImageReadError
 from .image import Image
 
-__all__ = ["load_nifti", "save_nifti", "open_nifti", "check_nifti_size"]
+__all__ = ["load_nifti", "save_nifti", "open_nifti", "check_nifti_size", "check_nifti_name"]
 
 
 def _is_gzip(path: str) -> bool:
@@ -84,7 +84,7 @@ def load_nifti(path: str | os.PathLike, *, volume: int | str | None = None) -> I
         n = data.shape[3]
         if volume is None:
             raise ImageReadError(
-                path, f"4D NIfTI with {n} volumes; pass volume=<index> for one, or volume='all' for channels"
+                path, f"4D NIfTI with {n} volumes; pick one with volume=<index> (CLI: --volume N), or all with volume='all' (CLI: --volume all)"
             )
         if volume == "all":
             data = np.moveaxis(data, 3, 0)
@@ -102,6 +102,21 @@ def load_nifti(path: str | os.PathLike, *, volume: int | str | None = None) -> I
     return Image(data, affine, meta)
 
 
+def check_nifti_name(path: str | os.PathLike) -> None:
+    """Raise :class:`~medtl.errors.OutputError` unless ``path`` ends in ``.nii`` or ``.nii.gz``.
+
+    >>> check_nifti_name("ct.nii.gz")
+    >>> check_nifti_name("ct.nrrd")
+    Traceback (most recent call last):
+    ...
+    medtl.errors.OutputError: ct.nrrd: NIfTI files end in .nii or .nii.gz; medtl writes no other format
+    """
+    from ..errors import OutputError
+
+    if not os.fspath(path).lower().endswith((".nii", ".nii.gz")):
+        raise OutputError(path, "NIfTI files end in .nii or .nii.gz; medtl writes no other format")
+
+
 def save_nifti(image: Image, path: str | os.PathLike) -> str:
     """Write an :class:`Image` as NIfTI-1 with its RAS+ affine (qform and sform, code 1, mm).
 
@@ -117,6 +132,7 @@ def save_nifti(image: Image, path: str | os.PathLike) -> str:
     """
     import nibabel as nib
 
+    check_nifti_name(path)
     data = image.array
     if image.meta.get("channel_axis") == 0:
         data = np.moveaxis(data, 0, -1)

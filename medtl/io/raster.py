@@ -90,7 +90,7 @@ def load_numpy(path: str | os.PathLike, fmt: str, *, key: str | None = None, spa
                 keys = [k for k in npz.files if k != "affine"]
                 if key is None:
                     if len(keys) != 1:
-                        raise ImageReadError(path, f"npz holds arrays {keys}; pass key=<name> to pick one")
+                        raise ImageReadError(path, f"npz holds arrays {keys}; pick one with key=<name>")
                     key = keys[0]
                 if key not in npz.files:
                     raise ImageReadError(path, f"npz has no array '{key}'; it holds {keys}")

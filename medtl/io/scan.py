@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import ImageReadError, MedtlError, NonImageObjectError, NotAnImageError
 from .sniff import sniff
 
-__all__ = ["scan", "ScanResult", "MANIFEST_COLUMNS", "ERROR_COLUMNS"]
+__all__ = ["scan", "ScanResult", "MANIFEST_COLUMNS", "ERROR_COLUMNS", "check_output_file"]
 
 #: Columns of the manifest CSV, in order.
 MANIFEST_COLUMNS = (
@@ -70,15 +70,29 @@ class ScanResult:
     n_files: int = 0
 
     def to_csv(self, manifest: str | os.PathLike | None = None, errors: str | os.PathLike | None = None) -> None:
-        """Write the manifest and/or the errors as CSV (UTF-8, header row)."""
+        """Write the manifest and/or the errors as CSV (UTF-8, header row), each to a temporary
+        name renamed into place, so a kill never leaves half a manifest.
+
+        Raises:
+            OutputError: a target is a folder or cannot be written.
+        """
+        import tempfile
+
         for target, rows, cols in ((manifest, self.rows, MANIFEST_COLUMNS), (errors, self.errors, ERROR_COLUMNS)):
             if target is None:
                 continue
-            os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-            with open(target, "w", newline="", encoding="utf-8") as fh:
-                writer = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows(rows)
+            check_output_file(target)
+            folder = os.path.dirname(os.path.abspath(target))
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".scan-", suffix=".csv.tmp")
+            try:
+                with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+                    writer = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+                    writer.writeheader()
+                    writer.writerows(rows)
+                os.replace(tmp, target)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
 
     def summary(self) -> str:
         """A short human-readable account of the scan."""
@@ -101,6 +115,29 @@ class ScanResult:
         if len(self.errors) > 10:
             lines.append(f"  ... and {len(self.errors) - 10} more errors (see the errors CSV)")
         return "\n".join(lines)
+
+
+def check_output_file(target: str | os.PathLike) -> None:
+    """Raise :class:`~medtl.errors.OutputError` unless ``target`` can be written as a file (its
+    folder is created); checked before a long scan, not after it.
+
+    >>> check_output_file("/")
+    Traceback (most recent call last):
+    ...
+    medtl.errors.OutputError: /: is a folder: give a file name such as manifest.csv
+    """
+    from ..errors import OutputError
+
+    target = os.fspath(target)
+    if os.path.isdir(target):
+        raise OutputError(target, "is a folder: give a file name such as manifest.csv")
+    folder = os.path.dirname(os.path.abspath(target))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(target, f"cannot create its folder ({exc.strerror or exc})") from None
+    if not os.access(folder, os.W_OK):
+        raise OutputError(target, "its folder is read-only")
 
 
 # ----------------------------------------------------------------------------- per-file headers

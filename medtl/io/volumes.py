@@ -172,8 +172,8 @@ class VolumeSet:
         if volume is None:
             raise SeriesError(
                 self.where,
-                f"4D series: {self.describe()}; pass volume=<index> (0 to {self.n - 1}) for one volume, "
-                "or volume='all' for all of them (volume axis first)",
+                f"4D series: {self.describe()}; pick one with volume=<index> (0 to {self.n - 1}; CLI: --volume N), "
+                "or all of them with volume='all' (CLI: --volume all; volume axis first)",
             )
         if isinstance(volume, str) and volume != "all":
             try:
@@ -195,7 +195,7 @@ class VolumeSet:
                 raise SeriesError(
                     self.where,
                     f"volume {k} does not lie on the grid of volume 0 (its slices are {shift:.3g} mm away); "
-                    "load the volumes one at a time with volume=<index>",
+                    "load the volumes one at a time with volume=<index> (CLI: --volume N)",
                 )
 
 
