@@ -234,7 +234,7 @@ def test_a_manifest_mixing_every_layout_trains_without_a_crash(files, tmp_path):
         w.writerow(["path", "label", "patient_id"])
         w.writerows([[str(paths[n]), i % 2, f"p{i}"] for i, n in enumerate(names)])
     cfg = TrainConfig(manifest=str(manifest), size=[16, 16], epochs=1, batch_size=8, val_fraction=0.25,
-                      test_fraction=0.25)  # fmt: skip
+                      test_fraction=0.25, dedup=False)  # fmt: skip  (the same eight files, three times)
     result = finetune(cfg, tmp_path / "run")
     assert result.skipped == [] and "channels: auto → 1" in result.channels_rule  # grey is the majority
     assert result.model.in_channels == 1
