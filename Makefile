@@ -22,7 +22,7 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/medtl scan sample_data -o out/manifest.csv --errors out/errors.csv
 	$(BIN)/medtl train configs/cxr-2d.yaml -o out/run-cxr --restart
-	$(BIN)/medtl evaluate out/run-cxr sample_data/cxr.csv --split test --groups sex,site --min-group 5 -o out/eval-cxr
+	$(BIN)/medtl evaluate out/run-cxr sample_data/cxr.csv --split test --groups sex,site --min-group 5 -o out/eval-cxr --overwrite
 
 test: install
 	$(BIN)/python -m pytest -q

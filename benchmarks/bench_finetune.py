@@ -49,7 +49,7 @@ STRATEGY_KEYS = {
 def test_auroc(run_dir: Path, data_path: str) -> float:
     """Test AUROC of a finished run on its own test split (the only place the test split is read)."""
     from medtl.evaluate.run import predict_manifest
-    from medtl.train.finetune import auroc
+    from medtl.train.module import auroc
 
     rows, _, info = predict_manifest(run_dir, data_path, split="test")
     labels = np.array([[np.nan if r[c] is None else r[c] for c in info["label_columns"]] for r in rows], float)

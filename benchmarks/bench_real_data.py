@@ -122,7 +122,7 @@ def main() -> None:
         if args.retrain or not (run / "model.pt").is_file():
             sets = [a for s in case["set"] for a in ("--set", s)]
             train_s = _medtl("train", case["config"], "-o", str(run), "--restart", *sets)
-        _medtl("evaluate", str(run), str(case["data"]), "--split", case["split"], "-o", str(out))
+        _medtl("evaluate", str(run), str(case["data"]), "--split", case["split"], "-o", str(out), "--overwrite")
         metrics = json.loads((out / "metrics.json").read_text())
         cal = json.loads((run / "calibration.json").read_text())
         spec = json.loads((run / "preprocess.json").read_text())
