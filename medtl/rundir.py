@@ -299,12 +299,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (UTF-8)."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-    return Path(path)
+    return write_bytes(path, text.encode("utf-8"))
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -364,14 +359,6 @@ def save_torch(obj: Any, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return Path(path)
-
-
-def check_data_path(path: str | os.PathLike, what: str) -> Path:
-    """A data file a config names, resolved to an absolute path, or a :class:`ConfigError`."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise ConfigError(p, f"no such {what} file")
-    return p.resolve()
 
 
 # ----------------------------------------------------------------------------- the files of a run

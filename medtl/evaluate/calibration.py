@@ -192,13 +192,8 @@ def _ece(z: np.ndarray, y: np.ndarray, kind: str, temperature: float) -> float |
     p = apply_temperature(z, temperature, kind=kind)
     if kind == "sigmoid":
         return expected_calibration_error(y, p)
-    if kind == "multilabel":
-        known = ~np.isnan(y)
-        return expected_calibration_error(y[known], p[known])
-    if p.shape[1] == 2:  # binary with two logits: calibration of P(positive), as the audit reads it
-        return expected_calibration_error(y, p[:, 1])
-    pred = p.argmax(axis=1)  # multi-class: top-label ECE
-    return expected_calibration_error((pred == y).astype(float), p.max(axis=1))
+    task = kind if kind == "multilabel" else ("binary" if p.shape[1] == 2 else "multiclass")
+    return _task_ece(p, y, task)
 
 
 def calibration_stats(logits: Any, labels: Any, temperature: float, *, kind: str | None = None) -> dict[str, Any]:

@@ -64,11 +64,11 @@ def cross_validate(
 def _folds(cfg, out: Path, folds: int, n_boot: int, seed: int, progress: bool) -> dict[str, Any]:
     from scipy import stats
 
-    from ..rundir import write_json
+    from ..rundir import write_csv, write_json
     from ..train.finetune import finetune
     from .bootstrap import bootstrap_ci
     from .metrics import binary_metrics
-    from .run import predict_manifest, write_rows
+    from .run import predict_manifest
 
     per_fold, pooled = [], []
     for i in range(folds):
@@ -97,6 +97,6 @@ def _folds(cfg, out: Path, folds: int, n_boot: int, seed: int, progress: bool) -
     boot = bootstrap_ci(y, s, cluster=[r["patient"] for r in pooled], n_boot=n_boot, seed=seed)
     summary["pooled"] = {"n": len(pooled), "auroc": boot["estimate"]["auroc"], "auroc_ci": boot["ci"]["auroc"],
                          "n_boot": n_boot, "resampling_unit": boot["unit"]}  # fmt: skip
-    write_rows(out / "predictions.csv", pooled)
+    write_csv(out / "predictions.csv", pooled)
     write_json(out / "folds.json", summary)
     return summary

@@ -321,14 +321,6 @@ def _group_status(res) -> dict[str, dict[str, str]]:
     return {attr: {name: g["status"] for name, g in groups.items()} for attr, groups in res.groups.items()}
 
 
-def write_rows(path: Path, rows: list[dict[str, Any]]) -> list[str]:
-    """One CSV row per dict (columns in first-seen order, ``None`` as empty), written atomically;
-    returns the columns."""
-    from ..rundir import write_csv
-
-    return write_csv(path, rows)
-
-
 def _summary(rows: list[dict[str, Any]], info: dict[str, Any]) -> dict[str, Any]:
     """Point metrics over all outputs: macro AUROC/AUPRC and accuracy (multi-class), or per label
     and macro (multi-label); the per-class / per-label folders carry the CIs."""
