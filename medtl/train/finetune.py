@@ -394,7 +394,7 @@ def _train(cfg: TrainConfig, run_dir: Path, progress: bool, writer: bool, stored
 
     last = run_dir / "checkpoints" / "last.ckpt"
     # every process resumes from the same file: --restart emptied the folder, a changed config was refused
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.exists() else None)
+    _fit(trainer, module, train_loader, val_loader, str(last) if last.exists() else None)
     best = ckpt.best_model_path or str(last)
     saved = torch.load(best, map_location="cpu", weights_only=True)
     model.load_state_dict({k[len("model.") :]: v for k, v in saved["state_dict"].items() if k.startswith("model.")})
@@ -405,6 +405,21 @@ def _train(cfg: TrainConfig, run_dir: Path, progress: bool, writer: bool, stored
     if writer:  # under DDP one process writes the run directory
         _write_run(run_dir, cfg, spec, model, data, val, best_auroc, best_epoch, skipped, task)
     return RunResult(run_dir, best_auroc, best_epoch, skipped, model.eval(), channels.rule)
+
+
+def _fit(trainer, module, train_loader, val_loader, ckpt_path: str | None) -> None:
+    """``trainer.fit``, except that Ctrl-C stays a ``KeyboardInterrupt``: Lightning turns it into
+    ``sys.exit(1)`` after its own shutdown (and leaves SIGINT ignored), so a caller could not tell
+    an interruption from a failure, nor say how to resume."""
+    import signal
+
+    try:
+        trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise KeyboardInterrupt from None
 
 
 def _write_run(run_dir, cfg, spec, model, data: RunData, val, best_auroc, best_epoch, skipped, task) -> None:
