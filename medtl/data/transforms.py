@@ -80,11 +80,9 @@ class PreprocessSpec:
         for w in self.windows:
             if isinstance(w, str) and w not in WINDOWS:
                 raise ConfigError(None, f"unknown window '{w}'; named windows: {', '.join(WINDOWS)}")
-        rng = self.intensity_range
-        if rng is not None and rng != "percentiles":
-            if isinstance(rng, str) or len(rng) != 2 or not float(rng[1]) > float(rng[0]):
-                raise ConfigError(None, f"intensity_range must be null, 'percentiles' or [low, high] with "
-                                  f"high > low, not {rng!r}")  # fmt: skip
+        if not valid_intensity_range(self.intensity_range):
+            raise ConfigError(None, f"intensity_range must be null, 'percentiles' or [low, high] with high > low, "
+                              f"not {self.intensity_range!r}")  # fmt: skip
         if self.input_channels is not None:
             if not (isinstance(self.input_channels, int) and self.input_channels >= 1):
                 raise ConfigError(None, f"input channels must be a positive number, not {self.input_channels!r}")
@@ -109,6 +107,20 @@ class PreprocessSpec:
         return cls(
             value_range=convention.value_range, mean=convention.mean, std=convention.std, size=tuple(size), **kwargs
         )
+
+
+def valid_intensity_range(rng) -> bool:
+    """``None``, ``"percentiles"``, or two numbers ``[low, high]`` with high > low.
+
+    >>> valid_intensity_range([0, 255]), valid_intensity_range([255, 0]), valid_intensity_range("fixed")
+    (True, False, False)
+    """
+    if rng is None or rng == "percentiles":
+        return True
+    return (
+        isinstance(rng, (list, tuple)) and len(rng) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng) and rng[1] > rng[0]
+    )  # fmt: skip
 
 
 def channel_stats(values: tuple[float, ...] | None, channels: int) -> np.ndarray | None:

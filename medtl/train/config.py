@@ -171,7 +171,7 @@ def _validate(cfg: TrainConfig) -> None:
             raise _bad(key, f"must be true or false, not {getattr(cfg, key)!r}")
     if cfg.preset == "color":  # both spellings work; the run records one
         cfg.preset = "colour"
-    from ..data.transforms import PRESETS
+    from ..data.transforms import PRESETS, valid_intensity_range
 
     _choice(cfg, "preset", PRESETS)
     _choice(cfg, "strategy", STRATEGIES)
@@ -180,12 +180,9 @@ def _validate(cfg: TrainConfig) -> None:
     if cfg.channels != "auto" and (isinstance(cfg.channels, bool) or not isinstance(cfg.channels, int)
                                    or cfg.channels < 1):  # fmt: skip
         raise _bad("channels", f"must be auto or a positive number (1, 3 ...), not {cfg.channels!r}")
-    rng = cfg.intensity_range
-    if rng is not None and rng != "percentiles" and not (
-        isinstance(rng, (list, tuple)) and len(rng) == 2
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng) and rng[1] > rng[0]
-    ):  # fmt: skip
-        raise _bad("intensity_range", f"must be null, percentiles or [low, high], not {rng!r}")
+    if not valid_intensity_range(cfg.intensity_range):
+        raise _bad("intensity_range", f"must be null, percentiles or [low, high] with high > low, not "
+                   f"{cfg.intensity_range!r}")  # fmt: skip
     if isinstance(cfg.label_columns, str):
         cfg.label_columns = [cfg.label_columns]
     if not cfg.label_columns or not all(isinstance(c, str) and c for c in cfg.label_columns):
