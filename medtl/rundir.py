@@ -131,7 +131,10 @@ def _prepare(folder: Path, command: str, overwrite: bool, resume: bool) -> None:
                               "files: give another -o")  # fmt: skip
         if resume and found.get("command") == command:
             return
-        if not overwrite:
+        # the same command's unfinished output (it failed: a typo, a missing file) holds nothing to
+        # keep, and refusing it would block the corrected command; a run is resumed instead (above)
+        retry = found.get("command") == command and not found.get("complete") and command != "train"
+        if not (overwrite or retry):
             raise OutputError(folder, f"already holds {_what(found)}; pass --overwrite to replace it whole, "
                               "or give another -o")  # fmt: skip
         for name in _contents(folder):  # medtl's own output, replaced whole

@@ -49,6 +49,14 @@ def test_evaluation_never_writes_into_a_run(run, tmp_path):
     assert not (tmp_path / "eval" / "stale.txt").exists()  # replaced whole, not mixed
 
 
+def test_a_failed_command_does_not_block_the_corrected_one(run, tmp_path):
+    with pytest.raises(ConfigError, match="no such manifest file"):
+        evaluate_run(run, SAMPLE / "cxr-typo.csv", tmp_path / "eval", n_boot=0)
+    assert describe(tmp_path / "eval")["complete"] is False
+    evaluate_run(run, SAMPLE / "cxr.csv", tmp_path / "eval", n_boot=0)  # no --overwrite needed
+    assert describe(tmp_path / "eval")["complete"] is True
+
+
 def test_adapt_refuses_another_run_and_replaces_it_whole_when_told(run, tmp_path):
     from medtl.train.domain import adapt_run
 
