@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 
 from . import __version__
-from .errors import MedtlError
+from .errors import ConfigError, MedtlError
 
 log = logging.getLogger("medtl")
 
@@ -256,6 +256,45 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from .explain import explain
+
+    iou = args.iou_threshold if args.iou_threshold == "otsu" else _fraction(args.iou_threshold)
+    result = explain(args.run, args.inputs, args.output, methods=",".join(args.method or ["gradcam"]),
+                     target=args.target, split=args.split, sanity=args.sanity, sanity_samples=args.sanity_samples,
+                     batch_size=args.batch_size, iou_threshold=iou, n_boot=args.n_boot, seed=args.seed,
+                     redact_paths=args.redact_paths, overwrite=args.overwrite,
+                     progress=sys.stderr.isatty())  # fmt: skip
+    for note in result["notes"]:
+        print(f"note: {note}")
+    print(f"{len(result['maps'])} map(s) of {result['n_explained']} of {result['n_inputs']} input(s) in {args.output}"
+          + (f"; {result['errors']} input(s) could not be explained: see errors.csv" if result["errors"] else ""))
+    for method in result["methods"]:
+        parts = []
+        if method in result.get("sanity", {}):
+            s = result["sanity"][method]
+            verdict = "passed" if s["passed"] else "FAILED: its maps do not depend on the model; do not trust them"
+            parts.append(f"sanity {verdict} (Spearman {s['spearman'][s['checked_at']]:.2f} with "
+                         f"{s['checked_at'] + 1} of {len(s['layers'])} groups random)")  # fmt: skip
+        if method in result.get("localization", {}):
+            loc = result["localization"][method]
+            parts.append(f"pointing game {loc['pointing_game']['value']:.2f} {_ci(loc['pointing_game']['ci'])}, "
+                         f"IoU {loc['iou']['value']:.2f} {_ci(loc['iou']['ci'])} (n={loc['iou']['n']})")  # fmt: skip
+        if method in result["faithfulness"]:
+            f = result["faithfulness"][method]
+            parts.append(f"deletion AUC {f['deletion_auc']:.3f} vs random {f['random_auc']:.3f}")
+        print(f"  {method}: " + ("; ".join(parts) if parts else "no map"))
+    return 0
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(None, f"--iou-threshold must be 'otsu' or a fraction of the map maximum, not '{text}'") from None
+    return value
+
+
 def _cmd_audit(args: argparse.Namespace) -> int:
     from .evaluate.audit import audit
 
@@ -353,6 +392,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="name images by a salted key, not their path; the keys' paths go to path_keys.csv")
     _audit_options(p)
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("explain", help="saliency maps of a run's predictions, with sanity, localization and "
+                       "faithfulness checks")  # fmt: skip
+    p.add_argument("run", help="a run directory from `medtl train`")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files, folders (every image and series in them), or a manifest .csv / .npz")
+    p.add_argument("-o", "--output", required=True, help="output folder: maps/, explain.json, errors.csv")
+    p.add_argument("--method", action="append", metavar="M",
+                   help="gradcam (default), gradcam++, ig, smoothgrad, occlusion, or all; repeat or comma-separate")
+    p.add_argument("--target", default=None,
+                   help="the output to explain, by index or name (default: the predicted class; multi-label: each "
+                   "finding at 0.5 or above)")
+    p.add_argument("--split", default=None, choices=["all", "train", "val", "test"],
+                   help="rows of a manifest (default all); a CSV's parts are the run's own split")
+    p.add_argument("--sanity", action="store_true",
+                   help="check each method by cascading model randomization first (Adebayo et al. 2018)")
+    p.add_argument("--sanity-samples", type=int, default=8, help="inputs the sanity check uses (8)")
+    p.add_argument("--batch-size", type=int, default=16,
+                   help="inputs evaluated at once inside ig, smoothgrad, occlusion and deletion (bounds memory)")
+    p.add_argument("--iou-threshold", default="otsu",
+                   help="localization: 'otsu' (default) or a fraction of each map's maximum")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the localization CIs")
+    p.add_argument("--seed", type=int, default=0, help="seed of SmoothGrad noise, random deletion and bootstrap")
+    p.add_argument("--redact-paths", action="store_true", help="name inputs by a salted key, not their path")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier output in the folder")
+    p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("audit", help="bias audit of any predictions CSV (labels, scores, group columns)")
     p.add_argument("predictions", help="CSV with a label column, a score column and group columns")

@@ -59,7 +59,7 @@ def test_bad_specs_are_clear():
         PreprocessSpec(preset="cta")
     with pytest.raises(ConfigError, match="unknown window 'lungs'"):
         PreprocessSpec(preset="ct", windows=("lungs",))
-    with pytest.raises(ConfigError, match="is 3D but the image is 2D"):
+    with pytest.raises(ConfigError, match="the run takes 3D images; this one is 2D"):
         preprocess(Image(np.zeros((4, 4), np.float32), np.eye(4)), PreprocessSpec(size=(4, 4, 4)))
 
 

@@ -41,6 +41,9 @@ class Record:
     #: The path as the manifest writes it (relative or absolute): what a stored split keys on, so
     #: an edited copy of the manifest, or the manifest and its images moved together, still match.
     ref: str = ""
+    #: A lesion mask (``mask`` column: a file on the image's grid, 1 = lesion), resolved like
+    #: ``path``; ``None`` where the row has none. Saliency localization is scored against it.
+    mask: str | None = None
 
 
 @dataclass
@@ -194,6 +197,7 @@ def read_manifest(
         if not rel:
             raise ConfigError(csv_path, f"line {line}: empty path")
         full = rel if os.path.isabs(rel) else str(base / rel)
+        mask = (row.get("mask") or "").strip()
         patient_raw = (row.get(patient_column) or "").strip() if has_patient else ""
         records.append(
             Record(
@@ -207,6 +211,7 @@ def read_manifest(
                 series=(row.get("series") or "").strip() or None,
                 row=line,
                 ref=rel,
+                mask=(mask if os.path.isabs(mask) else str(base / mask)) if mask else None,
             )
         )
     return Manifest(records, tuple(names or labels), tuple(group_columns), csv_path, patient_column, str(base))

@@ -36,7 +36,7 @@ from ..errors import ConfigError
 from ..io.display import WINDOWS, window
 from ..io.image import Image
 
-__all__ = ["PreprocessSpec", "preprocess", "channel_stats", "augmentation", "PRESETS"]
+__all__ = ["PreprocessSpec", "preprocess", "preprocess_with_affine", "intensity", "black_input", "channel_stats", "augmentation", "PRESETS"]
 
 PRESETS = ("ct", "mr", "xr", "colour", "none")
 
@@ -169,8 +169,9 @@ def _percentile_range(arr: np.ndarray, percentiles, per_channel: bool) -> np.nda
     return np.clip((arr - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
 
 
-def _intensity(img: Image, spec: PreprocessSpec) -> np.ndarray:
-    """(C, *spatial) float32 in [0, 1] (``none``: unchanged), C = the run's channels."""
+def intensity(img: Image, spec: PreprocessSpec) -> np.ndarray:
+    """The image on its own grid, (C, *spatial) float32 in [0, 1] (``none``: unchanged), C = the
+    run's channels: step 1 and 2 of :func:`preprocess`, and what saliency overlays are drawn on."""
     arr = img.array if img.meta.get("channel_axis") == 0 else img.array[None]
     if spec.preset == "ct":
         if arr.shape[0] != 1:
@@ -194,15 +195,73 @@ def _intensity(img: Image, spec: PreprocessSpec) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def _to_ras_spacing(arr: np.ndarray, img: Image, spacing) -> np.ndarray:
+def _to_ras_spacing(arr: np.ndarray, img: Image, spacing, size) -> tuple[np.ndarray, np.ndarray]:
+    """RAS orientation, resampling to ``spacing`` and centre pad/crop to ``size`` (network order,
+    reversed here), with MONAI tracking the affine through every step."""
     from monai.data import MetaTensor
-    from monai.transforms import Orientation, Spacing
+    from monai.transforms import Orientation, ResizeWithPadOrCrop, Spacing
 
     t = MetaTensor(arr, affine=img.affine)
     t = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))(t)  # medtl affines are RAS+
     if spacing is not None:
         t = Spacing(pixdim=spacing, mode="bilinear")(t)
-    return np.asarray(t.array if hasattr(t, "array") else t)
+    t = ResizeWithPadOrCrop(spatial_size=tuple(size)[::-1])(t)
+    return np.asarray(t.array), np.asarray(t.affine, dtype=np.float64)
+
+
+def _resize_affine(affine: np.ndarray, shape: tuple[int, ...], size: tuple[int, ...]) -> np.ndarray:
+    """The affine of a 2D image (axes (column, row)) resized to ``size`` (rows, columns): output
+    pixel centres sit where MONAI's ``Resize`` samples (``align_corners=False``)."""
+    scale = [shape[0] / size[1], shape[1] / size[0]]
+    step = np.eye(4)
+    step[0, 0], step[1, 1] = scale
+    step[:2, 3] = [0.5 * s - 0.5 for s in scale]
+    return affine @ step
+
+
+def _network_axes(affine: np.ndarray, ndim: int) -> np.ndarray:
+    """``affine`` re-indexed for reversed spatial axes: network index (rows, columns) or (depth,
+    rows, columns) → RAS+ mm."""
+    perm = np.zeros((4, 4))
+    for n in range(ndim):
+        perm[ndim - 1 - n, n] = 1.0
+    for n in range(ndim, 4):
+        perm[n, n] = 1.0
+    return affine @ perm
+
+
+def preprocess_with_affine(img: Image, spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`preprocess` plus the 4×4 affine from a network-input voxel index (in network axis
+    order) to RAS+ world mm: where a saliency map's peak is in the patient, and how a map is
+    resampled back onto the scan.
+
+    >>> from medtl.io import Image
+    >>> img = Image(np.zeros((10, 20), np.float32), np.diag([0.5, 0.5, 1.0, 1.0]))
+    >>> x, affine = preprocess_with_affine(img, PreprocessSpec(size=(10, 5)))
+    >>> x.shape, [float(v) for v in (affine @ [0, 0, 0, 1])[:2]]  # pixel (0, 0) covers columns 0-1, rows 0-1
+    ((1, 10, 5), [0.25, 0.25])
+    """
+    from monai.transforms import Resize
+
+    if len(spec.size) != img.ndim:
+        raise ConfigError(None, f"the run takes {len(spec.size)}D images; this one is {img.ndim}D "
+                          f"(shape {img.spatial_shape})")  # fmt: skip
+    arr = intensity(img, spec)
+    if img.ndim == 3:
+        arr, affine = _to_ras_spacing(arr, img, spec.spacing, spec.size)
+    else:
+        affine = _resize_affine(img.affine, img.spatial_shape, spec.size)
+    arr = np.ascontiguousarray(arr.transpose(0, *range(arr.ndim - 1, 0, -1)))  # (C, x, y[, z]) → (C, [z,] y, x)
+    if img.ndim == 2:
+        arr = np.asarray(Resize(spatial_size=spec.size, mode="bilinear", anti_aliasing=True)(arr))
+    lo, hi = spec.value_range
+    arr = arr * (hi - lo) + lo
+    mean, std = channel_stats(spec.mean, arr.shape[0]), channel_stats(spec.std, arr.shape[0])
+    if mean is not None:
+        arr = arr - mean.reshape(-1, *([1] * (arr.ndim - 1)))
+    if std is not None:
+        arr = arr / std.reshape(-1, *([1] * (arr.ndim - 1)))
+    return arr.astype(np.float32), _network_axes(affine, img.ndim)
 
 
 def preprocess(img: Image, spec: PreprocessSpec) -> np.ndarray:
@@ -212,25 +271,23 @@ def preprocess(img: Image, spec: PreprocessSpec) -> np.ndarray:
         ConfigError: the image does not suit the spec (a colour image with ``ct``, a 3D spec
         for a 2D image).
     """
-    from monai.transforms import Resize, ResizeWithPadOrCrop
+    return preprocess_with_affine(img, spec)[0]
 
-    if len(spec.size) != img.ndim:
-        raise ConfigError(None, f"spec size {spec.size} is {len(spec.size)}D but the image is {img.ndim}D")
-    arr = _intensity(img, spec)
-    if img.ndim == 3:
-        arr = _to_ras_spacing(arr, img, spec.spacing)
-    arr = np.ascontiguousarray(arr.transpose(0, *range(arr.ndim - 1, 0, -1)))  # (C, x, y[, z]) → (C, [z,] y, x)
-    if img.ndim == 2:
-        arr = np.asarray(Resize(spatial_size=spec.size, mode="bilinear", anti_aliasing=True)(arr))
-    else:
-        arr = np.asarray(ResizeWithPadOrCrop(spatial_size=spec.size)(arr))
-    lo, hi = spec.value_range
-    arr = arr * (hi - lo) + lo
-    mean, std = channel_stats(spec.mean, arr.shape[0]), channel_stats(spec.std, arr.shape[0])
+
+def black_input(spec: PreprocessSpec) -> np.ndarray:
+    """The network input of an all-black image (intensity 0 after the preset), one value per
+    channel, shape (C, 1, ..): the baseline of integrated gradients and of deletion curves.
+
+    >>> black_input(PreprocessSpec(size=(4, 4), mean=(0.5,), std=(0.25,))).ravel().tolist()
+    [-2.0]
+    """
+    c = spec.channels
+    arr = np.full((c,) + (1,) * len(spec.size), float(spec.value_range[0]), np.float32)
+    mean, std = channel_stats(spec.mean, c), channel_stats(spec.std, c)
     if mean is not None:
-        arr = arr - mean.reshape(-1, *([1] * (arr.ndim - 1)))
+        arr = arr - mean.reshape(arr.shape)
     if std is not None:
-        arr = arr / std.reshape(-1, *([1] * (arr.ndim - 1)))
+        arr = arr / std.reshape(arr.shape)
     return arr.astype(np.float32)
 
 

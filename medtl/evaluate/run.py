@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import EvaluationError
 
-__all__ = ["evaluate_run", "predict_manifest"]
+__all__ = ["evaluate_run", "predict_manifest", "select_rows", "shown_path"]
 
 
 def _run_findings(cfg, names: list[str]) -> list[str] | None:
@@ -51,10 +51,11 @@ def _csv_columns(path: str) -> list[str]:
         return []
 
 
-def _records(run_dir: Path, manifest: str | os.PathLike, split: str | None):
+def select_rows(run_dir: str | os.PathLike, manifest: str | os.PathLike, split: str | None):
     """``(cfg, manifest, indices, notes)``: the rows to evaluate, read with the run's label
     columns: a whole CSV, a part of a ``.npz`` (``test`` by default), or a part of the split the run
     stored (``split.json``), found by key in whatever manifest is given."""
+    run_dir = Path(run_dir)
     import dataclasses
 
     from ..data import read_manifest
@@ -130,11 +131,11 @@ def _check_images(data, indices: list[int], spec, path) -> None:
             continue
         if img.ndim != want:
             raise EvaluationError(path, f"the run takes {want}D images, but its images are {img.ndim}D (e.g. "
-                                  f"{_shown_path(data, i)}): is this data of the task the run was trained for?")
+                                  f"{shown_path(data, i)}): is this data of the task the run was trained for?")
         return
 
 
-def _shown_path(data, index: int, *, redact: bool = False) -> str:
+def shown_path(data, index: int, *, redact: bool = False) -> str:
     """A record's path as outputs show it: relative to the manifest's folder (an npz item by its
     split and index), or with ``redact`` its salted key (:func:`medtl.data.splits.record_key`)."""
     from ..data.splits import record_key
@@ -182,7 +183,7 @@ def predict_manifest(
     run_dir = Path(run_dir)
     if not (run_dir / "model.pt").is_file():
         raise EvaluationError(run_dir, "not a run directory (no model.pt): train one with `medtl train`")
-    cfg, data, indices, notes = _records(run_dir, manifest, split)
+    cfg, data, indices, notes = select_rows(run_dir, manifest, split)
     unknown = [g for g in groups if g not in data.group_columns]
     if unknown:
         from ..errors import suggest
@@ -213,7 +214,7 @@ def predict_manifest(
     rows, paths = [], {}
     for k, i in enumerate(prepared.indices):
         rec = data.records[i]
-        shown = _shown_path(data, i, redact=redact_paths)
+        shown = shown_path(data, i, redact=redact_paths)
         paths[shown] = rec.path
         row: dict[str, Any] = {"path": shown, "patient": rec.patient, **rec.groups}
         row.update({c: (None if np.isnan(v) else v) for c, v in zip(data.label_columns, rec.labels, strict=True)})
@@ -224,7 +225,7 @@ def predict_manifest(
             row.update({f"score_{j}": float(p) for j, p in enumerate(probs[k])})
         rows.append(row)
     index_of = {rec.path: i for i, rec in enumerate(data.records)}
-    skipped = [{"path": _shown_path(data, index_of[f["path"]], redact=redact_paths), "reason": f["reason"]}
+    skipped = [{"path": shown_path(data, index_of[f["path"]], redact=redact_paths), "reason": f["reason"]}
                for f in prepared.failures]  # fmt: skip
     info = {"labels": names, "label_columns": list(data.label_columns), "temperature": temperature,
             "temperature_fitted_on": fitted_on, "calibration": calibration.get("method", "temperature"),

@@ -69,6 +69,18 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def cam_layer(self) -> nn.Module:
+        """The global pooling module (:attr:`BackboneSpec.cam_layer`): its input is the last spatial
+        feature map, where Grad-CAM looks.
+
+        >>> model = create("resnet18")
+        >>> model.cam_layer() is model.encoder.avgpool
+        True
+        >>> type(create("densenet121").cam_layer()).__name__
+        'AdaptiveAvgPool2d'
+        """
+        return self.encoder.get_submodule(self.spec.cam_layer)
+
     def reset_classifier(self, num_classes: int, dropout: float = 0.2) -> None:
         """A new, randomly initialised head (``num_classes=0``: identity, for embeddings)."""
         self.head = _new_head(self.num_features, num_classes, dropout)

@@ -79,6 +79,11 @@ class BackboneSpec:
     head: str
     first_conv: str
     min_size: tuple[int, int] = (1, 1)
+    #: The global pooling module (a name in the network, as ``first_conv``): its *input* is the last
+    #: spatial feature map after its activation, Grad-CAM's layer. Declared, not guessed: the last
+    #: convolution is not it (batch norm and activation follow), and EfficientNet's activation
+    #: module is shared with the stem, so no hook on it could tell the two calls apart.
+    cam_layer: str = ""
 
     def minimum(self, spatial_dims: int) -> int:
         """The smallest input size per axis in ``spatial_dims`` dimensions."""
@@ -158,6 +163,7 @@ def _resnet(depth: int) -> BackboneSpec:
         head=r"^fc\.",
         first_conv="conv1.weight",
         min_size=_STRIDE4_STEM_MIN,
+        cam_layer="avgpool",
     )
 
 
@@ -182,6 +188,7 @@ def _efficientnet(variant: str) -> BackboneSpec:
         head=r"^_fc\.",
         first_conv="_conv_stem.weight",
         min_size=(3, 3),  # one 3×3 stride-2 "same" convolution: 3 → 2
+        cam_layer="_avg_pooling",
     )
 
 
@@ -202,6 +209,7 @@ BACKBONES: dict[str, BackboneSpec] = {
         head=r"^class_layers\.out\.",
         first_conv="features.conv0.weight",
         min_size=_STRIDE4_STEM_MIN,
+        cam_layer="class_layers.pool",  # its input is relu(norm5) (an in-place ReLU: hooks stay off it)
     ),
     **{f"efficientnet-{v}": _efficientnet(v) for v in ("b0", "b1", "b2", "b3", "b4", "lite0")},
 }

@@ -1,0 +1,207 @@
+"""A trained run, ready to explain: :class:`Explainer`.
+
+It holds what a run directory says about its inputs and outputs (preprocessing, the flips of
+test-time augmentation, calibration, threshold, label names, task) and answers the questions
+every explanation asks: what is the network input of this image and where is it in the patient,
+what are the calibrated probabilities, which outputs should be explained, and what is a method's
+map. :func:`medtl.explain.explain` runs it over many inputs; step 9's report reuses it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, MedtlError
+from .methods import Settings, saliency
+
+__all__ = ["Explainer"]
+
+
+class Explainer:
+    """The run at ``run_dir`` (a finished ``medtl train`` output), on the CPU.
+
+    Attributes:
+        model, spec, labels, task, calibration, threshold, flips: as the run stored them.
+        baseline: the black input, (1, C, 1, ...), for integrated gradients and deletion.
+        settings: :class:`~medtl.explain.methods.Settings` of the methods.
+
+    Raises:
+        ConfigError: not a finished run directory.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, settings: Settings | None = None):
+        from ..data.transforms import black_input
+        from ..evaluate.calibration import read_calibration
+        from ..rundir import load_run, read_config
+        from ..tasks import task_for
+
+        self.run_dir = Path(run_dir)
+        if not (self.run_dir / "model.pt").is_file():
+            raise ConfigError(self.run_dir, "not a run directory (no model.pt): train one with `medtl train`")
+        self.cfg = read_config(self.run_dir)
+        self.model, self.spec, self.labels = load_run(self.run_dir)
+        self.task = task_for(self.cfg.label_columns, len(self.labels))
+        self.calibration = read_calibration(self.run_dir)
+        threshold_file = self.run_dir / "threshold.json"
+        self.threshold = float(json.loads(threshold_file.read_text())["threshold"]) if threshold_file.is_file() else 0.5
+        self.flips = tuple(self.cfg.flips) if self.cfg.tta else ()
+        self.baseline = torch.from_numpy(black_input(self.spec))[None]
+        self.settings = settings or Settings()
+
+    @property
+    def spatial_dims(self) -> int:
+        return len(self.spec.size)
+
+    # ------------------------------------------------------------------ inputs
+    def prepare(self, img) -> tuple[torch.Tensor, np.ndarray]:
+        """``(x, affine)``: the network input (1, C, *size) of an :class:`~medtl.io.Image` and the
+        affine from its voxel indices to RAS+ mm.
+
+        Raises:
+            ConfigError: the image does not fit the run (dimensions, channels), saying why.
+        """
+        from ..data.transforms import preprocess_with_affine
+
+        if img.ndim != self.spatial_dims:
+            raise ConfigError(None, f"the run takes {self.spatial_dims}D images; this one is {img.ndim}D "
+                              f"(shape {'x'.join(map(str, img.spatial_shape))})")  # fmt: skip
+        arr, affine = preprocess_with_affine(img, self.spec)
+        if arr.shape[0] != self.spec.channels:
+            raise ConfigError(None, f"the image gives {arr.shape[0]} channels; the run takes {self.spec.channels}")
+        return torch.from_numpy(arr)[None], affine
+
+    def display(self, img) -> np.ndarray:
+        """The image on its own grid in [0, 1] as the run windows it: (column, row) grey, or
+        (column, row, 3) for a colour image in a colour run; volumes (i, j, k) grey."""
+        from ..data.transforms import intensity
+
+        arr = intensity(img, self.spec)
+        if self.spec.preset == "none":
+            lo, hi = np.percentile(arr, (0.5, 99.5))
+            arr = np.clip((arr - lo) / max(hi - lo, 1e-6), 0, 1)
+        if arr.shape[0] == 3 and img.channels == 3:
+            return np.moveaxis(arr, 0, -1)
+        return arr[0]
+
+    def unnormalised(self, x: torch.Tensor) -> np.ndarray:
+        """The first channel of a network input mapped back to [0, 1] (for drawing volumes)."""
+        from ..data.transforms import channel_stats
+
+        arr = x[0, 0].detach().numpy().astype(np.float64)
+        c = x.shape[1]
+        std, mean = channel_stats(self.spec.std, c), channel_stats(self.spec.mean, c)
+        if std is not None:
+            arr = arr * float(std[0])
+        if mean is not None:
+            arr = arr + float(mean[0])
+        lo, hi = self.spec.value_range
+        return np.clip((arr - lo) / (hi - lo), 0, 1)
+
+    def cam_grid(self) -> tuple[int, ...]:
+        """The size of the feature map Grad-CAM reads (1/32 of the input for every registered
+        backbone): a map cannot point finer than one of its cells."""
+        seen: dict[str, tuple[int, ...]] = {}
+        hook = self.model.cam_layer().register_forward_hook(
+            lambda module, args, out: seen.update(shape=tuple(args[0].shape[2:]))
+        )
+        try:
+            with torch.no_grad():
+                self.model.eval()(torch.zeros(1, self.spec.channels, *self.spec.size))
+        finally:
+            hook.remove()
+        return seen["shape"]
+
+    # ------------------------------------------------------------------ outputs
+    @torch.no_grad()
+    def logits(self, batch: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Flip-averaged logits (B, K) of network inputs, at most ``settings.batch_size`` at a time."""
+        from ..train.inference import tta_logits
+
+        t = torch.as_tensor(np.asarray(batch, np.float32)) if isinstance(batch, np.ndarray) else batch
+        self.model.eval()
+        size = self.settings.batch_size
+        parts = [tta_logits(self.model, t[i : i + size], self.flips).float().numpy() for i in range(0, len(t), size)]
+        return np.concatenate(parts)
+
+    def probabilities(self, batch: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Calibrated probabilities (B, K), as ``medtl evaluate`` reports them."""
+        from ..evaluate.calibration import apply_calibration
+
+        return apply_calibration(self.logits(batch), self.calibration, self.task)
+
+    def target_name(self, index: int) -> str:
+        return str(self.labels[index])
+
+    def parse_target(self, text: str | int) -> int:
+        """An output by index (``1``), name (``label=1``) or value after ``=`` (``1`` when no name
+        is ``1``); an unknown one raises, listing the outputs."""
+        names = [str(n) for n in self.labels]
+        s = str(text).strip()
+        if s in names:
+            return names.index(s)
+        tails = [n.split("=", 1)[1] if "=" in n else None for n in names]
+        if s in tails:
+            return tails.index(s)
+        if s.lstrip("-").isdigit() and 0 <= int(s) < len(names):
+            return int(s)
+        raise ConfigError(None, f"unknown target '{s}'; the run's outputs are {', '.join(names)} (or 0..{len(names) - 1})")
+
+    def predicted_targets(self, probs: np.ndarray) -> tuple[list[int], str]:
+        """The outputs to explain for one input's probabilities (K,), and the rule used: the predicted
+        class (binary: at the run's threshold), or every finding at 0.5 or above (multi-label; the
+        most probable one when none is)."""
+        if self.task == "binary":
+            return [int(probs[1] >= self.threshold)], f"predicted class at the run's threshold {self.threshold:.3g}"
+        if self.task == "multiclass":
+            return [int(np.argmax(probs))], "predicted class"
+        positive = [int(j) for j in np.flatnonzero(probs >= 0.5)]
+        if positive:
+            return positive, "findings with probability >= 0.5"
+        return [int(np.argmax(probs))], "no finding reached 0.5: the most probable one"
+
+    def labelled_targets(self, labels: tuple[float, ...]) -> list[int]:
+        """The outputs a row's labels say are present (what a lesion mask outlines)."""
+        if not labels or all(np.isnan(v) for v in labels):
+            return []
+        if self.task == "multilabel":
+            return [j for j, v in enumerate(labels) if v == 1]
+        value = labels[0]
+        return [int(value)] if not np.isnan(value) and int(value) != 0 and int(value) < len(self.labels) else []
+
+    # ------------------------------------------------------------------ maps
+    def saliency(self, x: torch.Tensor, target: int, method: str, model=None) -> np.ndarray:
+        """One map on the network grid, (*size), ``≥ 0``; ``model`` defaults to the run's."""
+        return saliency(model if model is not None else self.model, x, target, method, task=self.task,
+                        flips=self.flips, baseline=self.baseline, settings=self.settings).numpy()  # fmt: skip
+
+    def deletion(self, x: torch.Tensor, target: int, smap: np.ndarray, steps: int, seed: int) -> dict[str, Any]:
+        """Deletion curve of a map and its random-order reference (:mod:`medtl.explain.faithfulness`)."""
+        from .faithfulness import auc, deletion_curve, random_deletion_curve
+
+        def prob(batch: np.ndarray) -> np.ndarray:
+            return self.probabilities(batch)[:, target]
+
+        arr, base = x[0].numpy(), self.baseline[0].numpy()
+        size = self.settings.batch_size
+        curve = deletion_curve(prob, arr, smap, base, steps=steps, batch_size=size)
+        ref = random_deletion_curve(prob, arr, base, steps=steps, repeats=1, seed=seed, batch_size=size)
+        return {"curve": curve, "random": ref, "auc": auc(curve), "random_auc": auc(ref)}
+
+
+def load_item(path: str, series: str | None = None):
+    """An image by manifest path (``npz://`` items included); errors keep the file's name."""
+    from ..data.npz import NPZ_SCHEME, load_npz_item
+    from ..io import load_image
+
+    try:
+        return load_npz_item(path) if path.startswith(NPZ_SCHEME) else load_image(path, series=series)
+    except MedtlError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a reader's failure must still name the file
+        raise MedtlError(path, f"could not be read ({type(exc).__name__}: {exc})") from exc
