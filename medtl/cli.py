@@ -278,8 +278,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
                          f"{s['checked_at'] + 1} of {len(s['layers'])} groups random)")  # fmt: skip
         if method in result.get("localization", {}):
             loc = result["localization"][method]
-            parts.append(f"pointing game {loc['pointing_game']['value']:.2f} {_ci(loc['pointing_game']['ci'])}, "
-                         f"IoU {loc['iou']['value']:.2f} {_ci(loc['iou']['ci'])} (n={loc['iou']['n']})")  # fmt: skip
+            parts.append(f"pointing game {loc['pointing_game']['value']:.2f}{_ci(loc['pointing_game']['ci'])}, "
+                         f"IoU {loc['iou']['value']:.2f}{_ci(loc['iou']['ci'])} (n={loc['iou']['n']})")  # fmt: skip
         if method in result["faithfulness"]:
             f = result["faithfulness"][method]
             parts.append(f"deletion AUC {f['deletion_auc']:.3f} vs random {f['random_auc']:.3f}")
