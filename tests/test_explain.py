@@ -355,3 +355,14 @@ def test_nifti_maps_are_byte_identical_between_runs():
     assert a == nifti_bytes(np.arange(24, dtype=np.float32).reshape(2, 3, 4), AFFINE)
     img = nib.Nifti1Image.from_bytes(gzip.decompress(a))
     assert np.allclose(img.affine, AFFINE) and int(img.header["sform_code"]) == 1
+
+
+def test_every_method_runs_on_2d_and_3d_runs_from_medtl_train(run2d, run3d, tmp_path):
+    quick = Settings(ig_steps=4, smoothgrad_samples=2, batch_size=8)
+    for (run, manifest), dims in ((run2d, 2), (run3d, 3)):
+        images = sorted((manifest.parent / "images").glob("*.nii.gz"))[:2]
+        result = explain(run, images, tmp_path / f"all{dims}", methods="all", settings=quick, deletion_samples=1,
+                         deletion_steps=4)  # fmt: skip
+        assert [m["method"] for m in result["maps"]] == list(METHODS) * 2
+        assert all(m["map"].endswith(".png") and ("nifti" in m) == (dims == 3) for m in result["maps"])
+        assert set(result["faithfulness"]) == set(METHODS)
