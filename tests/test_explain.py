@@ -366,3 +366,15 @@ def test_every_method_runs_on_2d_and_3d_runs_from_medtl_train(run2d, run3d, tmp_
         assert [m["method"] for m in result["maps"]] == list(METHODS) * 2
         assert all(m["map"].endswith(".png") and ("nifti" in m) == (dims == 3) for m in result["maps"])
         assert set(result["faithfulness"]) == set(METHODS)
+
+
+def test_a_missing_mask_is_a_note_and_a_csv_without_labels_is_explained(run2d, tmp_path):
+    run, manifest = run2d
+    csv_path = manifest.parent / "edited.csv"
+    csv_path.write_text("path,patient_id,label,mask\nimages/case001.nii.gz,P1,1,masks/gone.nii.gz\n")
+    result = explain(run, [csv_path], tmp_path / "a", deletion_samples=0)
+    assert result["n_explained"] == 1 and "localization" not in result
+    assert result["notes"][-1] == "images/case001.nii.gz: mask not used (gone.nii.gz: no such file or folder)"
+    unlabelled = manifest.parent / "paths.csv"
+    unlabelled.write_text("path\nimages/case000.nii.gz\nimages/case001.nii.gz\n")
+    assert explain(run, [unlabelled], tmp_path / "b", deletion_samples=0)["n_explained"] == 2

@@ -150,10 +150,13 @@ class _Inputs:
 
 
 def _reason(exc: MedtlError, item: Item) -> str:
-    """The error without the file's full path (outputs name inputs by key only)."""
-    text = str(exc)
-    for p in (item.path, os.path.realpath(item.path)):
-        text = text.replace(f"{p}: ", "").replace(p, item.key)
+    """The error without a full path (outputs name inputs by key only): a file other than the
+    input itself (a slice of a series, a mask) by its name."""
+    text = exc.reason
+    for p in {item.path, os.path.realpath(item.path)}:
+        text = text.replace(p, item.key)
+    if exc.path and os.path.realpath(exc.path) != os.path.realpath(item.path):
+        text = f"{os.path.basename(exc.path)}: {text}"
     return text
 
 
@@ -283,7 +286,7 @@ def explain(
             inputs_out.append({"input": item.key, "probabilities": {explainer.target_name(j): round(float(p), 6)
                                for j, p in enumerate(probs)}, "targets": [explainer.target_name(t) for t in targets],
                                "target_rule": rule})  # fmt: skip
-            display = explainer.display(img)
+            display = explainer.display(img) if explainer.spatial_dims == 2 else None  # 3D: drawn from x
             for method in names:
                 for t in all_targets:
                     steps = deletion_steps if len(inputs_out) <= deletion_samples else 0
