@@ -222,8 +222,11 @@ def explain(
         ConfigError: not a run, an unknown method or target.
         OutputError: ``out_dir`` holds a run or other output (without ``overwrite``).
 
-    Example:
-        >>> explain("runs/cxr", ["sample_data/cxr/p002"], "out/explain", methods="gradcam,ig")  # doctest: +SKIP
+    Example (after ``medtl train configs/cxr-2d.yaml -o runs/cxr``)::
+
+        result = explain("runs/cxr", ["sample_data/cxr.csv"], "out/explain", split="test",
+                         methods="gradcam,ig", sanity=True)
+        result["sanity"]["ig"]["passed"], result["localization"]["ig"]["pointing_game"]["value"]
     """
     from ..rundir import mark_complete, output_folder, write_csv, write_json
     from .explainer import Explainer
