@@ -273,7 +273,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         parts = []
         if method in result.get("sanity", {}):
             s = result["sanity"][method]
-            verdict = "passed" if s["passed"] else "FAILED: its maps do not depend on the model; do not trust them"
+            verdict = "passed" if s["passed"] else "FAILED: its maps barely change when the model is randomised; do not trust them"
             parts.append(f"sanity {verdict} (Spearman {s['spearman'][s['checked_at']]:.2f} with "
                          f"{s['checked_at'] + 1} of {len(s['layers'])} groups random)")  # fmt: skip
         if method in result.get("localization", {}):
