@@ -256,3 +256,11 @@ def test_multiclass_npz_trains_and_evaluates_one_class_against_the_rest(tmp_path
     sums = [sum(float(r[f"score_{k}"]) for k in range(3)) for r in preds]
     assert np.allclose(sums, 1.0, atol=1e-6)  # calibrated softmax still sums to one
     assert (tmp_path / "eval" / "label_1" / "audit.json").is_file()
+    # the same run and .npz explained: one map per image, for its predicted class
+    from medtl.explain import explain
+
+    ex = explain(tmp_path / "run", [tmp_path / "three.npz"], tmp_path / "explain", split="test", deletion_samples=0)
+    assert ex["n_explained"] == 24 and len(ex["maps"]) == 24 and ex["task"] == "multiclass"
+    for rec, inp in zip(ex["maps"], ex["inputs"], strict=True):
+        assert rec["input"] == inp["input"] and rec["input"].startswith("test/")
+        assert rec["target"] == max(inp["probabilities"], key=inp["probabilities"].get)
