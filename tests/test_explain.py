@@ -282,7 +282,7 @@ def test_explain_on_a_2d_run_from_medtl_train(run2d, tmp_path):
     run, manifest = run2d
     out = tmp_path / "explain"
     result = explain(run, [manifest], out, methods="gradcam,ig", sanity=True, sanity_samples=4, n_boot=200,
-                     deletion_samples=4)  # fmt: skip
+                     deletion_samples=4, settings=Settings(ig_steps=8))  # fmt: skip
     loc = result["localization"]["ig"]
     assert loc["pointing_game"]["n"] == 24 and loc["pointing_game"]["ci"] is not None
     assert loc["pointing_game"]["value"] > 0.5  # the lesion covers about 3 % of the image
