@@ -32,10 +32,11 @@ Prints markdown (progress goes to stderr, so ``> result.md`` gives a clean file)
    Each run's test AUROC comes from ``medtl evaluate RUN MANIFEST --split test``.
 
 Runs, data and outputs go to ``--work`` (default ``/tmp/medtl-bench-explain``); ``--skip-train``
-reuses runs that are there. ``--quick`` is a smoke run (smaller inputs, one repeat, a smaller
-lesion set, fewer epochs and resamples, sanity on 2 inputs, one learning rate, no CT).
+reuses runs that are there, ``--reuse-explain`` the explanations of an interrupted benchmark.
+``--quick`` is a smoke run (smaller inputs, one repeat, a smaller lesion set, fewer epochs and
+resamples, sanity on 2 inputs, one learning rate, no CT).
 
-    python benchmarks/bench_explain.py > explain.md                 # about 30-60 min on 2 cores
+    python benchmarks/bench_explain.py > explain.md     # ~15 min on 2 quiet cores; far longer when shared
     python benchmarks/bench_explain.py --cases cxr,lesion,ct
     python benchmarks/bench_explain.py --quick
 """
@@ -181,11 +182,19 @@ def run_case(name: str, config: Path, manifest: Path, sets: list[str], args, *, 
     run = chosen["run"]
     test = test_auroc(run, manifest, runs, args.threads)
     chance, n_masks = mask_share(run, manifest)
-    log(f"explaining {run.name} (test split, every method, sanity on {sanity_samples})")
-    start = time.perf_counter()
-    result = explain(run, [manifest], args.work / "explain" / name, methods="all", split="test", sanity=True,
-                     sanity_samples=sanity_samples, n_boot=args.n_boot, overwrite=True)  # fmt: skip
-    seconds = time.perf_counter() - start
+    out, note = args.work / "explain" / name, args.work / "explain" / f"{name}.bench.json"
+    wanted = {"run": str(run), "sanity_samples": sanity_samples, "n_boot": args.n_boot}
+    earlier = json.loads(note.read_text()) if note.is_file() else {}
+    if args.reuse_explain and (out / "explain.json").is_file() and earlier.get("wanted") == wanted:
+        log(f"reusing {out / 'explain.json'}")
+        result, seconds = json.loads((out / "explain.json").read_text()), earlier["seconds"]
+    else:
+        log(f"explaining {run.name} (test split, every method, sanity on {sanity_samples})")
+        start = time.perf_counter()
+        result = explain(run, [manifest], out, methods="all", split="test", sanity=True,
+                         sanity_samples=sanity_samples, n_boot=args.n_boot, overwrite=True)  # fmt: skip
+        seconds = time.perf_counter() - start
+        note.write_text(json.dumps({"wanted": wanted, "seconds": seconds}))
     return {"name": name, "tried": tried, "chosen": chosen, "test": test, "chance": chance, "n_masks": n_masks,
             "result": result, "explain_s": seconds, "sanity_samples": sanity_samples,
             "grid": cam_grid(run)}  # fmt: skip
@@ -212,7 +221,7 @@ def print_case(case: dict) -> None:
         print("Settings tried (validation AUROC, best epoch): "
               + "; ".join(f"{' '.join(t['set'])}: {t['val_auroc']:.3f} (epoch {t['best_epoch']})"
                           for t in case["tried"])
-              + f". Chosen: {settings}.")  # fmt: skip
+              + f". Chosen: {settings} (a tie goes to the first listed).")  # fmt: skip
     walls = [t["train_s"] for t in case["tried"] if t["train_s"] is not None]
     trained = f"training {sum(walls):.0f} s" if walls else "reused run"
     text = (f"Run `{chosen['run'].name}`: validation AUROC {chosen['val_auroc']:.3f} (epoch {chosen['best_epoch']}), "
@@ -255,6 +264,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/medtl-bench-explain"))
     parser.add_argument("--skip-train", action="store_true", help="reuse runs already in --work")
+    parser.add_argument("--reuse-explain", action="store_true",
+                        help="reuse explain outputs in --work made by this script with the same run and settings")
     parser.add_argument("--quick", action="store_true", help="smoke run: small inputs, one repeat, no CT")
     parser.add_argument("--cases", default="cxr,lesion", help="comma-separated: cxr, lesion, ct (default cxr,lesion)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")

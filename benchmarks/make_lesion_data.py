@@ -12,7 +12,8 @@ Every image has a smooth random background texture, a brightness gradient, Gauss
 1–3 **decoys**: dimmer squares, bars, rings and small discs (half the lesion's contrast or less)
 that are *not* lesions, so "anything bright" is not the answer. A positive also has the lesion:
 a bright disc (2D, radius 4–8 px) or sphere (3D, radius 2–4 voxels) with a slightly soft edge,
-never touching a decoy. The mask holds the pixels whose centre lies inside the disc / sphere.
+at the first of up to 200 random places that is clear of every decoy (the last one tried if none
+is). The mask holds the pixels whose centre lies inside the disc / sphere.
 
 * ``--dims 2`` (default): ``S × S`` images (64), 0.5 mm pixels, origin (−20, 30) mm;
 * ``--dims 3``: ``S³`` volumes (default 32), 2 mm voxels, origin (−40, −25, 60) mm, so world
