@@ -274,8 +274,11 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         if method in result.get("sanity", {}):
             s = result["sanity"][method]
             verdict = "passed" if s["passed"] else "FAILED: its maps barely change when the model is randomised; do not trust them"
-            parts.append(f"sanity {verdict} (Spearman {s['spearman'][s['checked_at']]:.2f} with "
-                         f"{s['checked_at'] + 1} of {len(s['layers'])} groups random)")  # fmt: skip
+            if s["checked_at"] is None:
+                parts.append(f"sanity FAILED: {s['note']}")
+            else:
+                parts.append(f"sanity {verdict} (Spearman {s['spearman'][s['checked_at']]:.2f} with "
+                             f"{s['checked_at'] + 1} of {len(s['layers'])} groups random)")  # fmt: skip
         if method in result.get("localization", {}):
             loc = result["localization"][method]
             parts.append(f"pointing game {loc['pointing_game']['value']:.2f}{_ci(loc['pointing_game']['ci'])}, "

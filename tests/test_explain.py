@@ -378,3 +378,10 @@ def test_a_missing_mask_is_a_note_and_a_csv_without_labels_is_explained(run2d, t
     unlabelled = manifest.parent / "paths.csv"
     unlabelled.write_text("path\nimages/case000.nii.gz\nimages/case001.nii.gz\n")
     assert explain(run, [unlabelled], tmp_path / "b", deletion_samples=0)["n_explained"] == 2
+
+
+def test_a_method_whose_trained_maps_are_empty_does_not_pass_the_sanity_check():
+    model = _small()
+    x = torch.randn(1, 1, 16, 16)
+    check = sanity_check(lambda net, xx, t: np.zeros((16, 16)), model, [x, x], [1, 1])
+    assert check["passed"] is False and "empty on all 2 sampled inputs" in check["note"]

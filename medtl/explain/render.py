@@ -98,8 +98,12 @@ def planes_png(volume: np.ndarray, saliency: np.ndarray, peak: Sequence[int] | N
     return _png(fig)
 
 
-def sanity_png(sanity: dict[str, dict[str, Any]]) -> bytes:
-    """Spearman and SSIM against the trained model's map as groups are randomised, per method."""
+def sanity_png(sanity: dict[str, dict[str, Any]]) -> bytes | None:
+    """Spearman and SSIM against the trained model's map as groups are randomised, per method
+    (``None`` when no method had a map to test)."""
+    sanity = {m: r for m, r in sanity.items() if r["layers"]}
+    if not sanity:
+        return None
     fig = _figure(10.0, 4.2)
     ax0, ax1 = fig.subplots(1, 2, sharex=True)
     for method, res in sanity.items():

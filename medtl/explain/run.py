@@ -258,11 +258,13 @@ def explain(
         sanity_result = {}
         if sanity:
             sanity_result = _sanity(explainer, pool, names, wanted, sanity_samples, seed, progress)
-            if sanity_result:
-                from ..rundir import write_bytes
-                from .render import sanity_png
+            from .render import sanity_png
 
-                write_bytes(out / "sanity.png", sanity_png(sanity_result))
+            png = sanity_png(sanity_result) if sanity_result else None
+            if png is not None:
+                from ..rundir import write_bytes
+
+                write_bytes(out / "sanity.png", png)
         bar = _bar(progress, len(items) * len(names))
         records, inputs_out, loc_rows, deletion = [], [], [], {m: [] for m in names}
         (out / "maps").mkdir(exist_ok=True)
@@ -303,8 +305,7 @@ def explain(
                         from .localization import iou, pointing_hit
 
                         rec["pointing_hit"] = pointing_hit(smap, mask)
-                        rec["iou"], cut = iou(smap, mask, iou_threshold)
-                        rec["iou"] = round(rec["iou"], 4)
+                        rec["iou"] = round(iou(smap, mask, iou_threshold)[0], 4)
                         loc_rows.append((method, item.patient or item.key, rec["pointing_hit"], rec["iou"]))
                     rec.pop("_input_grid", None)
                     records.append(rec)

@@ -113,8 +113,19 @@ def sanity_check(
     ``map_fn(model, x, target)`` returns the map of one input; ``inputs`` (each (1, C, *spatial))
     and ``targets`` are the sample. Returns ``{"layers": [...], "spearman": [mean per step],
     "spearman_sd", "ssim", "n", "checked_at": index of the step the rule reads, "passed", "rule"}``.
+    Inputs whose trained map is empty (a constant) are left out: an empty map "changes" into
+    anything, so it would pass without being tested. With none left the method does not pass,
+    and ``note`` says why.
     """
     trained = [map_fn(model, x, t) for x, t in zip(inputs, targets, strict=True)]
+    kept = [k for k, m in enumerate(trained) if float(np.ptp(m)) > 0.0]
+    empty = len(trained) - len(kept)
+    trained = [trained[k] for k in kept]
+    inputs, targets = [inputs[k] for k in kept], [targets[k] for k in kept]
+    if not kept:
+        return {"layers": [], "spearman": [], "spearman_sd": [], "ssim": [], "n": 0, "checked_at": None,
+                "passed": False, "rule": RULE,
+                "note": f"the trained model's maps are empty on all {empty} sampled inputs: nothing to test"}  # fmt: skip
     layers, rho_mean, rho_sd, ssim_mean = [], [], [], []
     for name, scrambled in cascade(model, seed):
         pairs = [similarity(ref, map_fn(scrambled, x, t)) for ref, x, t in zip(trained, inputs, targets, strict=True)]
@@ -127,5 +138,8 @@ def sanity_check(
         if progress is not None:
             progress()
     at = math.ceil(len(layers) / 2) - 1
-    return {"layers": layers, "spearman": rho_mean, "spearman_sd": rho_sd, "ssim": ssim_mean, "n": len(inputs),
-            "checked_at": at, "passed": bool(rho_mean[at] < THRESHOLD), "rule": RULE}  # fmt: skip
+    out = {"layers": layers, "spearman": rho_mean, "spearman_sd": rho_sd, "ssim": ssim_mean, "n": len(inputs),
+           "checked_at": at, "passed": bool(rho_mean[at] < THRESHOLD), "rule": RULE}  # fmt: skip
+    if empty:
+        out["note"] = f"{empty} sampled input(s) left out: their trained map is empty"
+    return out
