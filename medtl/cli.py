@@ -290,6 +290,43 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict_folder
+    from .predict.folder import print_summary
+
+    summary = predict_folder(args.run, args.input, args.output, resume=args.resume, overwrite=args.overwrite,
+                             batch_size=args.batch_size, workers=args.workers, shard=args.shard,
+                             saliency=args.saliency, redact_paths=args.redact_paths, device=args.device,
+                             progress=sys.stderr.isatty())  # fmt: skip
+    for note in summary.get("notes", []) + ([summary["note"]] if "note" in summary else []):
+        print(f"note: {note}")
+    print_summary(summary, args.output, stream=sys.stdout)
+    return 0
+
+
+def _cmd_predict_merge(args: argparse.Namespace) -> int:
+    from .predict import merge_outputs
+
+    summary = merge_outputs(args.shards, args.output, overwrite=args.overwrite)
+    c = summary["counts"]
+    print(f"merged {len(args.shards)} shard(s): predicted {c['predicted']}, failed {c['failed']}, flagged "
+          f"{c['flagged']} → {args.output}")  # fmt: skip
+    return 0
+
+
+def _cmd_calibrate_ood(args: argparse.Namespace) -> int:
+    from .predict import calibrate_ood
+
+    info = calibrate_ood(args.run, args.data, quantile=args.quantile, overwrite=args.overwrite,
+                         progress=sys.stderr.isatty())  # fmt: skip
+    for note in info.get("notes", []):
+        print(f"note: {note}")
+    print(f"out-of-distribution statistics in {args.run}/ood.npz: Mahalanobis distance on {info['features']} "
+          f"features from {info['n_fit']} training images; flag above {info['threshold']:.4g}, the "
+          f"{info['quantile']:.0%} quantile of {info['n_threshold']} validation images")  # fmt: skip
+    return 0
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -422,6 +459,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace earlier output in the folder")
     p.set_defaults(func=_cmd_explain)
 
+    p = sub.add_parser("predict", help="predict every image and series under a folder (resumable, shardable); "
+                       "`medtl predict merge` joins shards")  # fmt: skip
+    p.add_argument("run", help="a run directory from `medtl train`")
+    p.add_argument("input", help="a folder tree of images (DICOM, NIfTI, PNG ...) or one file")
+    p.add_argument("-o", "--output", required=True, help="output folder: predictions.csv, errors.csv, summary.json")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted job in the output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier predict output in the folder")
+    p.add_argument("--batch-size", type=int, default=16, help="images per network batch (16)")
+    p.add_argument("--workers", type=int, default=None, help="processes reading images (default min(4, CPUs))")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="predict only share I of N (0-based) for job arrays; join with `medtl predict merge`")
+    p.add_argument("--saliency", default=None, metavar="METHOD",
+                   help="also write a saliency map per image: gradcam, gradcam++, ig, smoothgrad or occlusion")
+    p.add_argument("--redact-paths", action="store_true", help="no paths in the outputs: inputs by salted key only")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: a GPU when there is one)")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("predict-merge", help=argparse.SUPPRESS)
+    p.add_argument("shards", nargs="+", metavar="SHARD", help="finished `medtl predict --shard` output folders")
+    p.add_argument("-o", "--output", required=True, help="folder for the merged output")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier output in the folder")
+    p.set_defaults(func=_cmd_predict_merge)
+
+    p = sub.add_parser("calibrate-ood", help="add out-of-distribution statistics to a run trained before they "
+                       "existed")  # fmt: skip
+    p.add_argument("run", help="a run directory from `medtl train`")
+    p.add_argument("data", help="the manifest CSV or .npz the run was trained on (its train and val images)")
+    p.add_argument("--quantile", type=float, default=0.99,
+                   help="flag threshold: this quantile of the validation images' scores (0.99)")
+    p.add_argument("--overwrite", action="store_true", help="replace statistics the run already has")
+    p.set_defaults(func=_cmd_calibrate_ood)
+
     p = sub.add_parser("audit", help="bias audit of any predictions CSV (labels, scores, group columns)")
     p.add_argument("predictions", help="CSV with a label column, a score column and group columns")
     p.add_argument("--label", required=True, help="label column (0/1, or any classes with --positive)")
@@ -486,6 +555,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``medtl`` console script; returns the exit status."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i in range(len(argv) - 1):  # `medtl predict merge ...` is its own command
+        if argv[i] == "predict" and argv[i + 1] == "merge":
+            argv[i : i + 2] = ["predict-merge"]
+            break
+        if not argv[i].startswith("-"):
+            break
     args = parser.parse_args(argv)
     if not log.handlers:  # medtl's own logger only: other libraries keep their configuration
         handler = logging.StreamHandler()
@@ -509,7 +585,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"medtl {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        again = "; run the same command again to resume" if args.command == "train" else ""
+        again = {"train": "; run the same command again to resume",
+                 "predict": "; add --resume to the same command to finish"}.get(args.command, "")  # fmt: skip
         print(f"\nmedtl {args.command}: interrupted{again}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head`: nothing more is wanted

@@ -46,6 +46,24 @@ class MedtlError(Exception):
     def __reduce__(self):  # keep (path, reason) across process pools
         return (type(self), (self.path, self.reason))
 
+    def reason_for(self, path: str | os.PathLike, shown: str) -> str:
+        """The reason as an output that names input ``path`` only as ``shown`` may print it: every
+        mention of the path becomes ``shown``, and another file (a slice of a series, a mask) is
+        named by its base name only, never by a full path.
+
+        >>> ImageReadError("/pt/DOE^J/IM1", "/pt/DOE^J/IM1 is truncated").reason_for("/pt/DOE^J/IM1", "a1b2")
+        'a1b2 is truncated'
+        >>> ImageReadError("/pt/DOE^J/IM7", "bad slice").reason_for("/pt/DOE^J", "a1b2")
+        'IM7: bad slice'
+        """
+        path = os.fspath(path)
+        text = self.reason
+        for p in sorted({path, os.path.realpath(path)}, key=len, reverse=True):
+            text = text.replace(p, shown)
+        if self.path and os.path.realpath(self.path) != os.path.realpath(path):
+            text = f"{os.path.basename(self.path)}: {text}"
+        return text
+
 
 class ImageReadError(MedtlError):
     """A file or series could not be read as an image (truncated, corrupt, no pixel data...)."""

@@ -68,6 +68,8 @@ LOCK = ".medtl.lock"
 _RUN_FILES = ("model.pt", "config.yaml", "checkpoints")
 # Commands whose output is a run directory (evaluate, explain, predict and report only read runs).
 RUN_COMMANDS = ("train", "adapt")
+# Commands whose unfinished output holds finished work: it is resumed (--resume), never cleared unasked.
+RESUMABLE_COMMANDS = ("train", "predict")
 
 
 def _now() -> str:
@@ -133,9 +135,11 @@ def _prepare(folder: Path, command: str, overwrite: bool, resume: bool) -> None:
             return
         # the same command's unfinished output (it failed: a typo, a missing file) holds nothing to
         # keep, and refusing it would block the corrected command; a run is resumed instead (above)
-        retry = found.get("command") == command and not found.get("complete") and command != "train"
+        unfinished = found.get("command") == command and not found.get("complete")
+        retry = unfinished and command not in RESUMABLE_COMMANDS
         if not (overwrite or retry):
-            raise OutputError(folder, f"already holds {_what(found)}; pass --overwrite to replace it whole, "
+            hint = "--resume to finish it, " if unfinished and command in RESUMABLE_COMMANDS else ""
+            raise OutputError(folder, f"already holds {_what(found)}; pass {hint}--overwrite to replace it whole, "
                               "or give another -o")  # fmt: skip
         for name in _contents(folder):  # medtl's own output, replaced whole
             child = folder / name

@@ -9,25 +9,25 @@ map. :func:`medtl.explain.explain` runs it over many inputs; step 9's report reu
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError, MedtlError
+from ..train.inference import RunModel
 from .methods import Settings, saliency
 
 __all__ = ["Explainer"]
 
 
-class Explainer:
+class Explainer(RunModel):
     """The run at ``run_dir`` (a finished ``medtl train`` output), on the CPU.
 
     Attributes:
-        model, spec, labels, task, calibration, threshold, flips: as the run stored them.
+        model, spec, labels, task, calibration, threshold, flips: as the run stored them
+            (:class:`~medtl.train.inference.RunModel`).
         baseline: the black input, (1, C, 1, ...), for integrated gradients and deletion.
         settings: :class:`~medtl.explain.methods.Settings` of the methods.
 
@@ -37,45 +37,12 @@ class Explainer:
 
     def __init__(self, run_dir: str | os.PathLike, settings: Settings | None = None):
         from ..data.transforms import black_input
-        from ..evaluate.calibration import read_calibration
-        from ..rundir import load_run, read_config
-        from ..tasks import task_for
 
-        self.run_dir = Path(run_dir)
-        if not (self.run_dir / "model.pt").is_file():
-            raise ConfigError(self.run_dir, "not a run directory (no model.pt): train one with `medtl train`")
-        self.cfg = read_config(self.run_dir)
-        self.model, self.spec, self.labels = load_run(self.run_dir)
-        self.task = task_for(self.cfg.label_columns, len(self.labels))
-        self.calibration = read_calibration(self.run_dir)
-        threshold_file = self.run_dir / "threshold.json"
-        self.threshold = float(json.loads(threshold_file.read_text())["threshold"]) if threshold_file.is_file() else 0.5
-        self.flips = tuple(self.cfg.flips) if self.cfg.tta else ()
+        super().__init__(run_dir, device="cpu")
         self.baseline = torch.from_numpy(black_input(self.spec))[None]
         self.settings = settings or Settings()
 
-    @property
-    def spatial_dims(self) -> int:
-        return len(self.spec.size)
-
     # ------------------------------------------------------------------ inputs
-    def prepare(self, img) -> tuple[torch.Tensor, np.ndarray]:
-        """``(x, affine)``: the network input (1, C, *size) of an :class:`~medtl.io.Image` and the
-        affine from its voxel indices to RAS+ mm.
-
-        Raises:
-            ConfigError: the image does not fit the run (dimensions, channels), saying why.
-        """
-        from ..data.transforms import preprocess_with_affine
-
-        if img.ndim != self.spatial_dims:
-            raise ConfigError(None, f"the run takes {self.spatial_dims}D images; this one is {img.ndim}D "
-                              f"(shape {'x'.join(map(str, img.spatial_shape))})")  # fmt: skip
-        arr, affine = preprocess_with_affine(img, self.spec)
-        if arr.shape[0] != self.spec.channels:
-            raise ConfigError(None, f"the image gives {arr.shape[0]} channels; the run takes {self.spec.channels}")
-        return torch.from_numpy(arr)[None], affine
-
     def display(self, img) -> np.ndarray:
         """The image on its own grid in [0, 1] as the run windows it: (column, row) grey, or
         (column, row, 3) for a colour image in a colour run; volumes (i, j, k) grey."""
@@ -118,22 +85,13 @@ class Explainer:
         return seen["shape"]
 
     # ------------------------------------------------------------------ outputs
-    @torch.no_grad()
-    def logits(self, batch: torch.Tensor | np.ndarray) -> np.ndarray:
+    def logits(self, batch: torch.Tensor | np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """Flip-averaged logits (B, K) of network inputs, at most ``settings.batch_size`` at a time."""
-        from ..train.inference import tta_logits
-
-        t = torch.as_tensor(np.asarray(batch, np.float32)) if isinstance(batch, np.ndarray) else batch
-        self.model.eval()
-        size = self.settings.batch_size
-        parts = [tta_logits(self.model, t[i : i + size], self.flips).float().numpy() for i in range(0, len(t), size)]
-        return np.concatenate(parts)
+        return super().logits(batch, batch_size or self.settings.batch_size)
 
     def probabilities(self, batch: torch.Tensor | np.ndarray) -> np.ndarray:
         """Calibrated probabilities (B, K), as ``medtl evaluate`` reports them."""
-        from ..evaluate.calibration import apply_calibration
-
-        return apply_calibration(self.logits(batch), self.calibration, self.task)
+        return self.calibrated(self.logits(batch))
 
     def target_name(self, index: int) -> str:
         return str(self.labels[index])

@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import ConfigError, MedtlError
 from .methods import LAYER_METHODS, Settings, check_methods
 
-__all__ = ["explain", "Item", "collect_inputs"]
+__all__ = ["explain", "Item", "collect_inputs", "render_map", "file_stem"]
 
 SANITY_SAMPLES = 8
 DELETION_STEPS = 16
@@ -116,7 +116,7 @@ def collect_inputs(
     return items, errors, notes
 
 
-def _file_stem(index: int, key: str) -> str:
+def file_stem(index: int, key: str) -> str:
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in key.replace("/", "__"))
     return f"{index:04d}-{safe[-80:]}"
 
@@ -150,14 +150,8 @@ class _Inputs:
 
 
 def _reason(exc: MedtlError, item: Item) -> str:
-    """The error without a full path (outputs name inputs by key only): a file other than the
-    input itself (a slice of a series, a mask) by its name."""
-    text = exc.reason
-    for p in {item.path, os.path.realpath(item.path)}:
-        text = text.replace(p, item.key)
-    if exc.path and os.path.realpath(exc.path) != os.path.realpath(item.path):
-        text = f"{os.path.basename(exc.path)}: {text}"
-    return text
+    """The error without a full path (outputs name inputs by key only)."""
+    return exc.reason_for(item.path, item.key)
 
 
 def _mask_on(img, mask_path: str) -> np.ndarray:
@@ -295,7 +289,7 @@ def explain(
             for method in names:
                 for t in all_targets:
                     steps = deletion_steps if len(inputs_out) <= deletion_samples else 0
-                    rec = _one_map(explainer, out, i, item, img, x, affine, display, method, t, probs,
+                    rec = render_map(explainer, out, i, item, img, x, affine, display, method, t, probs,
                                    sanity_result.get(method), steps, seed)  # fmt: skip
                     rec["explained_because"] = "predicted" if t in targets else "labelled lesion (localization)"
                     if "_curve" in rec:
@@ -382,8 +376,12 @@ def _sanity(explainer, pool: _Inputs, names, wanted, samples: int, seed: int, pr
     return out
 
 
-def _one_map(explainer, out: Path, index: int, item: Item, img, x, affine, display, method: str, target: int,
-             probs, sanity: dict | None, deletion_steps: int, seed: int) -> dict[str, Any]:  # fmt: skip
+def render_map(explainer, out: Path, index: int, item: Item, img, x, affine, display, method: str, target: int,
+               probs, sanity: dict | None, deletion_steps: int = 0, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """One map of ``item`` written under ``out/maps/`` (a PNG overlay; in 3D also the map as NIfTI on
+    the scan's grid) and its record: file names, peak in mm, seconds, and the deletion curve when
+    ``deletion_steps``. ``x``/``affine`` come from :meth:`Explainer.prepare`, ``display`` from
+    :meth:`Explainer.display`, ``probs`` are the input's calibrated probabilities."""
     from ..rundir import write_bytes
     from .grid import peak_index, resample, world
     from .render import display_order, overlay_png, planes_png
@@ -397,7 +395,7 @@ def _one_map(explainer, out: Path, index: int, item: Item, img, x, affine, displ
     title = f"{method} · {name} · P = {p:.2f} (calibrated)"
     if status == "failed":
         title += " · FAILED sanity check: do not trust"
-    stem = _file_stem(index, item.key) + f".{method.replace('+', 'p')}.{_safe(name)}"
+    stem = file_stem(index, item.key) + f".{method.replace('+', 'p')}.{_safe(name)}"
     peak = peak_index(smap)
     on_input = resample(smap, affine, img.spatial_shape, img.affine, order=1)
     rec: dict[str, Any] = {"input": item.key, "method": method, "target": name, "target_index": int(target),

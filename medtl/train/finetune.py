@@ -36,7 +36,7 @@ from ..rundir import (
 )
 from ..tasks import task_for
 from .config import WEIGHT_NEUTRAL_KEYS, TrainConfig
-from .inference import predict_logits
+from .inference import predict_outputs
 from .module import FineTuneModule
 from .regularizers import class_weights
 
@@ -434,8 +434,9 @@ def _write_run(run_dir, cfg, spec, model, data: RunData, val, best_auroc, best_e
     labels = list(cols) if len(cols) > 1 else [f"{cols[0]}={k}" for k in range(model.num_classes)]
     write_json(run_dir / "labels.json", labels)
     loader = torch.utils.data.DataLoader(val.dataset, batch_size=cfg.batch_size)
-    logits, ys = predict_logits(model, loader, flips=cfg.flips if cfg.tta else (), device="cpu")
+    logits, val_features, ys = predict_outputs(model, loader, flips=cfg.flips if cfg.tta else (), device="cpu")
     probs, calibration = _calibrate(run_dir, logits, ys, task)
+    ood_note = _fit_ood(run_dir, cfg, spec, model, data, val_features, task)
     threshold = 0.5
     if task == "binary" and len(np.unique(ys[:, 0])) == 2:
         from ..evaluate.metrics import choose_threshold
@@ -447,12 +448,33 @@ def _write_run(run_dir, cfg, spec, model, data: RunData, val, best_auroc, best_e
     # paths of skipped images stay out of shareable files: the count and the reasons only
     reasons = sorted({s["reason"] for s in skipped})
     result = {"val_auroc": _finite(best_auroc), "best_epoch": best_epoch, "n_val": int(len(ys)), "task": task,
-              "skipped": len(skipped), "skipped_reasons": reasons[:20]}  # fmt: skip
+              "skipped": len(skipped), "skipped_reasons": reasons[:20], "ood": ood_note}  # fmt: skip
     write_json(run_dir / "metrics.json", result)
     write_curves(run_dir)
     card = model_card(cfg, spec, {**result, "val_auroc": best_auroc, "skipped": skipped, "threshold": threshold,
                                   "rule": rule}, calibration, {"description": data.description})  # fmt: skip
     write_text(run_dir / "model_card.md", card)
+
+
+def _fit_ood(run_dir: Path, cfg: TrainConfig, spec, model, data: RunData, val_features: np.ndarray, task: str) -> str:
+    """Fit the out-of-distribution statistics (:mod:`medtl.predict.ood`) on the training images'
+    embeddings, unaugmented, with the threshold on validation; write ``ood.npz``. A run too small
+    to fit them is still a run: the returned note says why there are none."""
+    from ..data.dataset import prepare
+    from ..errors import ConfigError
+    from ..predict.ood import fit_ood, save_ood
+
+    train = prepare(data.manifest, data.split.train, spec, cache_dir=cfg.cache_dir or str(run_dir / "cache"))
+    loader = torch.utils.data.DataLoader(train.dataset, batch_size=cfg.batch_size)
+    _, features, ys = predict_outputs(model, loader, flips=cfg.flips if cfg.tta else (), device="cpu")
+    classes = None if task == "multilabel" or ys is None else ys[:, 0]
+    try:
+        stats = fit_ood(features, classes, val_features)
+    except ConfigError as exc:
+        return f"no out-of-distribution statistics: {exc.reason}"
+    save_ood(run_dir, stats)
+    return (f"Mahalanobis on {stats.n_fit} training embeddings, threshold {stats.threshold:.4g} at the "
+            f"{stats.quantile:.0%} quantile of {stats.n_threshold} validation images")
 
 
 def _calibrate(run_dir: Path, logits: np.ndarray, ys: np.ndarray, task: str) -> tuple[np.ndarray, dict]:

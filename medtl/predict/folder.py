@@ -1,0 +1,579 @@
+"""``predict_folder``: a run over a folder tree, one row per image or series, that survives anything.
+
+How it works, and why each piece is there:
+
+* **Work list.** Step 1's scanner lists every image and series once (headers only, in parallel);
+  every input it found, and every file it could not read, gets a place in one list sorted by
+  relative path, and an ``index`` (its place) and a ``key`` (a salted pseudonym of its relative
+  path and series: no identifier, stable on this machine).
+* **Chunks.** The list is cut into chunks of ``batch_size`` consecutive inputs; a chunk is one
+  batch through the network. ``--shard I/N`` takes chunks ``I, I+N, I+2N ...``: the same
+  batches as a single run, so two shards merged give byte for byte the rows of one run.
+* **Loading** runs in DataLoader worker processes while the network works on the previous
+  batch. A file that cannot be read, or does not fit the run (dimensions, channels), becomes a
+  row of ``errors.csv`` with the reason, never a stop.
+* **Writing.** Each finished chunk appends its rows to ``predictions.csv`` and ``errors.csv``,
+  flushed to disk, and then one line to a journal with both files' lengths. A process killed at
+  any moment (``kill -9``, a lost node) leaves at worst a chunk half written; ``--resume``
+  cuts both files back to the journal's last line and redoes only what is missing, so the final
+  files equal those of an uninterrupted run.
+* **Out-of-distribution.** Each row carries the Mahalanobis score of its embedding against the
+  statistics the run stored at training time (:mod:`medtl.predict.ood`) and a flag above the
+  run's threshold.
+
+>>> parse_shard("1/4"), parse_shard(None)
+((1, 4), (0, 1))
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, ImageReadError, MedtlError, OutputError
+
+__all__ = ["predict_folder", "parse_shard", "Input", "collect_inputs", "ERROR_COLUMNS", "PREDICTIONS", "ERRORS",
+           "SUMMARY"]  # fmt: skip
+
+PREDICTIONS, ERRORS, SUMMARY = "predictions.csv", "errors.csv", "summary.json"
+#: Columns of ``errors.csv``.
+ERROR_COLUMNS = ("index", "key", "path", "stage", "error", "reason")
+# Internal state of an output folder: what the job is (checked on resume) and which chunks are done.
+JOB, JOURNAL = ".predict-job.json", ".predict-journal"
+_ID_COLUMNS = ("index", "key", "path", "patient", "study", "series", "modality", "kind")
+
+
+@dataclass
+class Input:
+    """One input of the work list: a scanned image or series, or a file the scan could not read."""
+
+    index: int
+    key: str
+    rel: str
+    full: str
+    series: str = ""
+    row: dict | None = None
+    error: dict | None = None
+
+    def shown(self, redact: bool) -> str:
+        return self.key if redact else self.rel
+
+
+def parse_shard(text: str | tuple[int, int] | None) -> tuple[int, int]:
+    """``"I/N"`` (0-based, ``0 <= I < N``) → ``(I, N)``; ``None`` → ``(0, 1)``.
+
+    >>> parse_shard("3/2")
+    Traceback (most recent call last):
+    ...
+    medtl.errors.ConfigError: --shard must be I/N with 0 <= I < N (e.g. 0/4), not '3/2'
+    """
+    if text is None:
+        return (0, 1)
+    if isinstance(text, tuple):
+        i, n = text
+    else:
+        try:
+            i, n = (int(v) for v in str(text).split("/"))
+        except ValueError:
+            i, n = -1, 0
+    if not (n >= 1 and 0 <= i < n):
+        raise ConfigError(None, f"--shard must be I/N with 0 <= I < N (e.g. 0/4), not '{text}'")
+    return int(i), int(n)
+
+
+def _torchrun_shard() -> tuple[int, int, int] | None:
+    """``(rank, world size, local rank)`` when started by ``torchrun`` with several processes."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        return None
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def collect_inputs(root: str | os.PathLike, *, workers: int | None = None, progress: bool = False):
+    """``(inputs, scan_result)``: the work list of a folder (or one file), sorted by relative path
+    and series, each with its index and salted key."""
+    from ..io.phi import pseudonym
+    from ..io.scan import scan
+
+    root = os.path.abspath(os.fspath(root))
+    result = scan(root, workers=workers, progress=progress)
+    base = root if os.path.isdir(root) else os.path.dirname(root)
+
+    def rel(path: str) -> str:
+        return os.path.relpath(os.path.abspath(path), base).replace(os.sep, "/")
+
+    entries = [(rel(r["path"]), r.get("series") or "", r, None) for r in result.rows]
+    entries += [(rel(e["path"]), "", None, e) for e in result.errors]
+    entries.sort(key=lambda e: (e[0], e[1], e[3] is not None))
+    inputs = []
+    for k, (r, series, row, error) in enumerate(entries):
+        full = os.path.join(base, r) if r != "." else base
+        inputs.append(Input(k, pseudonym(f"{r}\x00{series}", "input"), r, full, series, row, error))
+    return inputs, result
+
+
+def _fingerprint(inputs: list[Input]) -> str:
+    h = hashlib.sha256()
+    for it in inputs:
+        h.update(f"{it.rel}\x00{it.series}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _scrub(text: str, it: Input, root: str, shown: str) -> str:
+    """An error text with the input's own path shown as ``shown`` and no absolute path left."""
+    for p in sorted({it.full, os.path.realpath(it.full)}, key=len, reverse=True):
+        text = text.replace(p, shown)
+    for p in sorted({root, os.path.realpath(root)}, key=len, reverse=True):
+        text = text.replace(p + os.sep, "").replace(p, ".")
+    return " ".join(text.split())
+
+
+# ----------------------------------------------------------------------------- loading (workers)
+class _Items:
+    """Dataset over the work list: each item loaded and prepared for the run, or its error."""
+
+    def __init__(self, predictor, inputs: list[Input], root: str, redact: bool):
+        self.predictor, self.inputs, self.root, self.redact = predictor, inputs, root, redact
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        from ..io import load_image
+
+        it = self.inputs[i]
+        shown = it.shown(self.redact)
+        if it.error is not None:
+            return {"index": i, "stage": "scan", "error": it.error.get("error", "ImageReadError"),
+                    "reason": _scrub(it.error.get("reason", ""), it, self.root, shown)}  # fmt: skip
+        try:
+            img = load_image(it.full, series=it.series or None)
+            x, _ = self.predictor.prepare(img)
+            return {"index": i, "x": x[0]}
+        except MedtlError as exc:
+            reason = exc.reason_for(it.full, shown)
+            return {"index": i, "stage": "load", "error": type(exc).__name__,
+                    "reason": _scrub(reason, it, self.root, shown)}  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - one strange file must not stop thousands
+            return {"index": i, "stage": "load", "error": type(exc).__name__,
+                    "reason": _scrub(f"unexpected failure while reading: {exc}", it, self.root, shown)}
+
+
+def _collate(items: list[dict]) -> dict[str, Any]:
+    import torch
+
+    good = [d for d in items if "x" in d]
+    return {
+        "indices": [d["index"] for d in good],
+        "x": torch.stack([d["x"] for d in good]) if good else None,
+        "errors": [d for d in items if "x" not in d],
+        "all": [d["index"] for d in items],
+    }
+
+
+# ----------------------------------------------------------------------------- durable CSV output
+class _Output:
+    """``predictions.csv`` and ``errors.csv`` appended chunk by chunk, with a journal of their
+    lengths after each chunk, so a resumed job cuts both back to the last finished chunk."""
+
+    def __init__(self, out: Path, columns: list[str], resume: bool):
+        self.out, self.columns = out, columns
+        self.paths = {"pred": out / PREDICTIONS, "err": out / ERRORS}
+        self.headers = {"pred": columns, "err": list(ERROR_COLUMNS)}
+        self.done: set[int] = set()
+        journal = out / JOURNAL
+        offsets = None
+        if resume and journal.is_file():
+            for line in journal.read_text().splitlines():
+                parts = line.split()
+                if len(parts) == 3 and all(p.lstrip("-").isdigit() for p in parts):
+                    chunk, pred, err = (int(p) for p in parts)
+                    if chunk >= 0:
+                        self.done.add(chunk)
+                    offsets = {"pred": pred, "err": err}
+        for name, path in self.paths.items():
+            if offsets is not None and path.is_file() and path.stat().st_size >= offsets[name]:
+                with open(path, "r+b") as fh:
+                    fh.truncate(offsets[name])
+            else:
+                self.done.clear()
+                offsets = None
+                break
+        if offsets is None:  # a new job (or state that cannot be trusted): headers only
+            for name, path in self.paths.items():
+                path.write_bytes(self._encode([self.headers[name]], header=True))
+            self._journal_line(-1, mode="w")
+        self.fh = {name: open(path, "ab") for name, path in self.paths.items()}
+
+    @staticmethod
+    def _encode(rows, header: bool = False) -> bytes:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerows(rows)
+        return buf.getvalue().encode("utf-8")
+
+    def _journal_line(self, chunk: int, mode: str = "a") -> None:
+        sizes = [self.paths[n].stat().st_size for n in ("pred", "err")]
+        with open(self.out / JOURNAL, mode) as fh:
+            fh.write(f"{chunk} {sizes[0]} {sizes[1]}\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def write_chunk(self, chunk: int, rows: list[dict], errors: list[dict]) -> None:
+        for name, data in (("pred", rows), ("err", errors)):
+            if data:
+                cols = self.headers[name]
+                self.fh[name].write(self._encode([[r.get(c, "") for c in cols] for r in data]))
+            self.fh[name].flush()
+            os.fsync(self.fh[name].fileno())
+        self._journal_line(chunk)
+        self.done.add(chunk)
+
+    def close(self) -> None:
+        for fh in self.fh.values():
+            fh.close()
+
+
+# ----------------------------------------------------------------------------- the job
+def _fmt(value: float, digits: int) -> str:
+    return f"{value:.{digits}f}" if np.isfinite(value) else ("inf" if value > 0 else "nan")
+
+
+def _columns(labels: list[str], saliency: str | None, dims: int) -> list[str]:
+    cols = list(_ID_COLUMNS) + [f"p_{n}" for n in labels] + ["decision", "ood_score", "ood"]
+    if saliency:
+        cols += ["saliency"] + (["saliency_nifti"] if dims == 3 else [])
+    return cols
+
+
+def _job_record(predictor, inputs, shard, batch_size, saliency, redact, columns) -> dict[str, Any]:
+    return {
+        "run_weights": _file_hash(predictor.run_dir / "model.pt"),
+        "input_fingerprint": _fingerprint(inputs),
+        "inputs": len(inputs),
+        "shard": list(shard),
+        "batch_size": batch_size,
+        "saliency": saliency,
+        "redact_paths": redact,
+        "columns": columns,
+    }
+
+
+def _check_resume(out: Path, job: dict[str, Any], resume: bool) -> bool:
+    """True when a previous job in ``out`` is continued; refuse one that is a different job."""
+    path = out / JOB
+    if not (resume and path.is_file()):
+        return False
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    differ = [k for k in job if old.get(k) != job[k]]
+    if differ:
+        what = {"run_weights": "another run", "input_fingerprint": "a different set of inputs (files were added, "
+                "removed or renamed since)", "inputs": "a different number of inputs", "shard": "another --shard",
+                "batch_size": f"--batch-size {old.get('batch_size')}", "saliency": "another --saliency",
+                "redact_paths": "another --redact-paths", "columns": "other output columns"}  # fmt: skip
+        raise OutputError(out, f"was started with {what[differ[0]]}; resume with the same run, input and options, "
+                          "pass --overwrite to start again, or give another -o")  # fmt: skip
+    return True
+
+
+def _versions() -> dict[str, str]:
+    import platform
+
+    out = {"python": platform.python_version()}
+    for name in ("medtl", "torch", "monai", "numpy", "pydicom", "nibabel"):
+        try:
+            out[name] = __import__(name).__version__
+        except Exception:  # noqa: BLE001 - a version is informative only
+            out[name] = "unknown"
+    return out
+
+
+def _count(out: Path) -> dict[str, int]:
+    with open(out / PREDICTIONS, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    with open(out / ERRORS, newline="", encoding="utf-8") as fh:
+        errors = list(csv.DictReader(fh))
+    failed_keys = {e["key"] for e in errors if e["stage"] != "saliency"}
+    return {
+        "predicted": len(rows),
+        "failed": len(failed_keys),
+        "flagged": sum(r.get("ood") == "1" for r in rows),
+        "saliency_failed": sum(e["stage"] == "saliency" for e in errors),
+    }
+
+
+def predict_folder(
+    run_dir: str | os.PathLike,
+    input_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    batch_size: int = 16,
+    workers: int | None = None,
+    shard: str | tuple[int, int] | None = None,
+    saliency: str | None = None,
+    redact_paths: bool = False,
+    device: str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Predict every image and series under ``input_dir`` with the run at ``run_dir``.
+
+    Args:
+        run_dir: a finished ``medtl train`` output.
+        input_dir: a folder tree (or one file) of DICOM, NIfTI, PNG/JPEG/TIFF, .npy images.
+        out_dir: gets ``predictions.csv`` (one row per image or series: index, salted key, path
+            relative to ``input_dir``, pseudonymised patient/study/series, a calibrated
+            probability per output ``p_<name>``, the decision, ``ood_score`` and ``ood``),
+            ``errors.csv`` (every input that failed, with the stage and the reason) and
+            ``summary.json`` (counts, timing, the run, versions).
+        resume: continue an interrupted job in ``out_dir`` (same run, inputs and options).
+        overwrite: replace a finished or unfinished ``medtl predict`` output in ``out_dir``.
+        batch_size: images per network batch (also the unit of resuming and sharding).
+        workers: DataLoader processes that read and preprocess (default ``min(4, CPUs)``;
+            0 reads in the main process).
+        shard: ``"I/N"``: only this job's share of a split into N (job arrays); join the shard
+            outputs with :func:`medtl.predict.merge_outputs`. Under ``torchrun`` with several
+            processes it defaults to ``RANK/WORLD_SIZE`` and each rank writes
+            ``out_dir/rank-RANK-of-WORLD_SIZE``.
+        saliency: also draw one map per prediction with this method (``gradcam``, ``ig`` ...;
+            see :mod:`medtl.explain`), for the decided class (multi-label: the most probable
+            finding), into ``out_dir/maps/``.
+        redact_paths: no paths in the outputs: inputs are named by their salted key only.
+        device: ``cpu``, ``cuda``, ``cuda:1``; default a GPU when there is one.
+        progress: show a progress bar with rate and ETA on stderr.
+
+    Returns:
+        The summary (also written as ``summary.json``).
+
+    Raises:
+        ConfigError: not a finished run; a bad ``shard`` or ``saliency``; ``batch_size`` < 1.
+        ImageReadError: ``input_dir`` does not exist.
+        OutputError: ``out_dir`` holds other output (unless ``overwrite``), or an unfinished
+            job that is resumed with another run, input or options.
+        LockedError: another process is writing ``out_dir``.
+
+    Example:
+        >>> s = predict_folder("out/run-cxr", "sample_data/cxr", "out/predict")  # doctest: +SKIP
+        >>> s["counts"]                                                          # doctest: +SKIP
+        {'predicted': 48, 'failed': 0, 'flagged': 0, 'saliency_failed': 0}
+    """
+    import torch
+
+    from ..rundir import mark_complete, output_folder, write_json
+    from .predictor import Predictor
+
+    start = time.perf_counter()
+    shard_ix = parse_shard(shard)
+    ranked = _torchrun_shard() if shard is None else None
+    if ranked is not None:
+        rank, world, local = ranked
+        shard_ix = (rank, world)
+        out_dir = Path(out_dir) / f"rank-{rank}-of-{world}"
+        if device is None and torch.cuda.is_available():
+            device = f"cuda:{local}"
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(None, f"--batch-size must be a positive number, not {batch_size!r}")
+    if saliency is not None:
+        from ..explain.methods import check_methods
+
+        methods = check_methods([saliency])
+        if len(methods) != 1:
+            raise ConfigError(None, f"--saliency takes one method, not {', '.join(methods)}")
+        saliency = methods[0]
+    input_dir = os.path.abspath(os.fspath(input_dir))
+    if not os.path.exists(input_dir):
+        raise ImageReadError(input_dir, "no such file or folder")
+    predictor = Predictor(run_dir, device=device)
+    workers = min(4, os.cpu_count() or 1) if workers is None else max(0, int(workers))
+    labels = [str(n) for n in predictor.labels]
+    columns = _columns(labels, saliency, predictor.spatial_dims)
+
+    with output_folder(out_dir, "predict", overwrite=overwrite, resume=resume) as out:
+        from ..rundir import describe
+
+        if resume and (describe(out) or {}).get("complete") and (out / SUMMARY).is_file():
+            summary = json.loads((out / SUMMARY).read_text())
+            summary["note"] = "already complete: nothing to do"
+            return summary
+        t_scan = time.perf_counter()
+        inputs, scanned = collect_inputs(input_dir, workers=None, progress=progress)
+        scan_seconds = time.perf_counter() - t_scan
+        job = _job_record(predictor, inputs, shard_ix, batch_size, saliency, redact_paths, columns)
+        continued = _check_resume(out, job, resume)
+        write_json(out / JOB, job)
+        output = _Output(out, columns, resume=continued)
+        previous = len(output.done)
+        n_chunks = (len(inputs) + batch_size - 1) // batch_size
+        mine = [c for c in range(n_chunks) if c % shard_ix[1] == shard_ix[0]]
+        todo = [c for c in mine if c not in output.done]
+        total = sum(len(range(c * batch_size, min(len(inputs), (c + 1) * batch_size))) for c in mine)
+        done_items = total - sum(len(range(c * batch_size, min(len(inputs), (c + 1) * batch_size))) for c in todo)
+        explainer = None
+        if saliency:
+            from ..explain import Explainer
+
+            explainer = Explainer(run_dir)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, initial=done_items, unit="image", desc="predict", dynamic_ncols=True)
+        infer_seconds, n_new = 0.0, 0
+        try:
+            if todo:
+                loader = torch.utils.data.DataLoader(
+                    _Items(predictor, inputs, input_dir, redact_paths),
+                    batch_sampler=[list(range(c * batch_size, min(len(inputs), (c + 1) * batch_size))) for c in todo],
+                    num_workers=workers, collate_fn=_collate, pin_memory=predictor.device.type == "cuda",
+                    **({"prefetch_factor": 2, "persistent_workers": False} if workers else {}),
+                )  # fmt: skip
+                for chunk, batch in zip(todo, loader, strict=True):
+                    t0 = time.perf_counter()
+                    rows, errors = _chunk_rows(predictor, batch, inputs, input_dir, redact_paths, explainer, saliency,
+                                               out, labels)  # fmt: skip
+                    infer_seconds += time.perf_counter() - t0
+                    output.write_chunk(chunk, rows, errors)
+                    n_new += len(batch["all"])
+                    if bar is not None:
+                        bar.update(len(batch["all"]))
+        finally:
+            output.close()
+            if bar is not None:
+                bar.close()
+        counts = _count(out)
+        seconds = time.perf_counter() - start
+        summary = {
+            "counts": counts,
+            "inputs": {"files": scanned.n_files, "inputs": len(inputs), "in_this_shard": total,
+                       "scan_errors": len(scanned.errors), "skipped_non_images": scanned.skipped},
+            "shard": {"index": shard_ix[0], "count": shard_ix[1]},
+            "timing": {"seconds": round(seconds, 3), "scan_seconds": round(scan_seconds, 3),
+                       "model_seconds": round(infer_seconds, 3), "inputs_this_session": n_new,
+                       "inputs_per_second": round(n_new / seconds, 3) if seconds > 0 else None,
+                       "resumed_chunks": previous},
+            "run": {"name": predictor.run_dir.name, "weights_sha256_16": job["run_weights"],
+                    "backbone": predictor.cfg.backbone, "task": predictor.task, "labels": labels,
+                    "threshold": predictor.threshold, "calibration": predictor.calibration.get("method", "temperature"),
+                    "tta_flips": list(predictor.flips),
+                    "ood": predictor.ood.describe() if predictor.ood is not None else None},
+            "settings": {"batch_size": batch_size, "workers": workers, "device": str(predictor.device),
+                         "saliency": saliency, "redact_paths": redact_paths},
+            "job": job,
+            "versions": _versions(),
+            "notes": [] if predictor.ood is not None else [
+                "the run holds no out-of-distribution statistics (trained before medtl 0.8): add them with "
+                "`medtl calibrate-ood RUN DATA`; ood columns are empty"],
+        }  # fmt: skip
+        write_json(out / SUMMARY, summary)
+        mark_complete(out, "predict", **counts)
+    return summary
+
+
+def _chunk_rows(predictor, batch, inputs, root, redact, explainer, method, out, labels):
+    """The prediction and error rows of one chunk, in work-list order."""
+    rows: list[dict] = []
+    errors = [_error_row(inputs[e["index"]], e["stage"], e["error"], e["reason"], redact) for e in batch["errors"]]
+    if batch["x"] is None:
+        return rows, sorted(errors, key=lambda r: r["index"])
+    logits, feats, ok = _outputs(predictor, batch["x"])
+    preds = predictor.predictions(logits, feats) if ok.any() else []
+    k = 0
+    for pos, index in enumerate(batch["indices"]):
+        it = inputs[index]
+        if not ok[pos]:
+            errors.append(_error_row(it, "model", "RuntimeError", "the network failed on this input", redact))
+            continue
+        p = preds[k]
+        k += 1
+        row = {"index": it.index, "key": it.key, "path": "" if redact else it.rel}
+        src = it.row or {}
+        row.update({c: src.get(c, "") for c in ("patient", "study", "series", "modality", "kind")})
+        row.update({f"p_{n}": _fmt(p.probabilities[n], 6) for n in labels})
+        row["decision"] = "|".join(p.decision)
+        row["ood_score"] = "" if p.ood_score is None else _fmt(p.ood_score, 4)
+        row["ood"] = "" if p.ood is None else str(int(p.ood))
+        if explainer is not None:
+            try:
+                row.update(_saliency(explainer, it, method, out, redact, p))
+            except MedtlError as exc:
+                errors.append(_error_row(it, "saliency", type(exc).__name__, exc.reason_for(it.full, it.shown(redact)),
+                                         redact))  # fmt: skip
+            except Exception as exc:  # noqa: BLE001 - the prediction stands without its map
+                errors.append(_error_row(it, "saliency", type(exc).__name__, f"unexpected failure: {exc}", redact))
+        rows.append(row)
+    errors = [dict(e, reason=_scrub(e["reason"], inputs[e["index"]], root, inputs[e["index"]].shown(redact)))
+              for e in errors]  # fmt: skip
+    return rows, sorted(errors, key=lambda r: (r["index"], r["stage"] == "saliency"))
+
+
+def _outputs(predictor, x):
+    """Logits and features of a batch; a batch the network fails on is retried one input at a
+    time, so one bad input fails alone. Returns ``(logits, features, ok mask)``."""
+    try:
+        logits, feats = predictor.outputs(x, batch_size=len(x))
+        return logits, feats, np.ones(len(x), bool)
+    except (RuntimeError, ValueError):
+        pass
+    logits, feats, ok = [], [], np.zeros(len(x), bool)
+    for i in range(len(x)):
+        try:
+            lo, fe = predictor.outputs(x[i : i + 1], batch_size=1)
+        except (RuntimeError, ValueError):
+            continue
+        logits.append(lo[0])
+        feats.append(fe[0])
+        ok[i] = True
+    if not logits:
+        return np.zeros((0, len(predictor.labels))), np.zeros((0, 1)), ok
+    return np.stack(logits), np.stack(feats), ok
+
+
+def _error_row(it: Input, stage: str, error: str, reason: str, redact: bool) -> dict[str, Any]:
+    return {"index": it.index, "key": it.key, "path": "" if redact else it.rel, "stage": stage, "error": error,
+            "reason": reason}  # fmt: skip
+
+
+def _saliency(explainer, it: Input, method: str, out: Path, redact: bool, pred) -> dict[str, str]:
+    """One map of the decided class (multi-label: the most probable finding), via step 7."""
+    from ..explain.explainer import load_item
+    from ..explain.run import Item, render_map
+
+    img = load_item(it.full, it.series or None)
+    x, affine = explainer.prepare(img)
+    probs = np.array([pred.probabilities[str(n)] for n in explainer.labels])
+    target = explainer.predicted_targets(probs)[0][0]
+    item = Item(it.key, it.full, it.series or None)
+    rec = render_map(explainer, out, it.index, item, img, x, affine, explainer.display(img), method, target, probs,
+                     None)  # fmt: skip
+    return {"saliency": rec["map"], **({"saliency_nifti": rec["nifti"]} if "nifti" in rec else {})}
+
+
+def print_summary(summary: dict[str, Any], out_dir: str | os.PathLike, stream=None) -> None:
+    """The one-line account the CLI prints at the end."""
+    c, t = summary["counts"], summary["timing"]
+    stream = stream or sys.stderr
+    rate = f" ({t['inputs_per_second']:.1f} inputs/s)" if t.get("inputs_per_second") else ""
+    print(f"predicted {c['predicted']}, failed {c['failed']}, flagged {c['flagged']} out-of-distribution, "
+          f"in {t['seconds']:.1f} s{rate} → {Path(out_dir) / PREDICTIONS}", file=stream)  # fmt: skip

@@ -1,0 +1,207 @@
+"""Out-of-distribution scores from a run's embeddings: is this image like the training data?
+
+The method (Lee et al., NeurIPS 2018, "A simple unified framework for detecting out-of-distribution
+samples"; one layer, no input pre-processing):
+
+1. The pooled penultimate features of the training images (after the run's test-time flips) give
+   one mean per class (one mean overall for multi-label runs) and a covariance shared by the
+   classes, shrunk towards a multiple of the identity by the Ledoit-Wolf rule (scikit-learn),
+   because a few hundred images cannot estimate a 1,280 × 1,280 covariance.
+2. An image's score is its Mahalanobis distance to the nearest class mean.
+3. The flag threshold is a quantile (0.99 by default) of the scores of the validation images:
+   images the statistics were *not* fitted on, so about 1% of new in-distribution images are
+   flagged by construction. ``false_alarm`` records the rate on those images.
+
+Features are L2-normalised first when ``normalise`` is set (the direction of an embedding carries
+the content; its length mostly follows contrast). Which works better is measured in
+``benchmarks/bench_ood.py``. Everything here is arrays in, numbers out: training writes
+``ood.npz`` at the end of a run, and ``medtl calibrate-ood`` adds it to an older run.
+
+>>> rng = np.random.default_rng(0)
+>>> train = rng.normal(size=(200, 8))
+>>> stats = fit_ood(train, np.zeros(200, int), rng.normal(size=(100, 8)))
+>>> inside, far = stats.scores(rng.normal(size=(1, 8))), stats.scores(np.full((1, 8), 6.0))
+>>> bool(inside[0] < stats.threshold < far[0])
+True
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+
+__all__ = ["OODStats", "fit_ood", "save_ood", "read_ood", "OOD_FILE", "NORMALISE"]
+
+#: The file in a run directory that holds the statistics.
+OOD_FILE = "ood.npz"
+#: Whether features are L2-normalised by default (chosen in benchmarks/bench_ood.py).
+NORMALISE = False
+
+
+@dataclass
+class OODStats:
+    """Class means, a shared precision matrix and the flag threshold of a run's embeddings.
+
+    Attributes:
+        means: (K, F) class means of the (optionally normalised) training features.
+        precision: (F, F) inverse of the shrunk shared covariance.
+        threshold: scores above it are flagged.
+        quantile: the validation quantile the threshold was set at.
+        normalise: features are L2-normalised before scoring.
+        n_fit, n_threshold: images the means/covariance and the threshold came from.
+        false_alarm: share of the threshold images above the threshold.
+        shrinkage: the Ledoit-Wolf shrinkage coefficient.
+        fitted_on, threshold_on: which parts of the data they were (``train``, ``val``).
+    """
+
+    means: np.ndarray
+    precision: np.ndarray
+    threshold: float
+    quantile: float = 0.99
+    normalise: bool = False
+    n_fit: int = 0
+    n_threshold: int = 0
+    false_alarm: float = 0.0
+    shrinkage: float = 0.0
+    fitted_on: str = "train"
+    threshold_on: str = "val"
+    method: str = "mahalanobis"
+    extra: dict = field(default_factory=dict)
+
+    def _features(self, features: np.ndarray) -> np.ndarray:
+        x = np.asarray(features, np.float64)
+        if self.normalise:
+            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        return x
+
+    def scores(self, features: np.ndarray) -> np.ndarray:
+        """Mahalanobis distance (N,) of each feature row to the nearest class mean; ``inf`` for a
+        row that is not finite (it cannot be like the training data).
+
+        >>> s = OODStats(np.zeros((1, 2)), np.eye(2), threshold=1.0)
+        >>> s.scores(np.array([[3.0, 4.0], [np.nan, 0.0]])).tolist()
+        [5.0, inf]
+        """
+        x = self._features(features)
+        finite = np.isfinite(x).all(axis=1)
+        x = np.where(finite[:, None], x, 0.0)
+        p = np.asarray(self.precision, np.float64)
+        mu = np.asarray(self.means, np.float64)
+        xp = x @ p
+        mp = mu @ p
+        d2 = np.sum(xp * x, axis=1)[:, None] - 2.0 * (x @ mp.T) + np.sum(mp * mu, axis=1)[None, :]
+        out = np.sqrt(np.maximum(d2, 0.0)).min(axis=1)
+        return np.where(finite, out, np.inf)
+
+    def flags(self, scores: np.ndarray) -> np.ndarray:
+        """``True`` where a score is above the threshold."""
+        return np.asarray(scores) > self.threshold
+
+    def describe(self) -> dict[str, Any]:
+        """Everything but the arrays, for ``summary.json`` and model cards."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("means", "precision")}
+        d.update(classes=int(np.asarray(self.means).shape[0]), features=int(np.asarray(self.means).shape[1]))
+        return d
+
+
+def fit_ood(
+    fit_features: np.ndarray,
+    fit_classes: np.ndarray | None,
+    threshold_features: np.ndarray,
+    *,
+    quantile: float = 0.99,
+    normalise: bool = NORMALISE,
+    fitted_on: str = "train",
+    threshold_on: str = "val",
+) -> OODStats:
+    """Fit class means and a shared Ledoit-Wolf covariance on ``fit_features`` (N, F), then set the
+    threshold at ``quantile`` of the scores of ``threshold_features`` (M, F), held-out images.
+
+    Args:
+        fit_classes: the class of each fitting row (N,), or ``None`` for one mean (multi-label
+            runs). A class with fewer than 2 rows joins the overall mean.
+        quantile: of the held-out scores; 0.99 flags about 1% of in-distribution images.
+        normalise: L2-normalise the features first.
+
+    Raises:
+        ConfigError: fewer than 2 fitting rows or no held-out row, or non-finite features.
+
+    >>> rng = np.random.default_rng(1)
+    >>> s = fit_ood(rng.normal(size=(50, 4)), None, rng.normal(size=(30, 4)))
+    >>> s.means.shape, s.precision.shape, s.n_fit, s.n_threshold
+    ((1, 4), (4, 4), 50, 30)
+    """
+    from sklearn.covariance import LedoitWolf
+
+    x = np.asarray(fit_features, np.float64)
+    held = np.asarray(threshold_features, np.float64)
+    if x.ndim != 2 or len(x) < 2:
+        raise ConfigError(None, f"out-of-distribution statistics need at least 2 training images, not {len(x)}")
+    if held.ndim != 2 or len(held) == 0:
+        raise ConfigError(None, "out-of-distribution statistics need held-out (validation) images for the threshold")
+    if not (np.isfinite(x).all() and np.isfinite(held).all()):
+        raise ConfigError(None, "the run's features hold non-finite values; out-of-distribution statistics "
+                          "cannot be fitted")  # fmt: skip
+    probe = OODStats(np.zeros((1, x.shape[1])), np.eye(x.shape[1]), 0.0, normalise=normalise)
+    x = probe._features(x)
+    classes = np.zeros(len(x), int) if fit_classes is None else np.asarray(fit_classes).astype(int).ravel()
+    values, counts = np.unique(classes, return_counts=True)
+    kept = [v for v, n in zip(values, counts, strict=True) if n >= 2]
+    means = np.stack([x[classes == v].mean(axis=0) for v in kept]) if kept else x.mean(axis=0, keepdims=True)
+    centred = x.copy()
+    for k, v in enumerate(kept):
+        centred[classes == v] -= means[k]
+    rest = ~np.isin(classes, kept)
+    if rest.any():
+        overall = x.mean(axis=0)
+        centred[rest] -= overall
+        if not kept:
+            means = overall[None]
+    lw = LedoitWolf(assume_centered=True).fit(centred)
+    stats = OODStats(means=means, precision=lw.precision_, threshold=0.0, quantile=float(quantile),
+                     normalise=normalise, n_fit=len(x), n_threshold=len(held), shrinkage=float(lw.shrinkage_),
+                     fitted_on=fitted_on, threshold_on=threshold_on)  # fmt: skip
+    held_scores = stats.scores(held)
+    stats.threshold = float(np.quantile(held_scores, quantile))
+    stats.false_alarm = float(np.mean(held_scores > stats.threshold))
+    return stats
+
+
+def save_ood(run_dir: str | os.PathLike, stats: OODStats) -> Path:
+    """Write ``run_dir/ood.npz`` atomically (arrays as float32, the rest as JSON; no pickle)."""
+    from ..rundir import write_bytes
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, means=np.asarray(stats.means, np.float32), precision=np.asarray(stats.precision, np.float32),
+                        info=np.array(json.dumps(stats.describe())))  # fmt: skip
+    return write_bytes(Path(run_dir) / OOD_FILE, buf.getvalue())
+
+
+def read_ood(run_dir: str | os.PathLike) -> OODStats | None:
+    """The statistics stored in a run, or ``None`` for a run trained before they existed.
+
+    Raises:
+        ConfigError: the file exists but cannot be read.
+    """
+    path = Path(run_dir) / OOD_FILE
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            info = json.loads(str(z["info"]))
+            means, precision = z["means"].astype(np.float64), z["precision"].astype(np.float64)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(path, f"unreadable out-of-distribution statistics ({exc}); rebuild them with "
+                          "`medtl calibrate-ood`") from None  # fmt: skip
+    info.pop("classes", None)
+    info.pop("features", None)
+    known = set(OODStats.__dataclass_fields__) - {"means", "precision"}
+    return OODStats(means=means, precision=precision, **{k: v for k, v in info.items() if k in known})

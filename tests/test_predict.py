@@ -1,0 +1,274 @@
+"""`medtl predict`: one row per good image, one error per bad one, OOD flags, resume after kill -9,
+shards, redaction; `Predictor`; the OOD statistics (seconds each, on the sample data)."""
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from medtl.cli import main
+from medtl.errors import ConfigError, OutputError
+from medtl.evaluate.run import predict_manifest
+from medtl.predict import Predictor, calibrate_ood, fit_ood, merge_outputs, predict_folder, read_ood
+from medtl.predict.folder import JOURNAL, parse_shard
+from medtl.train.config import TrainConfig
+from medtl.train.finetune import finetune
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+N_CXR = 48
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def run2d(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run") / "cxr"
+    cfg = TrainConfig(manifest=str(SAMPLE / "cxr.csv"), size=[64, 64], batch_size=8, epochs=3, val_fraction=0.5,
+                      test_fraction=0.2, patience=5, seed=0)  # fmt: skip
+    finetune(cfg, run, resume=False)
+    return run
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """Every sample radiograph, plus what real archives hold: a non-image, a corrupt and a truncated
+    file, a CT series (3D: the 2D run cannot take it), a DICOMDIR, and a colour photograph."""
+    from pydicom.data import get_testdata_file
+
+    root = tmp_path_factory.mktemp("archive") / "in"
+    shutil.copytree(SAMPLE / "cxr", root / "cxr")
+    shutil.copytree(SAMPLE / "ct" / "p101", root / "ct" / "p101")
+    (root / "README.txt").write_text("scanned archive\n")
+    (root / "cxr" / "broken.dcm").write_bytes(b"DICM but not really" * 10)
+    whole = (SAMPLE / "cxr" / "p002" / "IM000102.dcm").read_bytes()
+    (root / "cxr" / "truncated.dcm").write_bytes(whole[: len(whole) // 3])
+    shutil.copy(get_testdata_file("DICOMDIR"), root / "DICOMDIR")
+    rng = np.random.default_rng(0)
+    PILImage.fromarray((rng.random((150, 200, 3)) * 255).astype(np.uint8)).save(root / "holiday.jpg")
+    return root
+
+
+@pytest.fixture(scope="module")
+def predicted(run2d, mixed, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pred") / "out"
+    summary = predict_folder(run2d, mixed, out, batch_size=8, workers=2)
+    return out, summary
+
+
+# ----------------------------------------------------------------------------- the folder job
+def test_every_good_image_predicted_every_bad_one_explained(predicted):
+    out, summary = predicted
+    rows, errors = _rows(out / "predictions.csv"), _rows(out / "errors.csv")
+    paths = [r["path"] for r in rows]
+    assert sum(p.startswith("cxr/p") for p in paths) == N_CXR and "holiday.jpg" in paths
+    assert len(paths) == len(set(paths)) == N_CXR + 1
+    reasons = {e["path"]: (e["stage"], e["reason"]) for e in errors}
+    assert set(reasons) == {"cxr/broken.dcm", "cxr/truncated.dcm", "ct/p101/series01"}
+    assert "truncated" in reasons["cxr/truncated.dcm"][1]
+    assert reasons["ct/p101/series01"] == ("load", "the run takes 2D images; this one is 3D (shape 64x64x16)")
+    assert summary["counts"] == {"predicted": N_CXR + 1, "failed": 3, "flagged": summary["counts"]["flagged"],
+                                 "saliency_failed": 0}  # fmt: skip
+    assert summary["inputs"]["skipped_non_images"] >= 2  # README.txt and the DICOMDIR
+    # rows in work-list order, with indices that place errors among them
+    idx = [int(r["index"]) for r in rows] + [int(e["index"]) for e in errors]
+    assert sorted(idx) == list(range(len(idx)))
+    assert [int(r["index"]) for r in rows] == sorted(int(r["index"]) for r in rows)
+    for r in rows:
+        p = [float(r["p_label=0"]), float(r["p_label=1"])]
+        assert abs(sum(p) - 1) < 2e-6 and r["decision"] in ("label=0", "label=1")
+        assert r["ood"] in ("0", "1") and float(r["ood_score"]) >= 0
+    assert (out / "medtl.json").is_file() and json.loads((out / "medtl.json").read_text())["complete"]
+
+
+def test_photograph_is_flagged_out_of_distribution(predicted, run2d):
+    out, _ = predicted
+    rows = {r["path"]: r for r in _rows(out / "predictions.csv")}
+    assert rows["holiday.jpg"]["ood"] == "1"
+    flagged = [p for p, r in rows.items() if p.startswith("cxr/") and r["ood"] == "1"]
+    assert len(flagged) <= 0.1 * N_CXR  # the threshold is the 99% quantile of validation images
+    stats = read_ood(run2d)
+    assert float(rows["holiday.jpg"]["ood_score"]) > stats.threshold
+
+
+def test_probabilities_equal_evaluate_on_the_same_images(predicted, run2d):
+    """Two independent pipelines (evaluate's cached dataset, predict's worker loading) agree."""
+    out, _ = predicted
+    rows = {r["path"]: r for r in _rows(out / "predictions.csv")}
+    reference, _, info = predict_manifest(run2d, SAMPLE / "cxr.csv")
+    assert len(reference) == N_CXR
+    for ref in reference:
+        row = rows[ref["path"]]
+        assert abs(float(row["p_label=1"]) - ref["score"]) < 1e-5
+        assert row["decision"] == f"label={ref['prediction']}"
+
+
+def test_predictor_one_image_equals_the_folder_row(predicted, run2d, mixed):
+    out, _ = predicted
+    rows = {r["path"]: r for r in _rows(out / "predictions.csv")}
+    pred = Predictor(run2d, device="cpu")
+    p = pred.predict(mixed / "cxr" / "p002" / "IM000102.dcm")
+    row = rows["cxr/p002/IM000102.dcm"]
+    assert abs(p.probabilities["label=1"] - float(row["p_label=1"])) < 1e-5
+    assert p.decision == [row["decision"]]
+    assert abs(p.ood_score - float(row["ood_score"])) < 1e-3 and p.ood is (row["ood"] == "1")
+    from medtl.io import load_image
+
+    with pytest.raises(ConfigError, match="the run takes 2D images; this one is 3D"):
+        pred.predict(load_image(mixed / "ct" / "p101" / "series01"))
+
+
+def test_resume_after_kill_minus_9_equals_an_uninterrupted_run(run2d, tmp_path):
+    src = tmp_path / "in"
+    for p in sorted((SAMPLE / "cxr").iterdir())[:8]:
+        shutil.copytree(p, src / p.name)
+    (src / "bad.dcm").write_bytes(b"not an image at all" * 5)
+    reference = tmp_path / "reference"
+    args = ["predict", str(run2d), str(src), "--batch-size", "2", "--workers", "0", "--saliency", "ig"]
+    assert main(args + ["-o", str(reference)]) == 0
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "medtl", *args, "-o", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        journal = out / JOURNAL
+        if journal.is_file() and len(journal.read_text().splitlines()) >= 3:  # two chunks written
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    assert proc.wait() == -signal.SIGKILL, "the job finished before it could be killed"
+    done = len(_rows(out / "predictions.csv"))
+    assert 0 < done < len(_rows(reference / "predictions.csv"))
+    with pytest.raises(OutputError, match="--resume to finish it"):  # finished rows are never wiped unasked
+        predict_folder(run2d, src, out)
+    # a torn line, as a kill in the middle of a write leaves it
+    with open(out / "predictions.csv", "ab") as fh:
+        fh.write(b"99,deadbeef,cxr/p0")
+    assert main(args + ["-o", str(out), "--resume"]) == 0
+    for name in ("predictions.csv", "errors.csv"):
+        assert (out / name).read_bytes() == (reference / name).read_bytes(), name
+    maps = sorted(p.name for p in (reference / "maps").iterdir())
+    assert maps and maps == sorted(p.name for p in (out / "maps").iterdir())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["timing"]["resumed_chunks"] >= 2
+
+
+def test_resume_refuses_another_job(run2d, tmp_path):
+    src = tmp_path / "in"
+    shutil.copytree(SAMPLE / "cxr" / "p001", src / "p001")
+    out = tmp_path / "out"
+    predict_folder(run2d, src, out, batch_size=2, workers=0)
+    (out / "medtl.json").write_text(json.dumps({"command": "predict", "complete": False}))
+    with pytest.raises(OutputError, match="batch-size 2"):
+        predict_folder(run2d, src, out, batch_size=4, workers=0, resume=True)
+    shutil.copytree(SAMPLE / "cxr" / "p002", src / "p002")
+    with pytest.raises(OutputError, match="a different set of inputs"):
+        predict_folder(run2d, src, out, batch_size=2, workers=0, resume=True)
+
+
+def test_two_shards_merged_equal_one_run(predicted, run2d, mixed, tmp_path, monkeypatch):
+    out, _ = predicted
+    a = tmp_path / "a"
+    predict_folder(run2d, mixed, a, batch_size=8, workers=0, shard="0/2")
+    # the second shard as torchrun's rank 1 of 2 would run it: shard and folder from the environment
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    predict_folder(run2d, mixed, tmp_path / "b", batch_size=8, workers=0)
+    b = tmp_path / "b" / "rank-1-of-2"
+    sizes = [len(_rows(d / "predictions.csv")) for d in (a, b)]
+    assert all(sizes) and sum(sizes) == N_CXR + 1
+    with pytest.raises(OutputError, match="missing 1"):
+        merge_outputs([a], tmp_path / "merged")
+    monkeypatch.delenv("WORLD_SIZE")
+    assert main(["predict", "merge", str(a), str(b), "-o", str(tmp_path / "merged")]) == 0
+    for name in ("predictions.csv", "errors.csv"):
+        assert (tmp_path / "merged" / name).read_bytes() == (out / name).read_bytes(), name
+    assert json.loads((tmp_path / "merged" / "summary.json").read_text())["counts"]["predicted"] == N_CXR + 1
+
+
+def test_redacted_outputs_hold_no_identifier_or_path(run2d, mixed, tmp_path):
+    out = tmp_path / "redacted"
+    assert main(["predict", str(run2d), str(mixed), "-o", str(out), "--redact-paths", "--workers", "0"]) == 0
+    text = "\n".join(p.read_text(errors="replace") for p in out.rglob("*") if p.is_file())
+    assert str(mixed) not in text and str(tmp_path) not in text and str(Path.home()) not in text
+    for leak in ("FAKE^", "MRN-", "ACC-FAKE", "IM0001", "holiday", "broken.dcm", "p101"):
+        assert leak not in text, leak
+    rows = _rows(out / "predictions.csv")
+    assert len(rows) == N_CXR + 1 and all(r["path"] == "" and len(r["key"]) == 16 for r in rows)
+
+
+def test_bad_arguments_name_the_problem(run2d, tmp_path):
+    with pytest.raises(ConfigError, match="--shard must be I/N"):
+        parse_shard("2/2")
+    with pytest.raises(ConfigError, match="unknown saliency method .gradcams.; did you mean .gradcam."):
+        predict_folder(run2d, SAMPLE / "cxr", tmp_path / "o", saliency="gradcams")
+    with pytest.raises(Exception, match="no such file or folder"):
+        predict_folder(run2d, tmp_path / "nowhere", tmp_path / "o")
+    with pytest.raises(ConfigError, match="not a run directory"):
+        predict_folder(tmp_path, SAMPLE / "cxr", tmp_path / "o")
+
+
+# ----------------------------------------------------------------------------- 3D
+def test_ct_run_predicts_series_and_refuses_photographs(tmp_path):
+    run = tmp_path / "ct"
+    cfg = TrainConfig(manifest=str(SAMPLE / "ct.csv"), backbone="resnet10", pretrained=None, preset="ct",
+                      windows=["lung", "soft_tissue"], spatial_dims=3, size=[16, 32, 32], spacing=None, batch_size=4,
+                      epochs=1, val_fraction=0.3, test_fraction=0.2, patience=5, seed=0, augment=False)  # fmt: skip
+    finetune(cfg, run, resume=False)
+    src = tmp_path / "in"
+    shutil.copytree(SAMPLE / "ct", src / "ct")
+    shutil.copytree(SAMPLE / "nifti", src / "nifti")
+    PILImage.fromarray(np.zeros((40, 40, 3), np.uint8)).save(src / "photo.png")
+    summary = predict_folder(run, src, tmp_path / "out", batch_size=4, workers=0)
+    rows, errors = _rows(tmp_path / "out" / "predictions.csv"), _rows(tmp_path / "out" / "errors.csv")
+    assert len(rows) == 14 and summary["counts"]["predicted"] == 14
+    assert {r["kind"] for r in rows} == {"3d"}
+    assert [e["path"] for e in errors] == ["photo.png"] and "run takes 3D" in errors[0]["reason"]
+
+
+# ----------------------------------------------------------------------------- OOD statistics
+def test_mahalanobis_equals_scipy_and_flags_about_one_percent():
+    from scipy.spatial.distance import mahalanobis
+
+    rng = np.random.default_rng(0)
+    cov = np.diag([4.0, 1.0, 0.25])
+    train = rng.multivariate_normal([0, 0, 0], cov, size=4000)
+    classes = (rng.random(4000) < 0.5).astype(int)
+    train[classes == 1] += [10, 0, 0]
+    stats = fit_ood(train, classes, rng.multivariate_normal([0, 0, 0], cov, size=2000))
+    x = np.array([[1.0, 2.0, 0.5]])
+    expected = min(mahalanobis(x[0], m, stats.precision) for m in stats.means)
+    assert stats.scores(x)[0] == pytest.approx(expected, rel=1e-9)
+    assert np.allclose(stats.means, [[0, 0, 0], [10, 0, 0]], atol=0.2)
+    fresh = rng.multivariate_normal([0, 0, 0], cov, size=20000)
+    assert 0.005 < stats.flags(stats.scores(fresh)).mean() < 0.02
+    assert stats.flags(stats.scores(np.array([[0, 4.5, 0], [10, 0, 3.0]]))).tolist() == [True, True]
+    with pytest.raises(ConfigError, match="at least 2 training images"):
+        fit_ood(train[:1], None, train)
+
+
+def test_calibrate_ood_rebuilds_what_training_stored(run2d, tmp_path):
+    old = tmp_path / "old-run"
+    shutil.copytree(run2d, old, ignore=shutil.ignore_patterns("cache", "checkpoints", "logs", "tensorboard"))
+    stored = read_ood(old)
+    (old / "ood.npz").unlink()
+    summary = predict_folder(old, SAMPLE / "cxr" / "p001", tmp_path / "o", workers=0)
+    assert "calibrate-ood" in summary["notes"][0]
+    assert _rows(tmp_path / "o" / "predictions.csv")[0]["ood"] == ""
+    assert main(["calibrate-ood", str(old), str(SAMPLE / "cxr.csv")]) == 0
+    rebuilt = read_ood(old)
+    assert rebuilt.n_fit == stored.n_fit and rebuilt.n_threshold == stored.n_threshold
+    assert rebuilt.threshold == pytest.approx(stored.threshold, rel=1e-4)
+    with pytest.raises(ConfigError, match="already has out-of-distribution statistics"):
+        calibrate_ood(old, SAMPLE / "cxr.csv")
