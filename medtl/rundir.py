@@ -214,8 +214,12 @@ def _version() -> str:
 
 
 def _argv() -> list[str]:
-    """The command line, without absolute paths (they may name patients)."""
-    return [os.path.basename(a) if os.path.isabs(a) else a for a in sys.argv[1:]]
+    """The command line, without absolute paths (they may name patients); with ``--redact-paths``
+    without any path at all."""
+    args = sys.argv[1:]
+    if "--redact-paths" in args:
+        return ["<path>" if os.path.exists(a) else a for a in args]
+    return [os.path.basename(a) if os.path.isabs(a) else a for a in args]
 
 
 class RunLock:
