@@ -467,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="finish an interrupted job in the output folder")
     p.add_argument("--overwrite", action="store_true", help="replace earlier predict output in the folder")
     p.add_argument("--batch-size", type=int, default=16, help="images per network batch (16)")
-    p.add_argument("--workers", type=int, default=None, help="processes reading images (default min(4, CPUs))")
+    p.add_argument("--workers", type=int, default=None, help="processes reading images (default: half the cores on CPU, the network takes the rest; min(8, cores) with a GPU)")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="predict only share I of N (0-based) for job arrays; join with `medtl predict merge`")
     p.add_argument("--saliency", default=None, metavar="METHOD",

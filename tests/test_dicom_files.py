@@ -232,3 +232,11 @@ def test_dicom_without_preamble_recognised_by_content(tmp_path):
     assert open(tmp_path / "bare", "rb").read(2) == b"\x08\x00"  # starts with group 0008
     img = load_image(tmp_path / "bare")
     np.testing.assert_allclose(img.array, load_image(src).array)
+
+
+def test_malformed_header_value_is_a_read_error_naming_the_file():
+    """pydicom's badVR.dcm has NumberOfFrames '1A': a batch must get an ImageReadError naming the
+    file, never a bare ValueError (every reader, every malformed value goes through load_image)."""
+    path = get_testdata_file("badVR.dcm")
+    with pytest.raises(ImageReadError, match=r"badVR\.dcm: malformed file: ValueError: .*.1A."):
+        load_image(path)

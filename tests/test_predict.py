@@ -180,11 +180,13 @@ def test_resume_refuses_another_job(run2d, tmp_path):
 def test_two_shards_merged_equal_one_run(predicted, run2d, mixed, tmp_path, monkeypatch):
     out, _ = predicted
     a = tmp_path / "a"
-    predict_folder(run2d, mixed, a, batch_size=8, workers=0, shard="0/2")
+    # the same --workers as the single run: on the CPU they decide the network's threads, and a
+    # float sum in another order may change a printed digit
+    predict_folder(run2d, mixed, a, batch_size=8, workers=2, shard="0/2")
     # the second shard as torchrun's rank 1 of 2 would run it: shard and folder from the environment
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
-    predict_folder(run2d, mixed, tmp_path / "b", batch_size=8, workers=0)
+    predict_folder(run2d, mixed, tmp_path / "b", batch_size=8, workers=2)
     b = tmp_path / "b" / "rank-1-of-2"
     sizes = [len(_rows(d / "predictions.csv")) for d in (a, b)]
     assert all(sizes) and sum(sizes) == N_CXR + 1
@@ -246,7 +248,7 @@ def test_mahalanobis_equals_scipy_and_flags_about_one_percent():
     train = rng.multivariate_normal([0, 0, 0], cov, size=4000)
     classes = (rng.random(4000) < 0.5).astype(int)
     train[classes == 1] += [10, 0, 0]
-    stats = fit_ood(train, classes, rng.multivariate_normal([0, 0, 0], cov, size=2000))
+    stats = fit_ood(train, classes, rng.multivariate_normal([0, 0, 0], cov, size=2000), normalise=False)
     x = np.array([[1.0, 2.0, 0.5]])
     expected = min(mahalanobis(x[0], m, stats.precision) for m in stats.means)
     assert stats.scores(x)[0] == pytest.approx(expected, rel=1e-9)
@@ -256,6 +258,23 @@ def test_mahalanobis_equals_scipy_and_flags_about_one_percent():
     assert stats.flags(stats.scores(np.array([[0, 4.5, 0], [10, 0, 3.0]]))).tolist() == [True, True]
     with pytest.raises(ConfigError, match="at least 2 training images"):
         fit_ood(train[:1], None, train)
+
+
+def test_normalised_statistics_score_directions_and_survive_the_file(tmp_path):
+    from medtl.predict.ood import conformal_threshold, save_ood
+
+    rng = np.random.default_rng(1)
+    train = np.abs(rng.normal(size=(500, 16))) + np.linspace(0, 2, 16)  # ReLU-like, one main direction
+    held = np.abs(rng.normal(size=(300, 16))) + np.linspace(0, 2, 16)
+    stats = fit_ood(train, None, held, normalise=True)
+    assert stats.scores(train[:3] * 50) == pytest.approx(stats.scores(train[:3]), rel=1e-9)  # length is ignored
+    assert stats.scores(np.linspace(2, 0, 16)[None])[0] > stats.threshold  # another direction
+    assert stats.threshold == conformal_threshold(stats.scores(held), 0.99)
+    assert np.sort(stats.scores(held))[int(np.ceil(301 * 0.99)) - 1] == stats.threshold
+    save_ood(tmp_path, stats)
+    back = read_ood(tmp_path)
+    assert back.normalise and back.threshold == stats.threshold and back.n_fit == 500
+    assert back.scores(held[:5]) == pytest.approx(stats.scores(held[:5]), rel=1e-5)  # float32 on disk
 
 
 def test_calibrate_ood_rebuilds_what_training_stored(run2d, tmp_path):

@@ -198,13 +198,15 @@ def intensity(img: Image, spec: PreprocessSpec) -> np.ndarray:
 def _to_ras_spacing(arr: np.ndarray, img: Image, spacing, size) -> tuple[np.ndarray, np.ndarray]:
     """RAS orientation, resampling to ``spacing`` and centre pad/crop to ``size`` (network order,
     reversed here), with MONAI tracking the affine through every step."""
+    import torch
     from monai.data import MetaTensor
     from monai.transforms import Orientation, ResizeWithPadOrCrop, Spacing
 
     t = MetaTensor(arr, affine=img.affine)
     t = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))(t)  # medtl affines are RAS+
     if spacing is not None:
-        t = Spacing(pixdim=spacing, mode="bilinear")(t)
+        # float32 (MONAI's default is float64): half the memory and time, no visible difference
+        t = Spacing(pixdim=spacing, mode="bilinear", dtype=torch.float32)(t)
     t = ResizeWithPadOrCrop(spatial_size=tuple(size)[::-1])(t)
     return np.asarray(t.array), np.asarray(t.affine, dtype=np.float64)
 

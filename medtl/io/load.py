@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import ImageReadError, NotAnImageError
+from ..errors import ImageReadError, MedtlError, NotAnImageError
 from .image import Image
 from .sniff import sniff
 
@@ -46,7 +46,8 @@ def load_image(
         ``affine`` to RAS+ mm and non-identifying ``meta``.
 
     Raises:
-        ImageReadError (or a subclass) naming the file and the reason.
+        ImageReadError (or a subclass) naming the file and the reason, whatever is wrong with
+        the file (a malformed header value included): never another exception type.
 
     Example:
         >>> from pydicom.data import get_testdata_file
@@ -56,6 +57,18 @@ def load_image(
         >>> float(img.array.min()) < -500  # HU: air is strongly negative
         True
     """
+    try:
+        return _load(path, series=series, volume=volume, key=key, apply_voi=apply_voi)
+    except MedtlError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a malformed value ('1A' frames) must name the file, not crash a batch
+        where = os.path.commonpath([os.fspath(q) for q in path]) if isinstance(path, (list, tuple)) and path else path
+        raise ImageReadError(where, f"malformed file: {type(exc).__name__}: {exc}") from exc
+
+
+def _load(path, *, series, volume, key, apply_voi) -> Image:
     from .dicom import load_dicom_file, load_dicom_folder, load_dicom_series
 
     if isinstance(path, (list, tuple)):

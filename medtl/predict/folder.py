@@ -150,14 +150,15 @@ def _scrub(text: str, it: Input, root: str, shown: str) -> str:
 class _Items:
     """Dataset over the work list: each item loaded and prepared for the run, or its error."""
 
-    def __init__(self, predictor, inputs: list[Input], root: str, redact: bool):
-        self.predictor, self.inputs, self.root, self.redact = predictor, inputs, root, redact
+    def __init__(self, spec, inputs: list[Input], root: str, redact: bool):
+        self.spec, self.inputs, self.root, self.redact = spec, inputs, root, redact
 
     def __len__(self) -> int:
         return len(self.inputs)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         from ..io import load_image
+        from ..train.inference import prepare_input
 
         it = self.inputs[i]
         shown = it.shown(self.redact)
@@ -166,7 +167,7 @@ class _Items:
                     "reason": _scrub(it.error.get("reason", ""), it, self.root, shown)}  # fmt: skip
         try:
             img = load_image(it.full, series=it.series or None)
-            x, _ = self.predictor.prepare(img)
+            x, _ = prepare_input(img, self.spec)
             return {"index": i, "x": x[0]}
         except MedtlError as exc:
             reason = exc.reason_for(it.full, shown)
@@ -277,16 +278,18 @@ def _job_record(predictor, inputs, shard, batch_size, saliency, redact, columns)
     }
 
 
-def _check_resume(out: Path, job: dict[str, Any], resume: bool) -> bool:
-    """True when a previous job in ``out`` is continued; refuse one that is a different job."""
+def _check_resume(out: Path, job: dict[str, Any], resume: bool) -> dict[str, Any] | None:
+    """The previous job in ``out`` when it is continued (``None`` for a new one); refuse one that
+    is a different job. Its thread count is kept: float sums in another order could change the
+    last printed digit, and a resumed file must equal an uninterrupted one."""
     path = out / JOB
     if not (resume and path.is_file()):
-        return False
+        return None
     try:
         old = json.loads(path.read_text())
     except (OSError, ValueError):
-        return False
-    differ = [k for k in job if old.get(k) != job[k]]
+        return None
+    differ = [k for k in job if k != "threads" and old.get(k) != job[k]]
     if differ:
         what = {"run_weights": "another run", "input_fingerprint": "a different set of inputs (files were added, "
                 "removed or renamed since)", "inputs": "a different number of inputs", "shard": "another --shard",
@@ -294,7 +297,7 @@ def _check_resume(out: Path, job: dict[str, Any], resume: bool) -> bool:
                 "redact_paths": "another --redact-paths", "columns": "other output columns"}  # fmt: skip
         raise OutputError(out, f"was started with {what[differ[0]]}; resume with the same run, input and options, "
                           "pass --overwrite to start again, or give another -o")  # fmt: skip
-    return True
+    return old
 
 
 def _versions() -> dict[str, str]:
@@ -351,8 +354,9 @@ def predict_folder(
         resume: continue an interrupted job in ``out_dir`` (same run, inputs and options).
         overwrite: replace a finished or unfinished ``medtl predict`` output in ``out_dir``.
         batch_size: images per network batch (also the unit of resuming and sharding).
-        workers: DataLoader processes that read and preprocess (default ``min(4, CPUs)``;
-            0 reads in the main process).
+        workers: DataLoader processes that read and preprocess (default: half the CPU cores this
+            job may use when the network runs on the CPU, the network's threads taking the rest;
+            ``min(8, cores)`` with a GPU; 0 reads in the main process).
         shard: ``"I/N"``: only this job's share of a split into N (job arrays); join the shard
             outputs with :func:`medtl.predict.merge_outputs`. Under ``torchrun`` with several
             processes it defaults to ``RANK/WORLD_SIZE`` and each rank writes
@@ -406,7 +410,10 @@ def predict_folder(
     if not os.path.exists(input_dir):
         raise ImageReadError(input_dir, "no such file or folder")
     predictor = Predictor(run_dir, device=device)
-    workers = min(4, os.cpu_count() or 1) if workers is None else max(0, int(workers))
+    cores = _cores()
+    if workers is None:  # on the CPU the network needs cores too; on a GPU reading is the whole CPU job
+        workers = (cores // 2 if cores > 1 else 0) if predictor.device.type == "cpu" else min(8, cores)
+    workers = max(0, int(workers))
     labels = [str(n) for n in predictor.labels]
     columns = _columns(labels, saliency, predictor.spatial_dims)
 
@@ -421,9 +428,12 @@ def predict_folder(
         inputs, scanned = collect_inputs(input_dir, workers=None, progress=progress)
         scan_seconds = time.perf_counter() - t_scan
         job = _job_record(predictor, inputs, shard_ix, batch_size, saliency, redact_paths, columns)
-        continued = _check_resume(out, job, resume)
+        job["threads"] = max(1, cores - workers) if predictor.device.type == "cpu" else None
+        previous_job = _check_resume(out, job, resume)
+        if previous_job is not None and previous_job.get("threads"):
+            job["threads"] = previous_job["threads"]
         write_json(out / JOB, job)
-        output = _Output(out, columns, resume=continued)
+        output = _Output(out, columns, resume=previous_job is not None)
         previous = len(output.done)
         n_chunks = (len(inputs) + batch_size - 1) // batch_size
         mine = [c for c in range(n_chunks) if c % shard_ix[1] == shard_ix[0]]
@@ -441,10 +451,11 @@ def predict_folder(
 
             bar = tqdm(total=total, initial=done_items, unit="image", desc="predict", dynamic_ncols=True)
         infer_seconds, n_new = 0.0, 0
+        threads = _thread_budget(job["threads"])
         try:
             if todo:
                 loader = torch.utils.data.DataLoader(
-                    _Items(predictor, inputs, input_dir, redact_paths),
+                    _Items(predictor.spec, inputs, input_dir, redact_paths),
                     batch_sampler=[list(range(c * batch_size, min(len(inputs), (c + 1) * batch_size))) for c in todo],
                     num_workers=workers, collate_fn=_collate, pin_memory=predictor.device.type == "cuda",
                     **({"prefetch_factor": 2, "persistent_workers": False} if workers else {}),
@@ -459,6 +470,7 @@ def predict_folder(
                     if bar is not None:
                         bar.update(len(batch["all"]))
         finally:
+            threads.close()
             output.close()
             if bar is not None:
                 bar.close()
@@ -489,6 +501,43 @@ def predict_folder(
         write_json(out / SUMMARY, summary)
         mark_complete(out, "predict", **counts)
     return summary
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # what this job may use (SLURM, taskset), not the whole node
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+class _thread_budget:
+    """On the CPU, the network's threads and the reading workers share the cores: the network
+    gets what the workers leave (``n`` = cores − workers, at least 1), and BLAS (the OOD scores)
+    the same. Two
+    pools contending for two cores spin-wait each other to a crawl (measured: 18× slower forward).
+    Restored by :meth:`close`, so a script calling :func:`predict_folder` keeps its settings."""
+
+    def __init__(self, n: int | None):
+        import torch
+
+        self.torch_threads = torch.get_num_threads()
+        self.limits = None
+        if not n:  # on a GPU
+            return
+        torch.set_num_threads(n)
+        try:
+            from threadpoolctl import threadpool_limits
+
+            self.limits = threadpool_limits(limits=n, user_api="blas")
+        except ImportError:  # pragma: no cover - scikit-learn brings threadpoolctl
+            pass
+
+    def close(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.torch_threads)
+        if self.limits is not None:
+            self.limits.restore_original_limits()
 
 
 def _chunk_rows(predictor, batch, inputs, root, redact, explainer, method, out, labels):

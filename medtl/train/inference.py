@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["tta_logits", "tta_outputs", "predict_logits", "predict_outputs", "RunModel"]
+__all__ = ["tta_logits", "tta_outputs", "predict_logits", "predict_outputs", "prepare_input", "RunModel"]
 
 
 def tta_logits(model: nn.Module, x: torch.Tensor, flips: Sequence[int] = ()) -> torch.Tensor:
@@ -122,6 +122,37 @@ def predict_outputs(
     return np.concatenate(outs), np.concatenate(feats), (np.concatenate(labels) if labels else None)
 
 
+def prepare_input(img, spec) -> tuple[torch.Tensor, np.ndarray]:
+    """``(x, affine)``: the network input (1, C, *size) of an :class:`~medtl.io.Image` under a run's
+    :class:`~medtl.data.transforms.PreprocessSpec`, and the affine from its voxel indices to RAS+
+    mm. Module-level, so that DataLoader workers need only the spec, never the network.
+
+    Raises:
+        ConfigError: the image does not fit the run (dimensions, channels), saying why.
+
+    >>> from medtl.data.transforms import PreprocessSpec
+    >>> from medtl.io import Image
+    >>> img = Image(np.zeros((40, 30), np.float32), np.eye(4), {})
+    >>> prepare_input(img, PreprocessSpec(size=(16, 16)))[0].shape
+    torch.Size([1, 1, 16, 16])
+    >>> prepare_input(img, PreprocessSpec(size=(8, 8, 8)))
+    Traceback (most recent call last):
+    ...
+    medtl.errors.ConfigError: the run takes 3D images; this one is 2D (shape 40x30)
+    """
+    from ..data.transforms import preprocess_with_affine
+    from ..errors import ConfigError
+
+    dims = len(spec.size)
+    if img.ndim != dims:
+        raise ConfigError(None, f"the run takes {dims}D images; this one is {img.ndim}D "
+                          f"(shape {'x'.join(map(str, img.spatial_shape))})")  # fmt: skip
+    arr, affine = preprocess_with_affine(img, spec)
+    if arr.shape[0] != spec.channels:
+        raise ConfigError(None, f"the image gives {arr.shape[0]} channels; the run takes {spec.channels}")
+    return torch.from_numpy(arr)[None], affine
+
+
 class RunModel:
     """A finished run directory loaded once for inference: the network and everything the run
     says about its inputs and outputs. :class:`medtl.predict.Predictor` and
@@ -171,21 +202,8 @@ class RunModel:
 
     def prepare(self, img) -> tuple[torch.Tensor, np.ndarray]:
         """``(x, affine)``: the network input (1, C, *size) of an :class:`~medtl.io.Image` (on the
-        CPU) and the affine from its voxel indices to RAS+ mm.
-
-        Raises:
-            ConfigError: the image does not fit the run (dimensions, channels), saying why.
-        """
-        from ..data.transforms import preprocess_with_affine
-        from ..errors import ConfigError
-
-        if img.ndim != self.spatial_dims:
-            raise ConfigError(None, f"the run takes {self.spatial_dims}D images; this one is {img.ndim}D "
-                              f"(shape {'x'.join(map(str, img.spatial_shape))})")  # fmt: skip
-        arr, affine = preprocess_with_affine(img, self.spec)
-        if arr.shape[0] != self.spec.channels:
-            raise ConfigError(None, f"the image gives {arr.shape[0]} channels; the run takes {self.spec.channels}")
-        return torch.from_numpy(arr)[None], affine
+        CPU) and the affine from its voxel indices to RAS+ mm (:func:`prepare_input`)."""
+        return prepare_input(img, self.spec)
 
     @torch.no_grad()
     def outputs(self, batch: torch.Tensor | np.ndarray, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:

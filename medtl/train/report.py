@@ -87,11 +87,14 @@ def model_card(cfg: TrainConfig, spec, result: dict, calibration: dict, split: d
 - **Validation AUROC**: {result["val_auroc"]:.3f} on {result["n_val"]} images. Not a test result.
 - **Calibration**: {_calibration_line(calibration)}
 - **Operating point**: threshold {result["threshold"]:.3f} ({result["rule"]}) on calibrated validation probabilities
+- **Out-of-distribution flag**: {result.get("ood") or "none"} (`ood.npz`; used by `medtl predict`)
 - **Skipped records**: {len(result["skipped"])}
 
 ## Known limits
 - Validated only on data like the training manifest; check subgroups (`medtl audit`) before use.
 - Probabilities are calibrated on the validation split only; check calibration on your own data
   with `medtl evaluate` before reading them as risks.
+- The out-of-distribution flag catches images whose embedding is far from the training images
+  (another modality or body part, a photograph); shifts the embedding does not see pass unflagged.
 - Research use only; not a medical device.
 """
