@@ -240,3 +240,16 @@ def test_malformed_header_value_is_a_read_error_naming_the_file():
     path = get_testdata_file("badVR.dcm")
     with pytest.raises(ImageReadError, match=r"badVR\.dcm: malformed file: ValueError: .*.1A."):
         load_image(path)
+
+
+def test_deflated_transfer_syntax_is_not_mistaken_for_truncation():
+    """Deflated Explicit VR Little Endian stores the dataset zlib-compressed, so the file is smaller
+    than its pixel data: the size check must not call it truncated (scan and load alike)."""
+    from medtl.io import scan
+
+    path = get_testdata_file("image_dfl.dcm")
+    ds = pydicom.dcmread(path)
+    assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1.99"
+    np.testing.assert_array_equal(load_image(path).array.T, ds.pixel_array.astype(np.float32))
+    found = scan(path, workers=1)
+    assert found.errors == [] and found.rows[0]["shape"] == "512x512"
