@@ -476,7 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: a GPU when there is one)")
     p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("predict-merge", help=argparse.SUPPRESS)
+    p = sub.add_parser("predict-merge", prog="medtl predict merge",
+                       description="Join the outputs of `medtl predict --shard I/N` (or of torchrun ranks) into "
+                       "one folder.")  # fmt: skip
     p.add_argument("shards", nargs="+", metavar="SHARD", help="finished `medtl predict --shard` output folders")
     p.add_argument("-o", "--output", required=True, help="folder for the merged output")
     p.add_argument("--overwrite", action="store_true", help="replace earlier output in the folder")

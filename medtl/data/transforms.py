@@ -57,6 +57,9 @@ class PreprocessSpec:
             decided) keeps each image's own. ``ct`` has one per window.
         size: output spatial size in network axis order ((rows, columns) or (depth, rows, columns)).
         spacing: 3D only: resample to this voxel size (mm, RAS axis order) before sizing.
+        window_after_resampling: ``ct`` in 3D: resample the HU volume, then window it (what a
+            viewer does, and 4x faster than resampling one channel per window); runs trained
+            since step 8 set it, older runs (``False``) keep windowing first.
         value_range, mean, std: the backbone's input convention (``None``: leave [0, 1]).
     """
 
@@ -71,6 +74,7 @@ class PreprocessSpec:
     extra: dict = field(default_factory=dict)
     intensity_range: tuple[float, float] | str | None = None
     input_channels: int | None = None
+    window_after_resampling: bool = False
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -169,6 +173,10 @@ def _percentile_range(arr: np.ndarray, percentiles, per_channel: bool) -> np.nda
     return np.clip((arr - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
 
 
+def _windows(spec: PreprocessSpec) -> list[tuple[float, float]]:
+    return [WINDOWS[w] if isinstance(w, str) else tuple(w) for w in spec.windows]
+
+
 def intensity(img: Image, spec: PreprocessSpec) -> np.ndarray:
     """The image on its own grid, (C, *spatial) float32 in [0, 1] (``none``: unchanged), C = the
     run's channels: step 1 and 2 of :func:`preprocess`, and what saliency overlays are drawn on."""
@@ -176,8 +184,7 @@ def intensity(img: Image, spec: PreprocessSpec) -> np.ndarray:
     if spec.preset == "ct":
         if arr.shape[0] != 1:
             raise ConfigError(None, f"preset 'ct' expects a single-channel image in HU, not {arr.shape[0]} channels")
-        wins = [WINDOWS[w] if isinstance(w, str) else w for w in spec.windows]
-        return np.stack([window(arr[0], c, w) for c, w in wins])
+        return np.stack([window(arr[0], c, w) for c, w in _windows(spec)])
     arr = _match_channels(arr, spec.input_channels)
     rng = spec.intensity_range
     if spec.preset == "none":
@@ -195,9 +202,9 @@ def intensity(img: Image, spec: PreprocessSpec) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def _to_ras_spacing(arr: np.ndarray, img: Image, spacing, size) -> tuple[np.ndarray, np.ndarray]:
+def _to_ras_spacing(arr: np.ndarray, img: Image, spacing, size, pad: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """RAS orientation, resampling to ``spacing`` and centre pad/crop to ``size`` (network order,
-    reversed here), with MONAI tracking the affine through every step."""
+    reversed here; padding with ``pad``), with MONAI tracking the affine through every step."""
     import torch
     from monai.data import MetaTensor
     from monai.transforms import Orientation, ResizeWithPadOrCrop, Spacing
@@ -207,7 +214,7 @@ def _to_ras_spacing(arr: np.ndarray, img: Image, spacing, size) -> tuple[np.ndar
     if spacing is not None:
         # float32 (MONAI's default is float64): half the memory and time, no visible difference
         t = Spacing(pixdim=spacing, mode="bilinear", dtype=torch.float32)(t)
-    t = ResizeWithPadOrCrop(spatial_size=tuple(size)[::-1])(t)
+    t = ResizeWithPadOrCrop(spatial_size=tuple(size)[::-1], value=pad)(t)
     return np.asarray(t.array), np.asarray(t.affine, dtype=np.float64)
 
 
@@ -248,10 +255,19 @@ def preprocess_with_affine(img: Image, spec: PreprocessSpec) -> tuple[np.ndarray
     if len(spec.size) != img.ndim:
         raise ConfigError(None, f"the run takes {len(spec.size)}D images; this one is {img.ndim}D "
                           f"(shape {img.spatial_shape})")  # fmt: skip
-    arr = intensity(img, spec)
-    if img.ndim == 3:
-        arr, affine = _to_ras_spacing(arr, img, spec.spacing, spec.size)
+    if img.ndim == 3 and spec.preset == "ct" and spec.window_after_resampling and img.channels == 1:
+        # resample the HU volume once, then window: one channel at full resolution instead of one
+        # per window; windows are clipped ramps, so this differs from windowing first only where
+        # neighbouring voxels straddle a window's ends (the physical quantity is what gets
+        # interpolated). Padding lies below every window: 0 in every channel, as before.
+        wins = _windows(spec)
+        below = min(c - w / 2 for c, w in wins) - 1.0
+        hu, affine = _to_ras_spacing(img.array[None].astype(np.float32), img, spec.spacing, spec.size, pad=below)
+        arr = np.stack([window(hu[0], c, w) for c, w in wins])
+    elif img.ndim == 3:
+        arr, affine = _to_ras_spacing(intensity(img, spec), img, spec.spacing, spec.size)
     else:
+        arr = intensity(img, spec)
         affine = _resize_affine(img.affine, img.spatial_shape, spec.size)
     arr = np.ascontiguousarray(arr.transpose(0, *range(arr.ndim - 1, 0, -1)))  # (C, x, y[, z]) → (C, [z,] y, x)
     if img.ndim == 2:

@@ -319,7 +319,7 @@ def _spec(cfg: TrainConfig, data: RunData, progress: bool):
     spec_kwargs = dict(preset=cfg.preset, windows=windows, size=tuple(cfg.size),
                        spacing=tuple(cfg.spacing) if cfg.spacing else None, input_channels=channels.channels,
                        intensity_range=tuple(rng) if isinstance(rng, list) else rng,
-                       extra={"channels_rule": channels.rule})  # fmt: skip
+                       extra={"channels_rule": channels.rule}, window_after_resampling=True)  # fmt: skip
     spec = PreprocessSpec.from_convention(convention, **spec_kwargs) if convention else PreprocessSpec(**spec_kwargs)
     return spec, channels
 
