@@ -214,6 +214,25 @@ def halves(groups: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return sel, ~sel
 
 
+def paired_bootstrap(scored: dict, foreign: dict, seed: int, pair: tuple[str, str], reps: int = 200) -> np.ndarray:
+    """Mean-over-sets selection AUROC of ``pair[0]`` minus ``pair[1]``, over ``reps`` resamples
+    (with replacement, the same indices for both variants) of the val images and of each foreign
+    set's selection half."""
+    rng = np.random.default_rng(seed + 1)
+    n_val = len(scored[("in-val", pair[0])])
+    sel = {f: np.flatnonzero(halves(d["groups"], seed)[0]) for f, d in foreign.items()}
+    out = []
+    for _ in range(reps):
+        iv = rng.integers(0, n_val, n_val)
+        diff = []
+        for f, idx in sel.items():
+            jf = idx[rng.integers(0, len(idx), len(idx))]
+            a, b = (auroc(scored[("in-val", v)][iv], scored[(f, v)][jf]) for v in pair)
+            diff.append(a - b)
+        out.append(np.nanmean(diff))
+    return np.asarray(out)
+
+
 def dedupe(x: np.ndarray) -> tuple[np.ndarray, list[int]]:
     """Groups of near-identical network inputs (correlation > 0.99): re-encodings of one image."""
     flat = x.reshape(len(x), -1).astype(np.float64)
@@ -302,10 +321,10 @@ def main() -> int:
     foreign: dict[str, dict] = {}
     notes: list[str] = []
 
-    def add(name: str, x: np.ndarray, groups=None, note: str = "") -> None:
+    def add(name: str, x: np.ndarray, groups=None, note: str = "", names=None) -> None:
         logits, feats = run_net(x)
         groups = np.arange(len(x)) if groups is None else np.asarray(groups)
-        foreign[name] = {"logits": logits, "feats": feats, "groups": groups, "note": note}
+        foreign[name] = {"logits": logits, "feats": feats, "groups": groups, "note": note, "names": names}
         log(f"{name}: {len(x)} images")
 
     if (args.data_dir / BREAST).is_file():
@@ -329,11 +348,11 @@ def main() -> int:
         kept_names = [dcm_names[i] for i in keep]
         notes.append(f"DICOM used ({len(keep)} distinct images of {len(dcm)} files; re-encodings kept once): "
                      + ", ".join(kept_names))  # fmt: skip
-        add("real clinical DICOM (CT/MR/US/CR/NM)", x[keep])
+        add("real clinical DICOM (CT/MR/US/CR/NM)", x[keep], names=kept_names)
     photos, photo_names, photo_groups = photo_images(args.workdir, args.seed)
     if photos:
         add("natural photographs (skimage, PNG)", inputs(photos), photo_groups,
-            note=f"{len(set(photo_groups))} photos × (whole + 3 crops)")  # fmt: skip
+            note=f"{len(set(photo_groups))} photos × (whole + 3 crops)", names=photo_names)  # fmt: skip
 
     test_idx = subsample(len(arrays["test_images"]))
     base = arrays["test_images"][test_idx]
@@ -368,7 +387,11 @@ def main() -> int:
                          / np.maximum(variants["stored"][0](ind["test"]), 1e-9)))  # fmt: skip
 
     results = {}  # (set, part, variant) -> (n, detection, auroc)
+    scored = {}  # (set, variant) -> scores of the whole set; "in-val" for the val images
     for vname, (score, thr) in variants.items():
+        scored[("in-val", vname)] = score(va)
+        for fname, d in foreign.items():
+            scored[(fname, vname)] = score(d)
         inside = {"val": score(va), "test": score(ind["test"])}
         results[("in", "test", vname)] = (len(inside["test"]), int((inside["test"] > thr).sum()))
         results[("in", "val", vname)] = (len(inside["val"]), int((inside["val"] > thr).sum()))
@@ -378,6 +401,7 @@ def main() -> int:
             for part, mask, ref in (("select", sel, inside["val"]), ("report", rep, inside["test"])):
                 results[(fname, part, vname)] = (int(mask.sum()), float(np.mean(s[mask] > thr)), auroc(ref, s[mask]))
 
+    boot = paired_bootstrap(scored, foreign, args.seed, ("refit, normalise=True", "refit, normalise=False"))
     mean_sel = {v: float(np.nanmean([results[(f, "select", v)][2] for f in foreign])) for v in VARIANTS}
     mean_det_sel = {v: float(np.mean([results[(f, "select", v)][1] for f in foreign])) for v in VARIANTS}
     chosen = max(VARIANTS, key=lambda v: mean_sel[v])
@@ -395,7 +419,7 @@ def main() -> int:
     cfg = pred.cfg
     print(f"Run: `{run}` ({cfg.backbone}, pretrained {cfg.pretrained}, size {list(cfg.size)}, epochs {cfg.epochs}, "
           f"flips {list(cfg.flips)}, tta {cfg.tta}); "
-          + (f"trained here in {train_s / 60:.1f} min with `medtl {' '.join(train_cmd)}`" if train_s else "reused")
+          + (f"trained here in {train_s / 60:.1f} min with `{' '.join(train_cmd)}`" if train_s else "reused")
           + f". Whole benchmark {total_s / 60:.1f} min.\n")  # fmt: skip
     st = pred.ood
     print(f"Stored statistics: normalise={st.normalise} (medtl default NORMALISE={NORMALISE}), {st.means.shape[0]} class "
@@ -403,7 +427,8 @@ def main() -> int:
           f"at the {st.quantile:.0%} quantile of {st.n_threshold} val images (fit on {st.n_fit} train images). "
           f"Refit normalise=True: shrinkage {refit[True].shrinkage:.3f}, threshold {refit[True].threshold:.4g}.\n")  # fmt: skip
     print(f"Checks: non-finite feature rows {n_bad} of {sum(len(f) for f in every)}; stored vs refit normalise=False "
-          f"test scores max relative difference {agree:.1e}; `Predictor.predict(...).ood_score` vs the batched scores "
+          f"test scores max relative difference {agree:.1e}, thresholds {st.threshold:.6g} vs "
+          f"{refit[False].threshold:.6g}; `Predictor.predict(...).ood_score` vs the batched scores "
           f"on 4 test images max abs difference {spot_err:.1e}.\n")  # fmt: skip
 
     head = "| set | n | " + " | ".join(f"{v}: flagged / AUROC" for v in VARIANTS) + " |"
@@ -451,7 +476,10 @@ def main() -> int:
     )
     print(f"\nChoice rule: highest mean AUROC over the foreign sets' selection halves (each set weighing the same), "
           f"against the val images. Chosen: **{chosen}**; between the two Mahalanobis refits: **{norm_choice}** "
-          f"({mean_sel['refit, normalise=True']:.3f} vs {mean_sel['refit, normalise=False']:.3f}).\n")  # fmt: skip
+          f"({mean_sel['refit, normalise=True']:.3f} vs {mean_sel['refit, normalise=False']:.3f}; paired bootstrap "
+          f"over images, {len(boot)} resamples of val and of every selection half: difference "
+          f"{np.mean(boot):+.3f}, 95% interval [{np.quantile(boot, 0.025):+.3f}, {np.quantile(boot, 0.975):+.3f}], "
+          f"normalise=True ahead in {np.mean(boot > 0):.0%}).\n")  # fmt: skip
     print("Notes:\n")
     print(
         f"- sets over {cap} images subsampled with seed {args.seed}; the shifts use the same {len(test_idx)} "
@@ -460,6 +488,12 @@ def main() -> int:
     for f, d in foreign.items():
         if d["note"]:
             print(f"- {f}: {d['note']}")
+        if d["names"]:
+            for v in VARIANTS[1:3]:
+                missed = [n for n, s in zip(d["names"], scored[(f, v)], strict=True) if not s > variants[v][1]]
+                print(
+                    f"- {f}, both halves, not flagged by {v} ({len(missed)} of {len(d['names'])}): " + ", ".join(missed)
+                )
     for note in notes:
         print(f"- {note}")
     return 0
