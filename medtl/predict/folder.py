@@ -137,12 +137,19 @@ def _file_hash(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _scrub(text: str, it: Input, root: str, shown: str) -> str:
-    """An error text with the input's own path shown as ``shown`` and no absolute path left."""
+def _scrub(text: str, it: Input, root: str, redact: bool) -> str:
+    """An error text with the input's own path shown as outputs show it (its relative path, or
+    its key with ``redact``), no absolute path left, and with ``redact`` no other path either."""
+    import re
+
+    shown = it.shown(redact)
     for p in sorted({it.full, os.path.realpath(it.full)}, key=len, reverse=True):
         text = text.replace(p, shown)
     for p in sorted({root, os.path.realpath(root)}, key=len, reverse=True):
         text = text.replace(p + os.sep, "").replace(p, ".")
+    if redact:
+        text = text.replace(it.rel, shown)
+        text = re.sub(r"[^\s:'\"()]*/[^\s:'\"()]*", "<path>", text)  # another file's relative path
     return " ".join(text.split())
 
 
@@ -164,7 +171,7 @@ class _Items:
         shown = it.shown(self.redact)
         if it.error is not None:
             return {"index": i, "stage": "scan", "error": it.error.get("error", "ImageReadError"),
-                    "reason": _scrub(it.error.get("reason", ""), it, self.root, shown)}  # fmt: skip
+                    "reason": _scrub(it.error.get("reason", ""), it, self.root, self.redact)}  # fmt: skip
         try:
             img = load_image(it.full, series=it.series or None)
             x, _ = prepare_input(img, self.spec)
@@ -172,10 +179,10 @@ class _Items:
         except MedtlError as exc:
             reason = exc.reason_for(it.full, shown)
             return {"index": i, "stage": "load", "error": type(exc).__name__,
-                    "reason": _scrub(reason, it, self.root, shown)}  # fmt: skip
+                    "reason": _scrub(reason, it, self.root, self.redact)}  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - one strange file must not stop thousands
             return {"index": i, "stage": "load", "error": type(exc).__name__,
-                    "reason": _scrub(f"unexpected failure while reading: {exc}", it, self.root, shown)}
+                    "reason": _scrub(f"unexpected failure while reading: {exc}", it, self.root, self.redact)}
 
 
 def _collate(items: list[dict]) -> dict[str, Any]:
@@ -572,7 +579,7 @@ def _chunk_rows(predictor, batch, inputs, root, redact, explainer, method, out, 
             except Exception as exc:  # noqa: BLE001 - the prediction stands without its map
                 errors.append(_error_row(it, "saliency", type(exc).__name__, f"unexpected failure: {exc}", redact))
         rows.append(row)
-    errors = [dict(e, reason=_scrub(e["reason"], inputs[e["index"]], root, inputs[e["index"]].shown(redact)))
+    errors = [dict(e, reason=_scrub(e["reason"], inputs[e["index"]], root, redact))
               for e in errors]  # fmt: skip
     return rows, sorted(errors, key=lambda r: (r["index"], r["stage"] == "saliency"))
 
