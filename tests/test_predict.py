@@ -176,6 +176,20 @@ def test_resume_refuses_another_job(run2d, tmp_path):
         predict_folder(run2d, src, out, batch_size=2, workers=0, resume=True)
 
 
+def test_an_output_folder_inside_the_input_tree_is_not_predicted(run2d, tmp_path):
+    """`medtl predict RUN archive -o archive/predictions`: the maps it writes are images, but a
+    resumed or repeated job must not take them for new inputs."""
+    src = tmp_path / "archive"
+    shutil.copytree(SAMPLE / "cxr" / "p002", src / "p002")
+    out = src / "predictions"
+    predict_folder(run2d, src, out, workers=0, saliency="gradcam")
+    assert len(list((out / "maps").iterdir())) == 2
+    (out / "medtl.json").write_text(json.dumps({"command": "predict", "complete": False}))
+    summary = predict_folder(run2d, src, out, workers=0, saliency="gradcam", resume=True)
+    assert summary["inputs"]["inputs"] == 2 and [r["path"] for r in _rows(out / "predictions.csv")] == [
+        "p002/IM000102.dcm", "p002/IM000103.dcm"]  # fmt: skip
+
+
 def test_two_shards_merged_equal_one_run(predicted, run2d, mixed, tmp_path, monkeypatch):
     out, _ = predicted
     a = tmp_path / "a"

@@ -99,9 +99,12 @@ def _torchrun_shard() -> tuple[int, int, int] | None:
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def collect_inputs(root: str | os.PathLike, *, workers: int | None = None, progress: bool = False):
+def collect_inputs(
+    root: str | os.PathLike, *, workers: int | None = None, progress: bool = False, exclude: str | os.PathLike | None = None
+):
     """``(inputs, scan_result)``: the work list of a folder (or one file), sorted by relative path
-    and series, each with its index and salted key."""
+    and series, each with its index and salted key. Anything under ``exclude`` (the output folder,
+    when it lies inside the input tree) is left out: its maps are images, but not inputs."""
     from ..io.phi import pseudonym
     from ..io.scan import scan
 
@@ -114,6 +117,10 @@ def collect_inputs(root: str | os.PathLike, *, workers: int | None = None, progr
 
     entries = [(rel(r["path"]), r.get("series") or "", r, None) for r in result.rows]
     entries += [(rel(e["path"]), "", None, e) for e in result.errors]
+    if exclude is not None:
+        out = rel(os.fspath(exclude))
+        if out != "." and not out.startswith("../"):
+            entries = [e for e in entries if e[0] != out and not e[0].startswith(out + "/")]
     entries.sort(key=lambda e: (e[0], e[1], e[3] is not None))
     inputs = []
     for k, (r, series, row, error) in enumerate(entries):
@@ -432,7 +439,7 @@ def predict_folder(
             summary["note"] = "already complete: nothing to do"
             return summary
         t_scan = time.perf_counter()
-        inputs, scanned = collect_inputs(input_dir, workers=None, progress=progress)
+        inputs, scanned = collect_inputs(input_dir, workers=None, progress=progress, exclude=out)
         scan_seconds = time.perf_counter() - t_scan
         job = _job_record(predictor, inputs, shard_ix, batch_size, saliency, redact_paths, columns)
         job["threads"] = max(1, cores - workers) if predictor.device.type == "cpu" else None
@@ -486,7 +493,8 @@ def predict_folder(
         summary = {
             "counts": counts,
             "inputs": {"files": scanned.n_files, "inputs": len(inputs), "in_this_shard": total,
-                       "scan_errors": len(scanned.errors), "skipped_non_images": scanned.skipped},
+                       "scan_errors": sum(it.error is not None for it in inputs),
+                       "skipped_non_images": scanned.skipped},
             "shard": {"index": shard_ix[0], "count": shard_ix[1]},
             "timing": {"seconds": round(seconds, 3), "scan_seconds": round(scan_seconds, 3),
                        "model_seconds": round(infer_seconds, 3), "inputs_this_session": n_new,
