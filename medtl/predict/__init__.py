@@ -15,5 +15,13 @@ from .merge import merge_outputs
 from .ood import OODStats, fit_ood, read_ood
 from .predictor import Prediction, Predictor
 
-__all__ = ["Predictor", "Prediction", "predict_folder", "merge_outputs", "calibrate_ood", "OODStats", "fit_ood",
-           "read_ood"]
+__all__ = [
+    "Predictor",
+    "Prediction",
+    "predict_folder",
+    "merge_outputs",
+    "calibrate_ood",
+    "OODStats",
+    "fit_ood",
+    "read_ood",
+]

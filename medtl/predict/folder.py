@@ -100,7 +100,11 @@ def _torchrun_shard() -> tuple[int, int, int] | None:
 
 
 def collect_inputs(
-    root: str | os.PathLike, *, workers: int | None = None, progress: bool = False, exclude: str | os.PathLike | None = None
+    root: str | os.PathLike,
+    *,
+    workers: int | None = None,
+    progress: bool = False,
+    exclude: str | os.PathLike | None = None,
 ):
     """``(inputs, scan_result)``: the work list of a folder (or one file), sorted by relative path
     and series, each with its index and salted key. Anything under ``exclude`` (the output folder,
@@ -188,8 +192,12 @@ class _Items:
             return {"index": i, "stage": "load", "error": type(exc).__name__,
                     "reason": _scrub(reason, it, self.root, self.redact)}  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - one strange file must not stop thousands
-            return {"index": i, "stage": "load", "error": type(exc).__name__,
-                    "reason": _scrub(f"unexpected failure while reading: {exc}", it, self.root, self.redact)}
+            return {
+                "index": i,
+                "stage": "load",
+                "error": type(exc).__name__,
+                "reason": _scrub(f"unexpected failure while reading: {exc}", it, self.root, self.redact),
+            }
 
 
 def _collate(items: list[dict]) -> dict[str, Any]:
@@ -450,10 +458,11 @@ def predict_folder(
         output = _Output(out, columns, resume=previous_job is not None)
         previous = len(output.done)
         n_chunks = (len(inputs) + batch_size - 1) // batch_size
+        members = [list(range(c * batch_size, min(len(inputs), (c + 1) * batch_size))) for c in range(n_chunks)]
         mine = [c for c in range(n_chunks) if c % shard_ix[1] == shard_ix[0]]
         todo = [c for c in mine if c not in output.done]
-        total = sum(len(range(c * batch_size, min(len(inputs), (c + 1) * batch_size))) for c in mine)
-        done_items = total - sum(len(range(c * batch_size, min(len(inputs), (c + 1) * batch_size))) for c in todo)
+        total = sum(len(members[c]) for c in mine)
+        done_items = total - sum(len(members[c]) for c in todo)
         explainer = None
         if saliency:
             from ..explain import Explainer
@@ -470,7 +479,7 @@ def predict_folder(
             if todo:
                 loader = torch.utils.data.DataLoader(
                     _Items(predictor.spec, inputs, input_dir, redact_paths),
-                    batch_sampler=[list(range(c * batch_size, min(len(inputs), (c + 1) * batch_size))) for c in todo],
+                    batch_sampler=[members[c] for c in todo],
                     num_workers=workers, collate_fn=_collate, pin_memory=predictor.device.type == "cuda",
                     **({"prefetch_factor": 2, "persistent_workers": False} if workers else {}),
                 )  # fmt: skip
@@ -488,34 +497,45 @@ def predict_folder(
             output.close()
             if bar is not None:
                 bar.close()
-        counts = _count(out)
-        seconds = time.perf_counter() - start
-        summary = {
-            "counts": counts,
+        timing = {
+            "seconds": round(time.perf_counter() - start, 3),
+            "scan_seconds": round(scan_seconds, 3),
+            "model_seconds": round(infer_seconds, 3),
+            "inputs_this_session": n_new,
+            "resumed_chunks": previous,
+        }
+        settings = {"batch_size": batch_size, "workers": workers, "device": str(predictor.device),
+                    "saliency": saliency, "redact_paths": redact_paths}  # fmt: skip
+        summary = _summary(out, predictor, inputs, scanned, total, shard_ix, timing, settings, job)
+        write_json(out / SUMMARY, summary)
+        mark_complete(out, "predict", **summary["counts"])
+    return summary
+
+
+def _summary(out: Path, predictor, inputs, scanned, total: int, shard_ix, timing, settings, job) -> dict[str, Any]:
+    """``summary.json``: counts from the finished files (so a resumed job counts every session)."""
+    seconds = timing["seconds"]
+    timing["inputs_per_second"] = round(timing["inputs_this_session"] / seconds, 3) if seconds > 0 else None
+    labels = [str(n) for n in predictor.labels]
+    return {
+            "counts": _count(out),
             "inputs": {"files": scanned.n_files, "inputs": len(inputs), "in_this_shard": total,
                        "scan_errors": sum(it.error is not None for it in inputs),
                        "skipped_non_images": scanned.skipped},
             "shard": {"index": shard_ix[0], "count": shard_ix[1]},
-            "timing": {"seconds": round(seconds, 3), "scan_seconds": round(scan_seconds, 3),
-                       "model_seconds": round(infer_seconds, 3), "inputs_this_session": n_new,
-                       "inputs_per_second": round(n_new / seconds, 3) if seconds > 0 else None,
-                       "resumed_chunks": previous},
+            "timing": timing,
             "run": {"name": predictor.run_dir.name, "weights_sha256_16": job["run_weights"],
                     "backbone": predictor.cfg.backbone, "task": predictor.task, "labels": labels,
                     "threshold": predictor.threshold, "calibration": predictor.calibration.get("method", "temperature"),
                     "tta_flips": list(predictor.flips),
                     "ood": predictor.ood.describe() if predictor.ood is not None else None},
-            "settings": {"batch_size": batch_size, "workers": workers, "device": str(predictor.device),
-                         "saliency": saliency, "redact_paths": redact_paths},
+            "settings": settings,
             "job": job,
             "versions": _versions(),
             "notes": [] if predictor.ood is not None else [
-                "the run holds no out-of-distribution statistics (trained before medtl 0.8): add them with "
+                "the run holds no out-of-distribution statistics (trained before medtl wrote them): add them with "
                 "`medtl calibrate-ood RUN DATA`; ood columns are empty"],
         }  # fmt: skip
-        write_json(out / SUMMARY, summary)
-        mark_complete(out, "predict", **counts)
-    return summary
 
 
 def _cores() -> int:

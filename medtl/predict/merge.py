@@ -38,7 +38,9 @@ def _encode(header: list[str], rows: list[list[str]]) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def merge_outputs(shard_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, overwrite: bool = False) -> dict[str, Any]:
+def merge_outputs(
+    shard_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, overwrite: bool = False
+) -> dict[str, Any]:
     """Merge finished shard outputs into ``out_dir`` (``predictions.csv``, ``errors.csv``,
     ``summary.json``, and the saliency maps).
 
