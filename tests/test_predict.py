@@ -223,6 +223,35 @@ def test_redacted_outputs_hold_no_identifier_or_path(run2d, mixed, tmp_path):
     assert len(rows) == N_CXR + 1 and all(r["path"] == "" and len(r["key"]) == 16 for r in rows)
 
 
+def test_folders_that_overwrite_could_empty_are_refused(predicted, run2d, mixed, tmp_path):
+    out, _ = predicted
+    with pytest.raises(OutputError, match="holds the input images"):
+        predict_folder(run2d, mixed, mixed, workers=0)
+    with pytest.raises(OutputError, match="holds the input images"):
+        predict_folder(run2d, mixed, mixed.parent, workers=0)
+    with pytest.raises(OutputError, match="holds the shard"):
+        merge_outputs([out], out.parent, overwrite=True)
+    assert (out / "predictions.csv").is_file()
+
+
+def test_a_journal_line_cut_by_the_kill_is_not_trusted(run2d, tmp_path):
+    src = tmp_path / "in"
+    shutil.copytree(SAMPLE / "cxr" / "p002", src / "p002")
+    shutil.copytree(SAMPLE / "cxr" / "p003", src / "p003")
+    reference = tmp_path / "reference"
+    predict_folder(run2d, src, reference, batch_size=1, workers=0)
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    lines = (out / JOURNAL).read_text().splitlines()
+    chunk, pred, err = lines[2].split()
+    # the kill cut the last line inside a number: "1 53" where "1 530" was meant
+    (out / JOURNAL).write_text("\n".join(lines[:2]) + f"\n{chunk} {pred} {err[:-1]}")
+    (out / "medtl.json").write_text(json.dumps({"command": "predict", "complete": False}))
+    predict_folder(run2d, src, out, batch_size=1, workers=0, resume=True)
+    for name in ("predictions.csv", "errors.csv"):
+        assert (out / name).read_bytes() == (reference / name).read_bytes(), name
+
+
 def test_bad_arguments_name_the_problem(run2d, tmp_path):
     with pytest.raises(ConfigError, match="--shard must be I/N"):
         parse_shard("2/2")
@@ -232,6 +261,10 @@ def test_bad_arguments_name_the_problem(run2d, tmp_path):
         predict_folder(run2d, tmp_path / "nowhere", tmp_path / "o")
     with pytest.raises(ConfigError, match="not a run directory"):
         predict_folder(tmp_path, SAMPLE / "cxr", tmp_path / "o")
+    with pytest.raises(ConfigError, match="--workers must be 0 or more, not -1"):
+        predict_folder(run2d, SAMPLE / "cxr", tmp_path / "o", workers=-1)
+    with pytest.raises(ConfigError, match="device 'gpu' is not usable here"):
+        Predictor(run2d, device="gpu")
 
 
 # ----------------------------------------------------------------------------- 3D

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
@@ -23,24 +22,22 @@ from ..errors import ConfigError
 __all__ = ["calibrate_ood"]
 
 
-def _features(run_dir: Path, data, part: str, progress: bool):
+def _features(run, data, part: str, progress: bool):
+    """Embeddings (N, F), labels and notes of the run's ``part`` images found in ``data``."""
     import torch
 
     from ..data.dataset import prepare
     from ..evaluate.run import select_rows
-    from ..rundir import load_run, read_config
     from ..train.inference import predict_outputs
 
-    cfg = read_config(run_dir)
-    _, manifest, indices, notes = select_rows(run_dir, data, part)
-    model, spec, _ = load_run(run_dir)
+    _, manifest, indices, notes = select_rows(run.run_dir, data, part)
     cache = tempfile.mkdtemp(prefix="medtl-ood-")
     try:
-        prepared = prepare(manifest, indices, spec, cache_dir=cache, progress=progress)
+        prepared = prepare(manifest, indices, run.spec, cache_dir=cache, progress=progress)
         if not prepared.indices:
             raise ConfigError(data, f"none of the run's {part} images could be read")
-        loader = torch.utils.data.DataLoader(prepared.dataset, batch_size=cfg.batch_size)
-        _, feats, ys = predict_outputs(model, loader, flips=cfg.flips if cfg.tta else (), device="cpu")
+        loader = torch.utils.data.DataLoader(prepared.dataset, batch_size=run.cfg.batch_size)
+        _, feats, ys = predict_outputs(run.model, loader, flips=run.flips, device="cpu")
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     return feats, ys, notes
@@ -63,26 +60,20 @@ def calibrate_ood(
             images; the run already has statistics (unless ``overwrite``).
         LockedError: another process is writing the run.
     """
-    import json
-
-    from ..rundir import RunLock, read_config
-    from ..tasks import task_for
+    from ..rundir import RunLock
+    from ..train.inference import RunModel
     from .ood import NORMALISE, OOD_FILE, fit_ood, save_ood
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "model.pt").is_file():
-        raise ConfigError(run_dir, "not a run directory (no model.pt): train one with `medtl train`")
-    if (run_dir / OOD_FILE).is_file() and not overwrite:
-        raise ConfigError(run_dir / OOD_FILE, "the run already has out-of-distribution statistics; pass "
+    run = RunModel(run_dir)  # not a run: says so
+    if (run.run_dir / OOD_FILE).is_file() and not overwrite:
+        raise ConfigError(run.run_dir / OOD_FILE, "the run already has out-of-distribution statistics; pass "
                           "--overwrite to fit them again")  # fmt: skip
     if not 0.5 <= quantile < 1:
         raise ConfigError(None, f"the quantile must be in [0.5, 1), not {quantile}")
-    cfg = read_config(run_dir)
-    with RunLock(run_dir, "calibrate-ood"):
-        fit, ys, notes = _features(run_dir, data, "train", progress)
-        held, _, more = _features(run_dir, data, "val", progress)
-        task = task_for(cfg.label_columns, len(json.loads((run_dir / "labels.json").read_text())))
-        classes = None if task == "multilabel" or ys is None else ys[:, 0]
+    with RunLock(run.run_dir, "calibrate-ood"):
+        fit, ys, notes = _features(run, data, "train", progress)
+        held, _, more = _features(run, data, "val", progress)
+        classes = None if run.task == "multilabel" or ys is None else ys[:, 0]
         stats = fit_ood(fit, classes, held, quantile=quantile, normalise=NORMALISE if normalise is None else normalise)
-        save_ood(run_dir, stats)
+        save_ood(run.run_dir, stats)
     return dict(stats.describe(), notes=notes + more)

@@ -42,8 +42,8 @@ import numpy as np
 
 from ..errors import ConfigError, ImageReadError, MedtlError, OutputError
 
-__all__ = ["predict_folder", "parse_shard", "Input", "collect_inputs", "ERROR_COLUMNS", "PREDICTIONS", "ERRORS",
-           "SUMMARY"]  # fmt: skip
+__all__ = ["predict_folder", "parse_shard", "Input", "collect_inputs", "encode_csv", "ERROR_COLUMNS", "PREDICTIONS",
+           "ERRORS", "SUMMARY"]  # fmt: skip
 
 PREDICTIONS, ERRORS, SUMMARY = "predictions.csv", "errors.csv", "summary.json"
 #: Columns of ``errors.csv``.
@@ -213,19 +213,28 @@ def _collate(items: list[dict]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- durable CSV output
+def encode_csv(rows) -> bytes:
+    """CSV lines (``\\n`` endings, UTF-8) of ``rows``, ready to append: the one format every
+    ``predictions.csv`` and ``errors.csv`` is written in, so merged and resumed files compare by bytes."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue().encode("utf-8")
+
+
 class _Output:
     """``predictions.csv`` and ``errors.csv`` appended chunk by chunk, with a journal of their
     lengths after each chunk, so a resumed job cuts both back to the last finished chunk."""
 
     def __init__(self, out: Path, columns: list[str], resume: bool):
-        self.out, self.columns = out, columns
+        self.out = out
         self.paths = {"pred": out / PREDICTIONS, "err": out / ERRORS}
         self.headers = {"pred": columns, "err": list(ERROR_COLUMNS)}
         self.done: set[int] = set()
         journal = out / JOURNAL
         offsets = None
         if resume and journal.is_file():
-            for line in journal.read_text().splitlines():
+            # a line without its newline was cut by the kill: its digits may be a prefix of the truth
+            for line in journal.read_text().split("\n")[:-1]:
                 parts = line.split()
                 if len(parts) == 3 and all(p.lstrip("-").isdigit() for p in parts):
                     chunk, pred, err = (int(p) for p in parts)
@@ -242,16 +251,9 @@ class _Output:
                 break
         if offsets is None:  # a new job (or state that cannot be trusted): headers only
             for name, path in self.paths.items():
-                path.write_bytes(self._encode([self.headers[name]], header=True))
+                path.write_bytes(encode_csv([self.headers[name]]))
             self._journal_line(-1, mode="w")
         self.fh = {name: open(path, "ab") for name, path in self.paths.items()}
-
-    @staticmethod
-    def _encode(rows, header: bool = False) -> bytes:
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerows(rows)
-        return buf.getvalue().encode("utf-8")
 
     def _journal_line(self, chunk: int, mode: str = "a") -> None:
         sizes = [self.paths[n].stat().st_size for n in ("pred", "err")]
@@ -264,7 +266,7 @@ class _Output:
         for name, data in (("pred", rows), ("err", errors)):
             if data:
                 cols = self.headers[name]
-                self.fh[name].write(self._encode([[r.get(c, "") for c in cols] for r in data]))
+                self.fh[name].write(encode_csv([[r.get(c, "") for c in cols] for r in data]))
             self.fh[name].flush()
             os.fsync(self.fh[name].fileno())
         self._journal_line(chunk)
@@ -431,11 +433,17 @@ def predict_folder(
     input_dir = os.path.abspath(os.fspath(input_dir))
     if not os.path.exists(input_dir):
         raise ImageReadError(input_dir, "no such file or folder")
+    out_real, in_real = os.path.realpath(out_dir), os.path.realpath(input_dir)
+    if os.path.commonpath([out_real, in_real]) == out_real:
+        # --overwrite empties the output folder: it must never hold the images
+        raise OutputError(out_dir, "holds the input images: give an output folder outside them (inside the input "
+                          "folder is fine, e.g. INPUT/predictions)")  # fmt: skip
     predictor = Predictor(run_dir, device=device)
     cores = _cores()
     if workers is None:  # on the CPU the network needs cores too; on a GPU reading is the whole CPU job
         workers = (cores // 2 if cores > 1 else 0) if predictor.device.type == "cpu" else min(8, cores)
-    workers = max(0, int(workers))
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ConfigError(None, f"--workers must be 0 or more, not {workers!r}")
     labels = [str(n) for n in predictor.labels]
     columns = _columns(labels, saliency, predictor.spatial_dims)
 
@@ -444,6 +452,9 @@ def predict_folder(
 
         if resume and (describe(out) or {}).get("complete") and (out / SUMMARY).is_file():
             summary = json.loads((out / SUMMARY).read_text())
+            if summary.get("job", {}).get("run_weights") != _file_hash(predictor.run_dir / "model.pt"):
+                raise OutputError(out, "holds a finished job of another run; pass --overwrite to replace it, or "
+                                  "give another -o")  # fmt: skip
             summary["note"] = "already complete: nothing to do"
             return summary
         t_scan = time.perf_counter()

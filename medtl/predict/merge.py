@@ -11,7 +11,6 @@ shards' rows sorted by ``index``: byte for byte what one process would have writ
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import shutil
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import OutputError
-from .folder import ERRORS, PREDICTIONS, SUMMARY
+from .folder import ERRORS, PREDICTIONS, SUMMARY, encode_csv
 
 __all__ = ["merge_outputs"]
 
@@ -28,14 +27,6 @@ def _read(path: Path) -> tuple[list[str], list[list[str]]]:
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.reader(fh))
     return (rows[0] if rows else []), rows[1:]
-
-
-def _encode(header: list[str], rows: list[list[str]]) -> bytes:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buf.getvalue().encode("utf-8")
 
 
 def merge_outputs(
@@ -76,6 +67,11 @@ def merge_outputs(
         raise OutputError(dirs[0], f"the shards of a split into {count} are needed once each"
                           + (f"; missing {', '.join(map(str, missing))}" if missing else "")
                           + (f"; given twice {', '.join(map(str, twice))}" if twice else ""))  # fmt: skip
+    target = os.path.realpath(out_dir)
+    for d in dirs:
+        if os.path.commonpath([target, os.path.realpath(d)]) == target:
+            # --overwrite empties the output folder before the shards are read
+            raise OutputError(out_dir, f"holds the shard {d}: merge into another folder")
     with output_folder(out_dir, "predict", overwrite=overwrite) as out:
         for name in (PREDICTIONS, ERRORS):
             header, rows = None, []
@@ -86,7 +82,7 @@ def merge_outputs(
                 header = h
                 rows.extend(r)
             rows.sort(key=lambda r: (int(r[0]), r[header.index("stage")] == "saliency" if "stage" in header else 0))
-            write_bytes(out / name, _encode(header, rows))
+            write_bytes(out / name, encode_csv([header, *rows]))
         for d in dirs:
             if (d / "maps").is_dir():
                 shutil.copytree(d / "maps", out / "maps", dirs_exist_ok=True)

@@ -33,6 +33,7 @@ import io
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -98,20 +99,19 @@ class OODStats:
         x = np.where(finite[:, None], x, 0.0)
         # distances to each mean through a whitening factor computed once: float32 for the (N, F)
         # by (F, F) product that dominates (a 1,280-wide embedding), float64 elsewhere
-        w, centres = self._whitening()
+        w, centres = self._whitening
         z = (x.astype(np.float32) @ w).astype(np.float64)
         d2 = np.sum(z * z, axis=1)[:, None] - 2.0 * (z @ centres.T) + np.sum(centres * centres, axis=1)[None, :]
         out = np.sqrt(np.maximum(d2, 0.0)).min(axis=1)
         return np.where(finite, out, np.inf)
 
+    @cached_property
     def _whitening(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(W, means @ W)`` with ``W W^T`` = precision (eigen-decomposition, clipped at 0)."""
-        key = (id(self.precision), id(self.means))
-        if getattr(self, "_cache", (None,))[0] != key:
-            vals, vecs = np.linalg.eigh(np.asarray(self.precision, np.float64))
-            w = vecs * np.sqrt(np.clip(vals, 0.0, None))
-            self._cache = (key, w.astype(np.float32), np.asarray(self.means, np.float64) @ w)
-        return self._cache[1], self._cache[2]
+        """``(W, means @ W)`` with ``W W^T`` = precision (eigen-decomposition, clipped at 0);
+        computed on first use (the statistics are not changed after fitting)."""
+        vals, vecs = np.linalg.eigh(np.asarray(self.precision, np.float64))
+        w = vecs * np.sqrt(np.clip(vals, 0.0, None))
+        return w.astype(np.float32), np.asarray(self.means, np.float64) @ w
 
     def flags(self, scores: np.ndarray) -> np.ndarray:
         """``True`` where a score is above the threshold."""

@@ -193,8 +193,12 @@ class RunModel:
         self.flips = tuple(self.cfg.flips) if self.cfg.tta else ()
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
-        self.model.to(self.device).eval()
+        try:
+            self.device = torch.device(device)
+            self.model.to(self.device).eval()
+        except (RuntimeError, AssertionError) as exc:  # "cuda" without a GPU, "gpu", "cuda:7" on a 2-GPU node
+            raise ConfigError(None, f"device '{device}' is not usable here ({str(exc).splitlines()[0]}); use cpu, "
+                              "cuda or cuda:N") from None  # fmt: skip
 
     @property
     def spatial_dims(self) -> int:
@@ -220,14 +224,9 @@ class RunModel:
             return np.zeros((0, len(self.labels)), np.float32), np.zeros((0, self.model.num_features), np.float32)
         return np.concatenate(logits), np.concatenate(feats)
 
-    @torch.no_grad()
     def logits(self, batch: torch.Tensor | np.ndarray, batch_size: int = 16) -> np.ndarray:
         """Flip-averaged logits (B, K) of network inputs, ``batch_size`` at a time."""
-        t = torch.as_tensor(np.asarray(batch, np.float32)) if isinstance(batch, np.ndarray) else batch
-        self.model.eval()
-        parts = [tta_logits(self.model, t[i : i + batch_size].to(self.device), self.flips).float().cpu().numpy()
-                 for i in range(0, len(t), batch_size)]  # fmt: skip
-        return np.concatenate(parts) if parts else np.zeros((0, len(self.labels)), np.float32)
+        return self.outputs(batch, batch_size)[0]
 
     def calibrated(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated probabilities (B, K) of logits, as ``medtl evaluate`` reports them."""
