@@ -314,6 +314,55 @@ def _cmd_predict_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    record = build_report(args.run, args.predictions, args.output, input_dir=args.input, evaluation=args.evaluation,
+                          explanation=args.explanation, show_identifiers=args.show_identifiers,
+                          overwrite=args.overwrite, workers=args.workers, progress=sys.stderr.isatty())  # fmt: skip
+    for note in record["notes"]:
+        print(f"note: {note}")
+    c = record["counts"]
+    print(f"report of {c['cases']} cases ({c['ood']} unlike the training data, {c['errors']} that could not be "
+          f"predicted, {c['maps']} with saliency maps) → {args.output}/index.html; review it with "
+          f"`medtl review {args.output}`")  # fmt: skip
+    return 0
+
+
+def _cmd_review(args: argparse.Namespace) -> int:
+    from .report import ReviewServer
+
+    server = ReviewServer(args.report, reviewer=args.reviewer, host=args.host, port=args.port)
+    if server.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {server.host}: other machines can open these pages (posting still needs "
+              "this server's form token)", file=sys.stderr)  # fmt: skip
+    print(f"reviewing {args.report} as {server.reviewer} at {server.url} (Ctrl-C to stop; verdicts are saved as "
+          "they are recorded)", flush=True)  # fmt: skip
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped; every recorded verdict is in verdicts.sqlite", file=sys.stderr)
+    finally:
+        server.shutdown()
+    return 0
+
+
+def _cmd_review_import(args: argparse.Namespace) -> int:
+    from .report import import_verdicts
+
+    done = import_verdicts(args.verdicts, args.report)
+    print(f"imported {done['imported']} verdict(s) into {args.report} ({done['skipped']} already there)")
+    return 0
+
+
+def _cmd_review_export(args: argparse.Namespace) -> int:
+    from .report import export_verdicts
+
+    n = export_verdicts(args.report, args.output)
+    print(f"exported {n} verdict(s) → {args.output}")
+    return 0
+
+
 def _cmd_calibrate_ood(args: argparse.Namespace) -> int:
     from .predict import calibrate_ood
 
@@ -484,6 +533,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace earlier output in the folder")
     p.set_defaults(func=_cmd_predict_merge)
 
+    p = sub.add_parser("report", help="self-contained HTML pages for clinicians from a `medtl predict` output")
+    p.add_argument("run", help="the run directory that made the predictions")
+    p.add_argument("predictions", help="a finished `medtl predict` output folder")
+    p.add_argument("-o", "--output", required=True, help="report folder: index.html, cases/, report.json")
+    p.add_argument("--input", default=None, help="where the images are now (default: the folder predict read; "
+                   "needed after --redact-paths or a move)")  # fmt: skip
+    p.add_argument("--evaluation", default=None, metavar="DIR",
+                   help="a `medtl evaluate --groups` output of the run: its bias audit goes on every page")
+    p.add_argument("--explanation", default=None, metavar="DIR",
+                   help="a `medtl explain --sanity` output of the run: the saliency method's sanity check")
+    p.add_argument("--show-identifiers", action="store_true",
+                   help="show paths and identifying DICOM fields (name, ID, accession, dates); off by default")
+    p.add_argument("--workers", type=int, default=None, help="processes drawing the cases (default: up to 4)")
+    p.add_argument("--overwrite", action="store_true", help="rebuild the report in place (recorded verdicts are kept)")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("review", help="serve a report locally so clinicians can record verdicts; "
+                       "`medtl review import` / `export` move verdicts")  # fmt: skip
+    p.add_argument("report", help="a `medtl report` folder")
+    p.add_argument("--port", type=int, default=8765, help="port (8765; 0 picks a free one)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
+    p.add_argument("--reviewer", default=None, help="your name as verdicts record it (default: your login name)")
+    p.set_defaults(func=_cmd_review)
+
+    p = sub.add_parser("review-import", prog="medtl review import",
+                       description="Add another reviewer's exported verdicts to a report (all or nothing).")
+    p.add_argument("verdicts", help="a verdicts CSV from `medtl review export` or the review page's export link")
+    p.add_argument("report", help="the `medtl report` folder the verdicts belong to")
+    p.set_defaults(func=_cmd_review_import)
+
+    p = sub.add_parser("review-export", prog="medtl review export",
+                       description="Write every verdict of a report as CSV.")
+    p.add_argument("report", help="a `medtl report` folder")
+    p.add_argument("-o", "--output", required=True, help="the CSV to write")
+    p.set_defaults(func=_cmd_review_export)
+
     p = sub.add_parser("calibrate-ood", help="add out-of-distribution statistics to a run trained before they "
                        "existed")  # fmt: skip
     p.add_argument("run", help="a run directory from `medtl train`")
@@ -558,9 +643,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``medtl`` console script; returns the exit status."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    for i in range(len(argv) - 1):  # `medtl predict merge ...` is its own command
-        if argv[i] == "predict" and argv[i + 1] == "merge":
-            argv[i : i + 2] = ["predict-merge"]
+    for i in range(len(argv) - 1):  # `medtl predict merge`, `medtl review import` ... are their own commands
+        if (argv[i], argv[i + 1]) in (("predict", "merge"), ("review", "import"), ("review", "export")):
+            argv[i : i + 2] = [f"{argv[i]}-{argv[i + 1]}"]
             break
         if not argv[i].startswith("-"):
             break

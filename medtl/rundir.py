@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import json
 import os
 import shutil
@@ -58,6 +59,9 @@ __all__ = [
     "write_json",
     "save_torch",
     "atomic_path",
+    "read_spec",
+    "weights_digest",
+    "KEPT_FILES",
 ]
 
 #: The file that says which command wrote a folder.
@@ -120,6 +124,11 @@ def _check_writable(folder: Path) -> None:
         raise OutputError(folder, f"cannot write here ({exc.strerror or exc})") from None
 
 
+#: Files that no ``--overwrite`` deletes: reviewers' verdicts are data, not output. A report rebuilt
+#: in place keeps them; any other command refuses a folder holding them.
+KEPT_FILES = frozenset({"verdicts.sqlite", "verdicts.sqlite-wal", "verdicts.sqlite-shm", "verdicts.sqlite-journal"})
+
+
 def _contents(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name != LOCK) if folder.is_dir() else []
 
@@ -141,7 +150,13 @@ def _prepare(folder: Path, command: str, overwrite: bool, resume: bool) -> None:
             hint = "--resume to finish it, " if unfinished and command in RESUMABLE_COMMANDS else ""
             raise OutputError(folder, f"already holds {_what(found)}; pass {hint}--overwrite to replace it whole, "
                               "or give another -o")  # fmt: skip
-        for name in _contents(folder):  # medtl's own output, replaced whole
+        kept = [n for n in _contents(folder) if n in KEPT_FILES]
+        if kept and command != "report":
+            raise OutputError(folder, f"holds reviewers' verdicts ({kept[0]}), which medtl never deletes: give "
+                              "another -o")  # fmt: skip
+        for name in _contents(folder):  # medtl's own output, replaced whole (verdicts excepted)
+            if name in KEPT_FILES:
+                continue
             child = folder / name
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)
@@ -167,7 +182,8 @@ def output_folder(
         folder: the output folder (created if absent).
         command: ``train``, ``adapt``, ``evaluate``, ``audit`` ... (recorded in ``medtl.json``).
         overwrite: replace a folder that holds medtl output (a run, another command's output)
-            whole; a folder holding files medtl did not write is never deleted.
+            whole; a folder holding files medtl did not write is never deleted, and reviewers'
+            verdicts (:data:`KEPT_FILES`) are kept by ``report`` and refused by every other command.
         resume: keep output of the same command in place (``train`` continuing its run; the
             caller checks that the configuration matches).
 
@@ -428,6 +444,40 @@ def read_split(run_dir: str | os.PathLike) -> dict[str, Any] | None:
         raise ConfigError(path, f"unreadable split record ({exc})") from None
 
 
+def weights_digest(run_dir: str | os.PathLike) -> str:
+    """The first 16 hex digits of the SHA-256 of a run's ``model.pt``: which weights an output came
+    from (predict, evaluate and explain record it; report checks it).
+
+    Raises:
+        ConfigError: the run holds no ``model.pt`` (its training has not finished).
+    """
+    path = Path(run_dir) / WEIGHTS_FILE
+    if not path.is_file():
+        raise ConfigError(run_dir, f"holds no {WEIGHTS_FILE}: its training has not finished")
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def read_spec(run_dir: str | os.PathLike):
+    """The run's :class:`~medtl.data.transforms.PreprocessSpec` (how it maps an image to network
+    input), without loading the network.
+
+    Raises:
+        ConfigError: the run holds no ``preprocess.json`` (its training has not finished).
+    """
+    from .data.transforms import PreprocessSpec
+
+    path = Path(run_dir) / SPEC_FILE
+    if not path.is_file():
+        raise ConfigError(run_dir, f"holds no {SPEC_FILE}: its training has not finished (resume it with the same "
+                          "`medtl train` command)")  # fmt: skip
+    spec_d = json.loads(path.read_text())
+    return PreprocessSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec_d.items()})
+
+
 def load_run(run_dir: str | os.PathLike):
     """``(model in eval mode, PreprocessSpec, labels)`` from a run directory, from any working
     directory, with nothing else needed.
@@ -437,7 +487,6 @@ def load_run(run_dir: str | os.PathLike):
     """
     import torch
 
-    from .data.transforms import PreprocessSpec
     from .models import create
 
     run_dir = Path(run_dir)
@@ -446,8 +495,7 @@ def load_run(run_dir: str | os.PathLike):
         if not (run_dir / name).is_file():
             raise ConfigError(run_dir, f"holds no {name}: its training has not finished (resume it with the same "
                               "`medtl train` command)")  # fmt: skip
-    spec_d = json.loads((run_dir / SPEC_FILE).read_text())
-    spec = PreprocessSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec_d.items()})
+    spec = read_spec(run_dir)
     labels = json.loads((run_dir / LABELS_FILE).read_text())
     model = create(cfg.backbone, None, in_channels=spec.channels, num_classes=len(labels),
                    spatial_dims=cfg.spatial_dims, dropout=cfg.dropout)  # fmt: skip

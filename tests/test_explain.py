@@ -364,7 +364,7 @@ def test_every_method_runs_on_2d_and_3d_runs_from_medtl_train(run2d, run3d, tmp_
         result = explain(run, images, tmp_path / f"all{dims}", methods="all", settings=quick, deletion_samples=1,
                          deletion_steps=4)  # fmt: skip
         assert [m["method"] for m in result["maps"]] == list(METHODS) * 2
-        assert all(m["map"].endswith(".png") and ("nifti" in m) == (dims == 3) for m in result["maps"])
+        assert all(m["map"].endswith(".png") and m["nifti"].endswith(".nii.gz") for m in result["maps"])
         assert set(result["faithfulness"]) == set(METHODS)
 
 

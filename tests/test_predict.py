@@ -183,7 +183,7 @@ def test_an_output_folder_inside_the_input_tree_is_not_predicted(run2d, tmp_path
     shutil.copytree(SAMPLE / "cxr" / "p002", src / "p002")
     out = src / "predictions"
     predict_folder(run2d, src, out, workers=0, saliency="gradcam")
-    assert len(list((out / "maps").iterdir())) == 2
+    assert len(list((out / "maps").iterdir())) == 4  # a PNG and the map as NIfTI per input
     (out / "medtl.json").write_text(json.dumps({"command": "predict", "complete": False}))
     summary = predict_folder(run2d, src, out, workers=0, saliency="gradcam", resume=True)
     assert summary["inputs"]["inputs"] == 2 and [r["path"] for r in _rows(out / "predictions.csv")] == [

@@ -270,7 +270,7 @@ def evaluate_run(
         OutputError: ``out_dir`` is a run directory, a file, holds other output (without
             ``overwrite``) or is being written.
     """
-    from ..rundir import mark_complete, output_folder, write_csv, write_json
+    from ..rundir import mark_complete, output_folder, weights_digest, write_csv, write_json
     from .audit import audit
 
     with output_folder(out_dir, "evaluate", overwrite=overwrite) as out:
@@ -286,7 +286,8 @@ def evaluate_run(
         kw = dict(patient=unit, n_boot=n_boot, seed=seed, min_group=min_group, min_gap=min_gap,
                   intersections=intersections, **({"age_bins": tuple(age_bins)} if age_bins else {}))  # fmt: skip
         result: dict[str, Any] = {
-            "run": Path(run_dir).resolve().name, "data": Path(manifest).name, "split": split or "default",
+            "run": Path(run_dir).resolve().name, "run_weights": weights_digest(run_dir), "data": Path(manifest).name,
+            "split": split or "default",
             "task": info["task"], "n": len(rows), "skipped": skipped, "notes": info["notes"],
             "calibration": info["calibration"], "temperature": info["temperature"],
             "temperature_fitted_on": info["temperature_fitted_on"], "threshold": info["threshold"],

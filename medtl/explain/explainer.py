@@ -19,7 +19,7 @@ from ..errors import ConfigError, MedtlError
 from ..train.inference import RunModel
 from .methods import Settings, saliency
 
-__all__ = ["Explainer"]
+__all__ = ["Explainer", "display_array", "load_item"]
 
 
 class Explainer(RunModel):
@@ -44,17 +44,8 @@ class Explainer(RunModel):
 
     # ------------------------------------------------------------------ inputs
     def display(self, img) -> np.ndarray:
-        """The image on its own grid in [0, 1] as the run windows it: (column, row) grey, or
-        (column, row, 3) for a colour image in a colour run; volumes (i, j, k) grey."""
-        from ..data.transforms import intensity
-
-        arr = intensity(img, self.spec)
-        if self.spec.preset == "none":
-            lo, hi = np.percentile(arr, (0.5, 99.5))
-            arr = np.clip((arr - lo) / max(hi - lo, 1e-6), 0, 1)
-        if arr.shape[0] == 3 and img.channels == 3:
-            return np.moveaxis(arr, 0, -1)
-        return arr[0]
+        """The image on its own grid in [0, 1] as the run windows it (see :func:`display_array`)."""
+        return display_array(img, self.spec)
 
     def unnormalised(self, x: torch.Tensor) -> np.ndarray:
         """The first channel of a network input mapped back to [0, 1] (for drawing volumes)."""
@@ -150,6 +141,30 @@ class Explainer(RunModel):
         curve = deletion_curve(prob, arr, smap, base, steps=steps, batch_size=size)
         ref = random_deletion_curve(prob, arr, base, steps=steps, repeats=1, seed=seed, batch_size=size)
         return {"curve": curve, "random": ref, "auc": auc(curve), "random_auc": auc(ref)}
+
+
+def display_array(img, spec) -> np.ndarray:
+    """``img`` on its own grid in [0, 1] as a run with preprocessing ``spec`` windows it:
+    (column, row) grey, or (column, row, 3) for a colour image in a colour run; volumes (i, j, k)
+    grey. Needs only the spec, never the network (reports draw thousands of these).
+
+    >>> import numpy as np
+    >>> from medtl.io import Image
+    >>> from medtl.data.transforms import PreprocessSpec
+    >>> img = Image(np.linspace(0, 4095, 12, dtype=np.float32).reshape(3, 4), np.eye(4))
+    >>> arr = display_array(img, PreprocessSpec(preset="xr", size=(8, 8)))
+    >>> arr.shape, float(arr.min()) >= 0.0, float(arr.max()) <= 1.0
+    ((3, 4), True, True)
+    """
+    from ..data.transforms import intensity
+
+    arr = intensity(img, spec)
+    if spec.preset == "none":
+        lo, hi = np.percentile(arr, (0.5, 99.5))
+        arr = np.clip((arr - lo) / max(hi - lo, 1e-6), 0, 1)
+    if arr.shape[0] == 3 and img.channels == 3:
+        return np.moveaxis(arr, 0, -1)
+    return arr[0]
 
 
 def load_item(path: str, series: str | None = None):

@@ -1,8 +1,8 @@
 """``explain``: saliency maps of a trained run over images, folders or a manifest, with checks.
 
 For every readable input and every method it writes a picture (2D: the windowed image and the
-overlay; 3D: the map as NIfTI on the scan's own grid, plus three planes through the peak) and one
-record in ``explain.json``. With ``sanity=True`` the methods are first put through cascading
+overlay; 3D: three planes through the peak), the map itself as NIfTI on the image's own grid, and
+one record in ``explain.json``. With ``sanity=True`` the methods are first put through cascading
 randomization (:mod:`medtl.explain.sanity`) and a failed method is marked in every output that
 uses it. Where the manifest has a ``mask`` column, localization (pointing game, IoU) is scored
 with patient-bootstrap CIs; every map gets a deletion score (faithfulness). Inputs the run cannot
@@ -222,7 +222,7 @@ def explain(
                          methods="gradcam,ig", sanity=True)
         result["sanity"]["ig"]["passed"], result["localization"]["ig"]["pointing_game"]["value"]
     """
-    from ..rundir import mark_complete, output_folder, write_csv, write_json
+    from ..rundir import mark_complete, output_folder, weights_digest, write_csv, write_json
     from .explainer import Explainer
 
     names = check_methods(methods)
@@ -306,7 +306,8 @@ def explain(
                 bar.update(1)
         bar.close()
         result = {
-            "run": Path(run_dir).resolve().name, "task": explainer.task, "labels": [str(n) for n in explainer.labels],
+            "run": Path(run_dir).resolve().name, "run_weights": weights_digest(run_dir), "task": explainer.task,
+            "labels": [str(n) for n in explainer.labels],
             "methods": names, "settings": _settings_record(explainer, settings, iou_threshold, deletion_steps,
                                                                   deletion_samples),
             "n_inputs": len(items), "n_explained": len(inputs_out), "notes": notes,
@@ -378,8 +379,8 @@ def _sanity(explainer, pool: _Inputs, names, wanted, samples: int, seed: int, pr
 
 def render_map(explainer, out: Path, index: int, item: Item, img, x, affine, display, method: str, target: int,
                probs, sanity: dict | None, deletion_steps: int = 0, seed: int = 0) -> dict[str, Any]:  # fmt: skip
-    """One map of ``item`` written under ``out/maps/`` (a PNG overlay; in 3D also the map as NIfTI on
-    the scan's grid) and its record: file names, peak in mm, seconds, and the deletion curve when
+    """One map of ``item`` written under ``out/maps/`` (a PNG overlay, and the map as NIfTI on the
+    image's grid) and its record: file names, peak in mm, seconds, and the deletion curve when
     ``deletion_steps``. ``x``/``affine`` come from :meth:`Explainer.prepare`, ``display`` from
     :meth:`Explainer.display`, ``probs`` are the input's calibrated probabilities."""
     from ..rundir import write_bytes
@@ -403,15 +404,14 @@ def render_map(explainer, out: Path, index: int, item: Item, img, x, affine, dis
     if explainer.spatial_dims == 2:
         aspect = img.spacing[1] / img.spacing[0] if img.spacing[0] > 0 else 1.0
         png = overlay_png(display_order(display), display_order(on_input), title, aspect=aspect)
-        write_bytes(out / "maps" / f"{stem}.png", png)
-        rec["map"] = f"maps/{stem}.png"
     else:
         spacing = np.linalg.norm(affine[:3, :3], axis=0)
         png = planes_png(explainer.unnormalised(x), smap, peak, spacing, title)
-        write_bytes(out / "maps" / f"{stem}.png", png)
-        write_bytes(out / "maps" / f"{stem}.nii.gz", nifti_bytes(on_input, img.affine))
-        rec["map"] = f"maps/{stem}.png"
-        rec["nifti"] = f"maps/{stem}.nii.gz"
+    write_bytes(out / "maps" / f"{stem}.png", png)
+    # the map itself on the image's grid: a viewer overlays it, a report redraws it
+    write_bytes(out / "maps" / f"{stem}.nii.gz", nifti_bytes(on_input, img.affine))
+    rec["map"] = f"maps/{stem}.png"
+    rec["nifti"] = f"maps/{stem}.nii.gz"
     rec["peak_mm"] = world(affine, peak) if peak is not None else None
     rec["seconds"] = round(seconds, 3)
     rec["_input_grid"] = on_input

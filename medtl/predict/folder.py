@@ -41,9 +41,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, ImageReadError, MedtlError, OutputError
+from ..rundir import weights_digest
 
 __all__ = ["predict_folder", "parse_shard", "Input", "collect_inputs", "encode_csv", "ERROR_COLUMNS", "PREDICTIONS",
-           "ERRORS", "SUMMARY"]  # fmt: skip
+           "ERRORS", "SUMMARY", "inputs_fingerprint"]  # fmt: skip
 
 PREDICTIONS, ERRORS, SUMMARY = "predictions.csv", "errors.csv", "summary.json"
 #: Columns of ``errors.csv``.
@@ -133,18 +134,11 @@ def collect_inputs(
     return inputs, result
 
 
-def _fingerprint(inputs: list[Input]) -> str:
+def inputs_fingerprint(inputs: list[Input]) -> str:
+    """A digest of a work list (relative paths and series): equal lists, equal digests."""
     h = hashlib.sha256()
     for it in inputs:
         h.update(f"{it.rel}\x00{it.series}\n".encode())
-    return h.hexdigest()[:16]
-
-
-def _file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
     return h.hexdigest()[:16]
 
 
@@ -282,17 +276,17 @@ def _fmt(value: float, digits: int) -> str:
     return f"{value:.{digits}f}" if np.isfinite(value) else ("inf" if value > 0 else "nan")
 
 
-def _columns(labels: list[str], saliency: str | None, dims: int) -> list[str]:
+def _columns(labels: list[str], saliency: str | None) -> list[str]:
     cols = list(_ID_COLUMNS) + [f"p_{n}" for n in labels] + ["decision", "ood_score", "ood"]
     if saliency:
-        cols += ["saliency"] + (["saliency_nifti"] if dims == 3 else [])
+        cols += ["saliency", "saliency_nifti"]
     return cols
 
 
 def _job_record(predictor, inputs, shard, batch_size, saliency, redact, columns) -> dict[str, Any]:
     return {
-        "run_weights": _file_hash(predictor.run_dir / "model.pt"),
-        "input_fingerprint": _fingerprint(inputs),
+        "run_weights": weights_digest(predictor.run_dir),
+        "input_fingerprint": inputs_fingerprint(inputs),
         "inputs": len(inputs),
         "shard": list(shard),
         "batch_size": batch_size,
@@ -445,14 +439,14 @@ def predict_folder(
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ConfigError(None, f"--workers must be 0 or more, not {workers!r}")
     labels = [str(n) for n in predictor.labels]
-    columns = _columns(labels, saliency, predictor.spatial_dims)
+    columns = _columns(labels, saliency)
 
     with output_folder(out_dir, "predict", overwrite=overwrite, resume=resume) as out:
         from ..rundir import describe
 
         if resume and (describe(out) or {}).get("complete") and (out / SUMMARY).is_file():
             summary = json.loads((out / SUMMARY).read_text())
-            if summary.get("job", {}).get("run_weights") != _file_hash(predictor.run_dir / "model.pt"):
+            if summary.get("job", {}).get("run_weights") != weights_digest(predictor.run_dir):
                 raise OutputError(out, "holds a finished job of another run; pass --overwrite to replace it, or "
                                   "give another -o")  # fmt: skip
             summary["note"] = "already complete: nothing to do"
@@ -516,7 +510,9 @@ def predict_folder(
             "resumed_chunks": previous,
         }
         settings = {"batch_size": batch_size, "workers": workers, "device": str(predictor.device),
-                    "saliency": saliency, "redact_paths": redact_paths}  # fmt: skip
+                    "saliency": saliency, "redact_paths": redact_paths,
+                    # where `medtl report` finds the images again (never written with --redact-paths)
+                    "input": None if redact_paths else input_dir}  # fmt: skip
         summary = _summary(out, predictor, inputs, scanned, total, shard_ix, timing, settings, job)
         write_json(out / SUMMARY, summary)
         mark_complete(out, "predict", **summary["counts"])

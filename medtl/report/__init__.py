@@ -1,9 +1,25 @@
-"""The clinician review: static report pages and the local review server (step 9, in progress).
+"""The clinician review: static report pages and the local review server.
 
+* :func:`build_report` (``medtl report``): self-contained HTML pages from a ``medtl predict``
+  output: an index of every case and one page per case with the image, the saliency overlay,
+  the probability against the threshold, the out-of-distribution flag and what the model is
+  known to get wrong.
+* :class:`ReviewServer` (``medtl review``): the same pages served on 127.0.0.1 with a verdict
+  form per case; :func:`import_verdicts` / :func:`export_verdicts` move verdicts as CSV.
 * :mod:`medtl.report.verdicts`: the SQLite store of reviewers' verdicts (append-only, safe for
-  concurrent reviewers and killed servers), with CSV export and import.
+  concurrent reviewers and killed servers).
 """
 
+from .build import build_report
+from .server import ReviewServer, export_verdicts, import_verdicts
 from .verdicts import EXPORT_COLUMNS, VERDICTS, VerdictStore
 
-__all__ = ["VerdictStore", "VERDICTS", "EXPORT_COLUMNS"]
+__all__ = [
+    "build_report",
+    "ReviewServer",
+    "import_verdicts",
+    "export_verdicts",
+    "VerdictStore",
+    "VERDICTS",
+    "EXPORT_COLUMNS",
+]

@@ -83,6 +83,16 @@ def _check(study: str, reviewer: str, verdict: str, comment: str, probability, w
     return study, reviewer, verdict, comment, probability
 
 
+def _csv_text(rows: list[dict[str, Any]]) -> str:
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(EXPORT_COLUMNS), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
 class VerdictStore:
     """The verdicts database at ``path`` (created with its schema if absent).
 
@@ -159,15 +169,16 @@ class VerdictStore:
             out.setdefault(r["study"], {})[r["reviewer"]] = dict(r)
         return out
 
+    def csv_text(self) -> str:
+        """Every verdict, oldest first, as CSV text (:data:`EXPORT_COLUMNS`)."""
+        return _csv_text(self.history())
+
     def export_csv(self, path: str | os.PathLike) -> int:
         """Write every verdict, oldest first, as CSV (atomically); return the number of rows."""
-        from ..rundir import atomic_path
+        from ..rundir import write_text
 
         rows = self.history()
-        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(EXPORT_COLUMNS), extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
+        write_text(path, _csv_text(rows))
         return len(rows)
 
     def import_csv(self, path: str | os.PathLike) -> dict[str, int]:

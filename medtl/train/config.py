@@ -25,7 +25,7 @@ __all__ = ["TrainConfig", "load_config", "WEIGHT_NEUTRAL_KEYS"]
 #: only upward). Every other key must match the run's for ``medtl train`` to continue it.
 WEIGHT_NEUTRAL_KEYS = frozenset(
     {"epochs", "patience", "workers", "cache_dir", "accelerator", "devices", "num_nodes", "threshold_rule",
-     "target_sensitivity"}
+     "target_sensitivity", "intended_use"}
 )  # fmt: skip
 
 
@@ -94,6 +94,9 @@ class TrainConfig:
     deterministic: bool = True
     workers: int = 0
     cache_dir: str = ""
+    # what the model is for, in the words of whoever trained it: the model card and clinician
+    # reports show it (empty: they say it was not stated)
+    intended_use: str = ""
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -164,6 +167,8 @@ def _validate(cfg: TrainConfig) -> None:
     if cfg.val_fraction + cfg.test_fraction >= 1:
         raise _bad("val_fraction", f"+ test_fraction must leave images to train on, not {cfg.val_fraction} + "
                    f"{cfg.test_fraction}")  # fmt: skip
+    if not isinstance(cfg.intended_use, str):
+        raise _bad("intended_use", f"must be text, not {cfg.intended_use!r}")
     if cfg.manifest and cfg.npz:
         raise _bad("npz", "and manifest are both set: give one source of data")
     for key in ("augment", "tta", "deterministic", "dedup"):

@@ -71,6 +71,12 @@ def _calibration_line(cal: dict) -> str:
     return f"{what}, chosen by {cal.get('chosen_by', 'validation')}{ece} (`calibration.json`)"
 
 
+def _intended_use(cfg: TrainConfig) -> str:
+    text = " ".join(cfg.intended_use.split())
+    return text or ("Not stated: set `intended_use` in the training config (what the model is for, on whom, "
+                    "and who reads its output).")  # fmt: skip
+
+
 def model_card(cfg: TrainConfig, spec, result: dict, calibration: dict, split: dict) -> str:
     """The model card draft (Markdown). ``result``: ``val_auroc``, ``best_epoch``, ``n_val``,
     ``skipped``, ``threshold``, ``rule``; ``split``: the run's ``split.json`` summary. Names no
@@ -89,6 +95,9 @@ def model_card(cfg: TrainConfig, spec, result: dict, calibration: dict, split: d
 - **Operating point**: threshold {result["threshold"]:.3f} ({result["rule"]}) on calibrated validation probabilities
 - **Out-of-distribution flag**: {result.get("ood") or "none"} (`ood.npz`; used by `medtl predict`)
 - **Skipped records**: {len(result["skipped"])}
+
+## Intended use
+{_intended_use(cfg)}
 
 ## Known limits
 - Validated only on data like the training manifest; check subgroups (`medtl audit`) before use.

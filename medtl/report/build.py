@@ -1,0 +1,312 @@
+"""``medtl report``: a folder of self-contained HTML pages for clinicians, from a predict output.
+
+The report reads plain results only: the run directory (what the model is and is known to get
+wrong), a finished ``medtl predict`` folder (``predictions.csv``, ``errors.csv``, the saliency
+maps) and the images themselves, found again under the input folder the predictions recorded (or
+``input_dir``) by the same salted keys. It writes ``index.html`` (every case in one sortable,
+filterable table, failures and out-of-distribution inputs included), one page per case under
+``cases/``, and ``report.json`` (what the review server needs). Every page opens from disk with no
+network: styles, scripts and pictures are inside it, and a Content-Security-Policy forbids
+fetching anything. Every text from a header, a CSV or a path goes through Jinja2's autoescaping.
+
+Paths and identifying header fields appear only with ``show_identifiers=True``.
+
+>>> import inspect
+>>> list(inspect.signature(build_report).parameters)[:3]
+['run_dir', 'predictions_dir', 'out_dir']
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import os
+import secrets
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, OutputError
+
+__all__ = ["build_report", "REPORT_FILE", "VERDICTS_FILE", "environment"]
+
+REPORT_FILE = "report.json"
+#: The reviewers' verdicts (SQLite); kept when a report is rebuilt in place.
+VERDICTS_FILE = "verdicts.sqlite"
+CASES = "cases"
+
+
+def environment():
+    """The Jinja2 environment of the report templates: autoescaping on for every template, and
+    undefined names are errors (a typo must not print an empty cell)."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("medtl.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["pct"] = lambda v: "" if v is None else f"{100 * float(v):.1f}%"
+    env.filters["prob"] = lambda v: "" if v is None else f"{float(v):.3f}"
+    return env
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _predictions(folder: Path) -> tuple[dict[str, Any], list[dict[str, str]], list[dict[str, str]]]:
+    from ..predict.folder import ERRORS, PREDICTIONS, SUMMARY
+    from ..rundir import describe
+
+    found = describe(folder) if folder.is_dir() else None
+    if not found or found.get("command") != "predict" or not (folder / PREDICTIONS).is_file():
+        raise ConfigError(folder, "is not a `medtl predict` output (no predictions.csv): give the folder "
+                          "`medtl predict RUN INPUT -o FOLDER` wrote")  # fmt: skip
+    if not found.get("complete"):
+        raise ConfigError(folder, "is an unfinished `medtl predict` output: finish it with `medtl predict ... "
+                          "--resume` first")  # fmt: skip
+    summary = json.loads((folder / SUMMARY).read_text())
+    return summary, _read_csv(folder / PREDICTIONS), _read_csv(folder / ERRORS)
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _headline(probs: dict[str, float], decision: str, task: str, labels: list[str]) -> tuple[str, float | None]:
+    """The output a case is sorted and reviewed by: binary, the positive class; multi-class, the
+    decided class; multi-label, the most probable finding."""
+    if not probs:
+        return "", None
+    if task == "binary" and len(labels) == 2:
+        return labels[1], probs.get(labels[1])
+    if task == "multiclass" and decision in probs:
+        return decision, probs[decision]
+    name = max(probs, key=lambda k: probs[k])
+    return name, probs[name]
+
+
+def _review_status(latest: dict[str, dict[str, Any]]) -> tuple[str, str]:
+    """(status for filtering, text for the table) from each reviewer's newest verdict."""
+    if not latest:
+        return "not reviewed", "not reviewed"
+    verdicts = sorted({row["verdict"] for row in latest.values()})
+    text = "; ".join(f"{row['verdict']} ({who})" for who, row in sorted(latest.items()))
+    return (verdicts[0] if len(verdicts) == 1 else "mixed"), text
+
+
+def verdict_statuses(latest: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, str]]:
+    """``{case key: {"status", "text"}}`` for the index's review column (what its script reads)."""
+    return {key: dict(zip(("status", "text"), _review_status(rows), strict=True)) for key, rows in latest.items()}
+
+
+def _verdicts(out: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    from .verdicts import VerdictStore
+
+    if not (out / VERDICTS_FILE).is_file():
+        return {}
+    with VerdictStore(out / VERDICTS_FILE) as store:
+        return store.latest()
+
+
+def build_report(
+    run_dir: str | os.PathLike,
+    predictions_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    input_dir: str | os.PathLike | None = None,
+    evaluation: str | os.PathLike | None = None,
+    explanation: str | os.PathLike | None = None,
+    show_identifiers: bool = False,
+    overwrite: bool = False,
+    workers: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Write the clinician report of a ``medtl predict`` output.
+
+    Args:
+        run_dir: the run that made the predictions (checked by its weights' digest).
+        predictions_dir: a finished ``medtl predict`` (or ``medtl predict merge``) output.
+        out_dir: the report folder (``index.html``, ``cases/``, ``report.json``). Rebuilding it with
+            ``overwrite`` keeps the reviewers' verdicts (``verdicts.sqlite``).
+        input_dir: where the images are now (default: the folder the predictions recorded; needed
+            when they were made with ``--redact-paths`` or the folder moved).
+        evaluation: a ``medtl evaluate --groups`` output of this run: its audit goes on every page.
+        explanation: a ``medtl explain --sanity`` output of this run: the saliency method's check.
+        show_identifiers: show paths and identifying header fields (name, ID, accession number,
+            dates, descriptions). Off by default: pages carry salted keys only.
+        workers: processes drawing the cases (default: up to 4, one per core; 0 draws in this one).
+        progress: a progress bar on stderr.
+
+    Returns:
+        The report's summary (counts, notes), also in ``report.json``.
+
+    Raises:
+        ConfigError: ``run_dir`` is not a run, ``predictions_dir`` not a finished predict output of
+            it, or an evaluation / explanation folder that does not belong to it.
+        OutputError: ``out_dir`` cannot be written or holds other output (see ``overwrite``).
+
+    >>> import tempfile
+    >>> build_report("no-such-run", tempfile.mkdtemp(), tempfile.mkdtemp())
+    Traceback (most recent call last):
+    ...
+    medtl.errors.ConfigError: no-such-run: not a run directory (no config.yaml): train one with `medtl train`
+    """
+    from ..predict.folder import collect_inputs, inputs_fingerprint
+    from ..rundir import mark_complete, output_folder, read_config, read_spec, weights_digest, write_json, write_text
+    from .model import model_summary
+
+    start = time.perf_counter()
+    run = Path(run_dir)
+    read_config(run)
+    pred = Path(predictions_dir)
+    summary, rows, errors = _predictions(pred)
+    digest = weights_digest(run)
+    if summary.get("run", {}).get("weights_sha256_16") != digest:
+        raise ConfigError(pred, f"was predicted by another run ({summary.get('run', {}).get('name', '?')}, weights "
+                          f"{summary.get('run', {}).get('weights_sha256_16', '?')}), not {run.name} ({digest})")  # fmt: skip
+    out = Path(out_dir)
+    for inside in (pred, run):
+        if os.path.commonpath([os.path.realpath(out), os.path.realpath(inside)]) == os.path.realpath(out):
+            raise OutputError(out, f"holds {inside}: --overwrite would empty it; give another -o")
+    settings = summary.get("settings", {})
+    method = settings.get("saliency")
+    model = model_summary(run, evaluation, explanation, method)
+    spec = read_spec(run)
+    dims = len(spec.size)
+    labels = model["labels"]
+    task = model["task"]
+    notes: list[str] = []
+
+    root = os.fspath(input_dir) if input_dir is not None else settings.get("input")
+    by_key: dict[str, Any] = {}
+    if root is None:
+        notes.append("the predictions were made with --redact-paths and no --input was given: cases are shown "
+                     "without their images")  # fmt: skip
+    elif not os.path.exists(root):
+        notes.append("the input folder the predictions recorded is gone: give --input where the images are now; "
+                     "cases are shown without their images")  # fmt: skip
+        root = None
+    else:
+        inputs, _ = collect_inputs(root, progress=progress, exclude=pred)
+        by_key = {it.key: it for it in inputs}
+        if inputs_fingerprint(inputs) != summary.get("job", {}).get("input_fingerprint"):
+            notes.append("the input folder has changed since the predictions were made (files added, moved or "
+                         "removed): images are read as they are now, and cases no longer there are shown without them")  # fmt: skip
+
+    with output_folder(out, "report", overwrite=overwrite) as folder:
+        latest = _verdicts(folder)
+        nonce = secrets.token_urlsafe(18)
+        cases, jobs = [], []
+        for row in rows:
+            probs = {c[2:]: v for c, t in row.items() if c.startswith("p_") and (v := _float(t)) is not None}
+            headline, p = _headline(probs, row.get("decision", ""), task, labels)
+            it = by_key.get(row["key"])
+            nifti = row.get("saliency_nifti") or ""
+            case = {
+                "index": int(row["index"]), "key": row["key"], "page": f"{CASES}/{row['key']}.html", "status": "predicted",
+                "path": (row.get("path") or (it.rel if it else "")) if show_identifiers else "",
+                "modality": row.get("modality", ""), "kind": row.get("kind", ""),
+                "patient": row.get("patient", ""), "study": row.get("study", ""), "series": row.get("series", ""),
+                "probabilities": probs, "headline": headline, "probability": p, "decision": row.get("decision", ""),
+                "ood_score": _float(row.get("ood_score")), "ood": {"1": True, "0": False}.get(row.get("ood", "")),
+                "saliency": "shown" if nifti else ("not computed" if not method else "failed"),
+            }  # fmt: skip
+            case["review"], case["review_text"] = _review_status(latest.get(row["key"], {}))
+            cases.append(case)
+            jobs.append(None if it is None else {
+                "full": it.full, "rel": it.rel, "series": it.series, "spec": spec, "dims": dims,
+                "nifti": os.fspath(pred / nifti) if nifti else None, "identifiers": show_identifiers})  # fmt: skip
+        failed = []
+        for e in errors:
+            it = by_key.get(e.get("key", ""))
+            failed.append({"index": int(e["index"]), "key": e.get("key", ""), "page": None, "status": "error",
+                           "stage": e.get("stage", ""), "reason": e.get("reason", ""),
+                           "path": (e.get("path") or (it.rel if it else "")) if show_identifiers else ""})  # fmt: skip
+        rendered = _render_all(jobs, workers, progress)
+        env = environment()
+        page = env.get_template("case.html")
+        pairs = sorted(zip(cases, rendered, strict=True), key=lambda cr: cr[0]["index"])
+        ordered = [c for c, _ in pairs]
+        n_missing_maps = 0
+        for pos, (case, drawn) in enumerate(pairs):
+            if drawn is None:
+                drawn = {"error": "the image was not found under the input folder" if root else
+                         "the image is not available (no input folder)", "notes": [], "identifiers": None, "meta": []}  # fmt: skip
+            if case["saliency"] == "shown" and drawn.get("map_note"):
+                case["saliency"] = "missing"
+                n_missing_maps += 1
+            html = page.render(
+                case=case, drawn=drawn, model=model, method=method, task=task, labels=labels, nonce=nonce,
+                threshold=model["threshold"], show_identifiers=show_identifiers,
+                previous=ordered[pos - 1]["key"] if pos > 0 else None,
+                next=ordered[pos + 1]["key"] if pos + 1 < len(ordered) else None,
+                verdicts=[dict(row, reviewer=who) for who, row in sorted(latest.get(case["key"], {}).items())],
+            )  # fmt: skip
+            write_text(folder / case["page"], html)
+        counts = {"cases": len(cases), "errors": len(failed), "ood": sum(bool(c["ood"]) for c in cases),
+                  "maps": sum(c["saliency"] == "shown" for c in cases), "missing_maps": n_missing_maps,
+                  "reviewed": sum(c["review"] != "not reviewed" for c in cases)}  # fmt: skip
+        built = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        index = env.get_template("index.html").render(
+            cases=ordered, failed=sorted(failed, key=lambda c: c["index"]), model=model, counts=counts, notes=notes,
+            method=method, nonce=nonce, built=built, show_identifiers=show_identifiers, task=task,
+            decisions=sorted({c["decision"] for c in cases if c["decision"]}),
+            verdicts=verdict_statuses(latest),
+        )  # fmt: skip
+        write_text(folder / "index.html", index)
+        record = {
+            "schema": "medtl.report/1", "run": run.name, "run_weights": digest, "task": task, "labels": labels,
+            "threshold": model["threshold"], "saliency": method, "show_identifiers": show_identifiers,
+            "built": built, "counts": counts, "notes": notes, "seconds": round(time.perf_counter() - start, 2),
+            "cases": [{"key": c["key"], "index": c["index"], "page": c["page"], "headline": c["headline"],
+                       "probability": c["probability"], "decision": c["decision"], "ood": c["ood"]} for c in ordered],
+        }  # fmt: skip
+        write_json(folder / REPORT_FILE, record)
+        mark_complete(folder, "report", cases=len(cases), errors=len(failed))
+    return record
+
+
+def _render_all(jobs: list[dict | None], workers: int | None, progress: bool) -> list[dict | None]:
+    from .cases import render_case
+
+    todo = [i for i, j in enumerate(jobs) if j is not None]
+    results: list[dict | None] = [None] * len(jobs)
+    if workers is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not Linux
+            cores = os.cpu_count() or 1
+        workers = min(4, cores) if len(todo) > 8 else 0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), unit="case", desc="report", dynamic_ncols=True)
+    try:
+        if workers and len(todo) > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for i, res in zip(todo, pool.map(render_case, [jobs[i] for i in todo], chunksize=4), strict=True):
+                    results[i] = res
+                    if bar is not None:
+                        bar.update(1)
+        else:
+            for i in todo:
+                results[i] = render_case(jobs[i])
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return results

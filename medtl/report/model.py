@@ -1,0 +1,247 @@
+"""What a clinician should know about the model before reading its output, from plain files.
+
+:func:`model_summary` reads a run directory (``config.yaml``, ``split.json``, ``metrics.json``,
+``calibration.json``, ``threshold.json``, ``model_card.md``), and optionally a ``medtl evaluate``
+output (its bias audit, ``audit.json``) and a ``medtl explain`` output (the saliency sanity check,
+``explain.json``). It returns one dict of text and numbers that the report templates show; missing
+pieces become sentences that say what is missing and how to add it, never silent gaps.
+
+>>> import inspect
+>>> list(inspect.signature(model_summary).parameters)
+['run_dir', 'evaluation', 'explanation', 'method']
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+__all__ = ["model_summary", "card_sections"]
+
+# the audit's metrics a clinician reads first, in this order
+_AUDIT_METRICS = (("auroc", "AUROC"), ("tpr", "sensitivity"), ("tnr", "specificity"), ("ppv", "PPV"))
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(path, f"unreadable ({exc})") from None
+
+
+def _plain(text: str) -> str:
+    """Markdown emphasis and code marks dropped: the report shows the words, escaped."""
+    return re.sub(r"\*\*|`", "", " ".join(text.split()))
+
+
+def card_sections(markdown: str) -> dict[str, list[str]]:
+    """The model card's ``## `` sections as lists of paragraphs or bullet points (plain text).
+    The first section (before any ``## `` heading) is keyed ``summary``.
+
+    >>> card = "# Card\\n- **Backbone**: x\\n\\n## Known limits\\n- one\\n  continued\\n- two\\n"
+    >>> card_sections(card)
+    {'summary': ['Backbone: x'], 'Known limits': ['one continued', 'two']}
+    """
+    sections: dict[str, list[str]] = {}
+    name, items = "summary", []
+    for line in markdown.splitlines():
+        if line.startswith("## "):
+            sections[name] = [_plain(i) for i in items if i.strip()]
+            name, items = line[3:].strip(), []
+        elif line.startswith("# "):
+            continue
+        elif line.startswith(("- ", "* ")):
+            items.append(line[2:])
+        elif not line.strip():
+            items.append("")
+        elif items and items[-1]:
+            items[-1] += " " + line.strip()  # a bullet's or paragraph's next line
+        else:
+            items.append(line.strip())
+    sections[name] = [_plain(i) for i in items if i.strip()]
+    return sections
+
+
+def _ci(ci: Any, digits: int = 2) -> str:
+    if not ci or ci[0] is None or ci[1] is None:
+        return ""
+    return f"{ci[0]:.{digits}f}–{ci[1]:.{digits}f}"
+
+
+def _metric(values: dict[str, Any], key: str) -> dict[str, Any]:
+    v = values.get(key)
+    return {"value": None if v is None else round(float(v), 3), "ci": _ci(values.get(f"{key}_ci"))}
+
+
+def _same_run(folder: Path, record: dict[str, Any], run: Path, what: str) -> None:
+    """Refuse an evaluation or explanation of another run: by the weights' digest (outputs since
+    step 9 record it), else by the run's name."""
+    from ..rundir import weights_digest
+
+    theirs = record.get("run_weights")
+    if theirs is not None and theirs != weights_digest(run):
+        raise ConfigError(folder, f"{what} other weights ({record.get('run', '?')}, {theirs}) than {run.name} "
+                          f"({weights_digest(run)})")  # fmt: skip
+    if theirs is None and record.get("run") not in (None, run.resolve().name):
+        raise ConfigError(folder, f"{what} another run ({record.get('run')}), not {run.name}")
+
+
+def _audit(evaluation: str | os.PathLike | None, run: Path) -> dict[str, Any]:
+    if evaluation is None:
+        return {"available": False, "note": "No bias audit was given: run `medtl evaluate RUN DATA --groups sex,site` "
+                "on held-out data and build the report with `--evaluation` that folder."}  # fmt: skip
+    folder = Path(evaluation)
+    data = _json(folder / "audit.json")
+    if data is None:
+        raise ConfigError(folder, "holds no audit.json: give the folder `medtl evaluate ... --groups ...` wrote")
+    metrics = _json(folder / "metrics.json") or {}
+    _same_run(folder, metrics, run, "audits")
+    settings = data.get("settings", {})
+    groups = []
+    for attribute, members in (data.get("groups") or {}).items():
+        for group, values in members.items():
+            groups.append({"attribute": attribute, "group": group, "n": values.get("n"), "n_pos": values.get("n_pos"),
+                           "status": values.get("status", ""), "note": values.get("note", ""),
+                           "metrics": [dict(_metric(values, k), name=label) for k, label in _AUDIT_METRICS]})  # fmt: skip
+    overall = data.get("overall") or {}
+    return {
+        "available": True,
+        "n": overall.get("n"),
+        "n_pos": overall.get("n_pos"),
+        "split": metrics.get("split"),
+        "data": metrics.get("data"),
+        "threshold": settings.get("threshold"),
+        "level": settings.get("level", 0.95),
+        "overall": [dict(_metric(overall, k), name=label) for k, label in _AUDIT_METRICS],
+        "groups": groups,
+        "flags": [str(f.get("reason", f)) if isinstance(f, dict) else str(f) for f in data.get("flags") or []],
+    }
+
+
+def _sanity(explanation: str | os.PathLike | None, method: str | None, run: Path) -> dict[str, Any]:
+    if method is None:
+        return {"status": "no saliency", "text": "The predictions were made without saliency maps (`medtl predict "
+                "--saliency METHOD` adds them)."}  # fmt: skip
+    if explanation is None:
+        return {"status": "not checked", "text": f"{method}: no sanity check was given. Run `medtl explain RUN DATA "
+                f"--method {method} --sanity` and build the report with `--explanation` that folder; until then "
+                "treat the maps as unchecked."}  # fmt: skip
+    folder = Path(explanation)
+    data = _json(folder / "explain.json")
+    if data is None:
+        raise ConfigError(folder, "holds no explain.json: give the folder `medtl explain ... --sanity` wrote")
+    _same_run(folder, data, run, "explains")
+    result = (data.get("sanity") or {}).get(method)
+    if not result:
+        return {
+            "status": "not checked",
+            "text": f"{method}: {folder.name} holds no sanity check of this method "
+            f"(it checked {', '.join(sorted(data.get('sanity') or {})) or 'none'}); treat the maps as unchecked.",
+        }
+    faith = (data.get("faithfulness") or {}).get(method) or {}
+    passed = bool(result.get("passed"))
+    text = (f"{method} passed the model-randomisation check: its maps change when the network's weights are "
+            "re-initialised, so they depend on what the model learned." if passed else
+            f"{method} FAILED the model-randomisation check: its maps barely change when the network's weights are "
+            "re-initialised, so they may show image edges rather than what the model learned. Do not read the "
+            "overlays as the model's reasons.")  # fmt: skip
+    if faith:
+        text += (f" Deleting the most salient pixels first lowered the output {'faster' if faith.get('faithful') else 'no faster'}"
+                 f" than deleting random pixels (deletion AUC {faith.get('deletion_auc')} vs {faith.get('random_auc')}).")  # fmt: skip
+    return {"status": "passed" if passed else "failed", "text": text, "rule": result.get("rule", "")}
+
+
+def model_summary(run_dir: str | os.PathLike, evaluation: str | os.PathLike | None = None,
+                  explanation: str | os.PathLike | None = None, method: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """The model section of a clinician report.
+
+    Args:
+        run_dir: a finished run (``medtl train``).
+        evaluation: a ``medtl evaluate --groups`` output of this run (its ``audit.json``), or ``None``.
+        explanation: a ``medtl explain --sanity`` output of this run (its ``explain.json``), or ``None``.
+        method: the saliency method the predictions used (``None``: no maps).
+
+    Returns:
+        ``name``, ``backbone``, ``task``, ``labels``, ``intended_use``, ``training`` (sentences),
+        ``calibration`` (``calibrated`` and a sentence), ``threshold``, ``ood``, ``audit``, ``sanity``
+        and ``caveats`` (the card's known limits, then warnings from the audit and checks).
+
+    Raises:
+        ConfigError: ``run_dir`` is not a finished run; an evaluation or explanation folder lacks its
+            file or belongs to another run.
+    """
+    from ..rundir import read_config, read_spec, read_split
+
+    run = Path(run_dir)
+    cfg = read_config(run)
+    spec = read_spec(run)
+    labels = _json(run / "labels.json") or []
+    metrics = _json(run / "metrics.json") or {}
+    calibration = _json(run / "calibration.json") or {"method": "temperature"}
+    threshold = _json(run / "threshold.json")
+    split = read_split(run) or {}
+    card_path = run / "model_card.md"
+    card = card_sections(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+
+    intended = card.get("Intended use") or ([cfg.intended_use] if cfg.intended_use.strip() else [])
+    if not intended:
+        intended = ["Not stated: the model's training config sets no intended_use. Research use only."]
+    data_name = Path(cfg.npz or cfg.manifest).name
+    counts = split.get("counts") or {}
+    training = [f"Trained on {data_name}: " + ", ".join(
+        f"{part} {c.get('images', '?')} images of {c.get('patients', '?')} patients" for part, c in counts.items()
+    ) + "." if counts else f"Trained on {data_name}."]  # fmt: skip
+    if split.get("description"):
+        training.append(f"Split: {_plain(split['description'])}.")
+    pretrained = f"{cfg.pretrained}-pretrained " if cfg.pretrained else ""
+    training.append(f"Network: {pretrained}{cfg.backbone}, {cfg.spatial_dims}D, input {list(cfg.size)} "
+                    f"({spec.channels} channel{'s' if spec.channels != 1 else ''}, preset {spec.preset}).")  # fmt: skip
+    if metrics.get("val_auroc") is not None:
+        training.append(f"Validation AUROC {metrics['val_auroc']:.3f} on {metrics.get('n_val', '?')} images "
+                        "(chosen on it: not a test result).")  # fmt: skip
+
+    calibrated = calibration.get("method", "temperature") != "none"
+    if calibrated:
+        cal_text = (f"Probabilities are calibrated ({calibration.get('method')}, fitted on "
+                    f"{calibration.get('n', '?')} validation images).")  # fmt: skip
+    else:
+        cal_text = ("Probabilities are NOT calibrated: " + _plain(str(calibration.get("fitted_on", "not fitted")))
+                    + ". Read them as scores that rank cases, not as risks.")  # fmt: skip
+    thr = None
+    if metrics.get("task", calibration.get("task")) == "binary" and threshold:
+        thr = {"value": float(threshold["threshold"]), "rule": threshold.get("rule", ""), "label": str(labels[-1])}
+
+    audit = _audit(evaluation, run)
+    sanity = _sanity(explanation, method, run)
+    caveats = list(card.get("Known limits") or [])
+    if not calibrated:
+        caveats.insert(0, "Probabilities are not calibrated: they rank cases but are not risks.")
+    if audit["available"]:
+        caveats += [f"Bias audit: {f}" for f in audit["flags"]]
+        if audit.get("n") is not None and audit["n"] < 100:
+            caveats.append(f"The audit rests on {audit['n']} images: its intervals are wide and small groups "
+                           "are shown, not compared.")  # fmt: skip
+    if sanity["status"] == "failed":
+        caveats.insert(0, f"The saliency maps ({method}) failed their sanity check: do not read them as the "
+                       "model's reasons.")  # fmt: skip
+    return {
+        "name": run.name,
+        "backbone": cfg.backbone,
+        "task": metrics.get("task", calibration.get("task", "")),
+        "labels": [str(n) for n in labels],
+        "intended_use": intended,
+        "training": training,
+        "calibration": {"calibrated": calibrated, "text": cal_text},
+        "threshold": thr,
+        "ood": _plain(str(metrics["ood"])) if metrics.get("ood") else None,
+        "audit": audit,
+        "sanity": sanity,
+        "caveats": caveats,
+    }

@@ -1,0 +1,356 @@
+"""`medtl report` and `medtl review` without a browser: what the pages hold and never hold, the 3D
+planes' orientation and position in mm, missing maps, refusals, and the review server's defences
+and durability (two reviewers at once, a server killed mid-write). In a browser: test_report_browser.py."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+from report_setup import ACCESSION, MARKUP_MANUFACTURER, MARKUP_SERIES, PATIENT_ID, PATIENT_NAME, SAMPLE
+
+from medtl.cli import main
+from medtl.errors import ConfigError, OutputError
+from medtl.report import ReviewServer, VerdictStore, build_report, export_verdicts, import_verdicts
+from medtl.report.model import model_summary
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _pages(folder: Path) -> dict[str, str]:
+    """Every page's text, pictures left out (base64 may spell anything)."""
+    return {str(p.relative_to(folder)): re.sub(r"data:image/png;base64,[^\"]+", "", p.read_text(encoding="utf-8"))
+            for p in folder.rglob("*.html")}  # fmt: skip
+
+
+def _markup_key(predictions: Path) -> str:
+    return next(r["key"] for r in _rows(predictions / "predictions.csv") if r["path"] == "markup/IM1.dcm")
+
+
+# ----------------------------------------------------------------------------- the static report
+def test_index_lists_every_prediction_error_and_ood_case(report_inputs, report_folder):
+    _, _, predictions, _, _ = report_inputs
+    rows, errors = _rows(predictions / "predictions.csv"), _rows(predictions / "errors.csv")
+    assert errors and any(r["ood"] == "1" for r in rows)  # the archive holds both kinds
+    index = (report_folder / "index.html").read_text()
+    for r in rows:
+        tr = re.search(rf'<tr data-key="{r["key"]}" data-decision="([^"]*)" data-ood="(\d)"', index)
+        assert tr, r["key"]
+        assert tr.group(1) == r["decision"] and tr.group(2) == r["ood"]
+        assert (report_folder / "cases" / f"{r['key']}.html").is_file()
+    for e in errors:
+        assert f'<tr data-key="{e["key"]}" data-decision="error"' in index
+        assert not (report_folder / "cases" / f"{e['key']}.html").exists()
+    record = json.loads((report_folder / "report.json").read_text())
+    assert record["counts"]["cases"] == len(rows) and record["counts"]["errors"] == len(errors)
+    assert record["counts"]["ood"] == sum(r["ood"] == "1" for r in rows)
+    assert [c["key"] for c in record["cases"]] == [r["key"] for r in sorted(rows, key=lambda r: int(r["index"]))]
+
+
+def test_a_case_page_shows_image_overlay_probability_threshold_and_model_facts(report_inputs, report_folder):
+    run, _, predictions, _, _ = report_inputs
+    row = next(r for r in _rows(predictions / "predictions.csv") if r["ood"] == "0")
+    page = (report_folder / "cases" / f"{row['key']}.html").read_text()
+    pictures = re.findall(r'<img class="(base|heat)" src="data:image/png;base64,([^"]+)"', page)
+    assert [k for k, _ in pictures] == ["base", "base", "heat"]  # the image, and the image under its map
+    for _, data in pictures:
+        assert PILImage.open(io.BytesIO(base64.b64decode(data))).size[0] > 0
+    threshold = json.loads((run / "threshold.json").read_text())["threshold"]
+    assert f"left: {100 * threshold:.1f}%" in page  # the threshold marker on the probability bar
+    p1 = float(row["p_label=1"])
+    assert f"{p1:.3f}" in page and f"width: {100 * p1:.1f}%" in page
+    for text in (
+        "Intended use",
+        "A test model: flags the sample data",
+        "Known limits",
+        "Results by patient group",
+        "<td>sex = ",
+        "gradcam passed the model-randomisation check",
+        "Probabilities are NOT calibrated",
+    ):
+        assert text in page, text
+    assert "http://" not in page and "https://" not in page  # nothing to fetch: opens from disk
+    assert "default-src 'none'" in page
+
+
+def test_markup_from_dicom_shows_as_text(report_inputs, report_folder, tmp_path):
+    run, _, predictions, evaluation, explanation = report_inputs
+    key = _markup_key(predictions)
+    page = (report_folder / "cases" / f"{key}.html").read_text()
+    assert "&lt;script&gt;window.__medtl_xss = 1&lt;/script&gt;Acme" in page
+    assert MARKUP_MANUFACTURER not in page
+    out = tmp_path / "with-ids"
+    build_report(run, predictions, out, evaluation=evaluation, explanation=explanation, show_identifiers=True,
+                 workers=0)  # fmt: skip
+    page = (out / "cases" / f"{key}.html").read_text()
+    assert "&lt;img src=&#34;x&#34; onerror=&#34;window.__medtl_xss = 2&#34;&gt;Chest PA" in page
+    assert MARKUP_SERIES not in page and "<script>window" not in page
+
+
+def test_no_identifiers_or_absolute_paths_unless_asked(report_inputs, report_folder, tmp_path):
+    run, archive, predictions, evaluation, explanation = report_inputs
+    hidden = [PATIENT_NAME, "Doe", PATIENT_ID, ACCESSION, str(archive), "markup/IM1.dcm", "cxr/p001/", "Chest PA"]
+    for name, html in _pages(report_folder).items():
+        for text in hidden:
+            assert text not in html, (name, text)
+    assert str(archive) not in (report_folder / "report.json").read_text()
+    out = tmp_path / "with-ids"
+    main(["report", str(run), str(predictions), "-o", str(out), "--show-identifiers", "--workers", "0",
+          "--evaluation", str(evaluation), "--explanation", str(explanation)])  # fmt: skip
+    page = (out / "cases" / f"{_markup_key(predictions)}.html").read_text()
+    for text in (PATIENT_NAME, PATIENT_ID, ACCESSION, "markup/IM1.dcm", str(archive / "markup" / "IM1.dcm")):
+        assert text in page, text
+    assert "cxr/p001/IM000101" in (out / "index.html").read_text()
+
+
+def test_a_missing_saliency_file_shows_the_image_alone_with_a_note(report_inputs, tmp_path):
+    run, _, predictions, _, _ = report_inputs
+    pred = tmp_path / "pred"
+    shutil.copytree(predictions, pred)
+    row = _rows(pred / "predictions.csv")[0]
+    (pred / row["saliency_nifti"]).unlink()
+    record = build_report(run, pred, tmp_path / "report", workers=0)
+    assert record["counts"]["missing_maps"] == 1
+    page = (tmp_path / "report" / "cases" / f"{row['key']}.html").read_text()
+    assert 'class="base"' in page and 'class="heat"' not in page
+    assert "the saliency map file is missing from the predictions folder: the image is shown alone" in page
+    # without an audit or a sanity check the page says so and how to add them
+    assert "No bias audit was given" in page and "no sanity check was given" in page
+
+
+def test_predictions_without_saliency_show_images_with_a_note(report_inputs, tmp_path):
+    from medtl.predict import predict_folder
+
+    run, archive, _, _, _ = report_inputs
+    pred = tmp_path / "pred"
+    predict_folder(run, archive / "cxr" / "p001", pred, workers=0)
+    build_report(run, pred, tmp_path / "report", workers=0)
+    key = _rows(pred / "predictions.csv")[0]["key"]
+    page = (tmp_path / "report" / "cases" / f"{key}.html").read_text()
+    assert 'class="base"' in page and 'class="heat"' not in page
+    assert "the predictions were made without <code>--saliency</code>" in page
+
+
+def test_redacted_predictions_find_their_images_with_input(report_inputs, tmp_path):
+    from medtl.predict import predict_folder
+
+    run, archive, _, _, _ = report_inputs
+    pred = tmp_path / "pred"
+    predict_folder(run, archive / "cxr" / "p002", pred, workers=0, redact_paths=True)
+    assert str(archive) not in (pred / "summary.json").read_text()
+    key = _rows(pred / "predictions.csv")[0]["key"]
+    record = build_report(run, pred, tmp_path / "blind", workers=0)
+    assert any("--redact-paths" in n for n in record["notes"])
+    assert 'class="base"' not in (tmp_path / "blind" / "cases" / f"{key}.html").read_text()
+    build_report(run, pred, tmp_path / "found", input_dir=archive / "cxr" / "p002", workers=0)
+    assert 'class="base"' in (tmp_path / "found" / "cases" / f"{key}.html").read_text()
+
+
+def test_3d_planes_cut_through_the_peak_in_radiological_orientation(tmp_path):
+    """A CT series (LPS, as DICOM stores it) with a map peaking near the patient's right and
+    anterior: the axial plane is at the peak's height in mm (by the image's own affine), and the
+    peak is drawn on the viewer's left (patient's right) and at the top (anterior)."""
+    from medtl.data.transforms import PreprocessSpec
+    from medtl.explain.run import nifti_bytes
+    from medtl.io import load_image
+    from medtl.report.cases import render_case
+
+    series = SAMPLE / "ct" / "p101" / "series01"
+    img = load_image(series)
+    assert np.sign(img.affine[0, 0]) < 0 and np.sign(img.affine[1, 1]) < 0  # i runs to the left, j to the back
+    peak = (10, 14, 9)  # small i: the patient's right; small j: anterior
+    smap = np.zeros(img.spatial_shape, np.float32)
+    smap[peak] = 1.0
+    smap[peak[0] + 1, peak[1], peak[2]] = 0.5
+    (tmp_path / "map.nii.gz").write_bytes(nifti_bytes(smap, img.affine))
+    spec = PreprocessSpec(preset="ct", windows=("lung",), size=(16, 32, 32))
+    drawn = render_case({"full": str(series), "rel": "series01", "series": None, "spec": spec, "dims": 3,
+                         "nifti": str(tmp_path / "map.nii.gz"), "identifiers": False})  # fmt: skip
+    fig = drawn["figures"]
+    assert fig["kind"] == "3d" and fig["through"] == "the map's peak"
+    axial = next(p for p in fig["planes"] if p["name"] == "axial")
+    assert axial["position"] == f"S {img.world(peak)[2]:.1f} mm"
+    assert axial["edges"] == ("A", "P", "R", "L")
+    nx, ny, _ = img.spatial_shape
+    spacing = np.abs(np.diag(img.affine)[:3])
+    assert axial["width_mm"] == pytest.approx(nx * spacing[0]) and axial["height_mm"] == pytest.approx(ny * spacing[1])
+    alpha = np.asarray(PILImage.open(io.BytesIO(base64.b64decode(axial["heat"]["src"].split(",")[1]))))[..., 3]
+    row, col = np.unravel_index(int(np.argmax(alpha)), alpha.shape)
+    assert col < alpha.shape[1] / 2 and row < alpha.shape[0] / 2
+    assert sum(s["peak"] for s in fig["strip"]) == 1
+
+
+def test_report_refusals(report_inputs, report_folder, tmp_path):
+    run, archive, predictions, evaluation, _ = report_inputs
+    other = tmp_path / "other-run"
+    shutil.copytree(run, other)
+    weights = other / "model.pt"
+    weights.write_bytes(weights.read_bytes() + b"\0")  # other weights
+    with pytest.raises(ConfigError, match="was predicted by another run"):
+        build_report(other, predictions, tmp_path / "r1")
+    with pytest.raises(ConfigError, match="is not a `medtl predict` output"):
+        build_report(run, archive, tmp_path / "r2")
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(predictions, unfinished)
+    marker = json.loads((unfinished / "medtl.json").read_text())
+    (unfinished / "medtl.json").write_text(json.dumps(dict(marker, complete=False)))
+    with pytest.raises(ConfigError, match="unfinished"):
+        build_report(run, unfinished, tmp_path / "r3")
+    with pytest.raises(OutputError, match="--overwrite would empty it"):
+        build_report(run, predictions, predictions.parent, overwrite=True)
+    with pytest.raises(ConfigError, match="audits other weights"):
+        model_summary(other, evaluation=evaluation)
+    with pytest.raises(OutputError, match="already holds a finished `medtl report` output"):
+        build_report(run, predictions, report_folder)
+    assert main(["report", str(run), str(archive), "-o", str(tmp_path / "r5")]) == 1
+
+
+# ----------------------------------------------------------------------------- the review server
+def _request(url: str, data: dict | None = None, headers: dict | None = None) -> tuple[int, str, dict]:
+    from urllib.parse import urlencode
+
+    body = urlencode(data).encode() if data is not None else None
+    req = urllib.request.Request(url, data=body, headers=headers or {})
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    try:
+        with urllib.request.build_opener(NoRedirect).open(req, timeout=10) as resp:
+            return resp.status, resp.read().decode(), dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(), dict(exc.headers)
+
+
+@pytest.fixture
+def served(report_folder, tmp_path):
+    folder = tmp_path / "report"
+    shutil.copytree(report_folder, folder)
+    server = ReviewServer(folder, reviewer="dr_test", port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+
+
+def test_review_records_verdicts_and_refuses_cross_site_posts(served):
+    key = next(iter(served.cases))
+    url = f"{served.url}cases/{key}/verdict"
+    status, page, _ = _request(f"{served.url}cases/{key}.html")
+    assert status == 200 and 'id="verdict-form"' in page
+    token = re.search(r'name="token" value="([^"]+)"', page).group(1)
+    good = {"token": token, "verdict": "disagree", "comment": "<b>rib</b> fracture", "reviewer": "dr_b"}
+    for form, headers, code in (
+        (dict(good, token="forged"), {}, 403),                                       # no form token
+        (good, {"Origin": "http://evil.example"}, 403),                              # a post from another site
+        (good, {"Sec-Fetch-Site": "cross-site"}, 403),
+        (good, {"Host": "evil.example:80"}, 421),                                     # DNS rebinding
+        (dict(good, verdict="maybe"), {}, 400),                                      # not a verdict
+        (dict(good, reviewer=""), {}, 400),
+    ):  # fmt: skip
+        assert _request(url, form, headers)[0] == code, (form, headers)
+    assert _request(f"{served.url}cases/nonexistent/verdict", good)[0] == 404
+    assert _request(f"{served.url}../report.json")[0] == 404
+    with VerdictStore(served.folder / "verdicts.sqlite") as store:
+        assert store.history() == []
+    status, _, headers = _request(url, good, {"Origin": served.url.rstrip("/")})
+    assert status == 303 and headers["Location"].startswith(f"/cases/{key}.html?saved=")
+    with VerdictStore(served.folder / "verdicts.sqlite") as store:
+        (row,) = store.history()
+    assert (row["study"], row["reviewer"], row["verdict"], row["comment"]) == (key, "dr_b", "disagree",
+                                                                               "<b>rib</b> fracture")  # fmt: skip
+    assert row["probability"] == pytest.approx(served.cases[key]["probability"])
+    page = _request(f"{served.url}{headers['Location'].lstrip('/')}")[1]
+    assert "Recorded: disagree by dr_b." in page and "&lt;b&gt;rib&lt;/b&gt; fracture" in page
+    assert _request(f"{served.url}cases/{key}.html?saved=<script>")[1].count("Recorded:") == 0
+    index = _request(served.url)[1]
+    statuses = json.loads(re.search(r'id="medtl-verdicts">(.*?)</script>', index).group(1))
+    assert statuses == {key: {"status": "disagree", "text": "disagree (dr_b)"}}
+    export = _request(f"{served.url}export.csv")[1]
+    assert list(csv.DictReader(io.StringIO(export)))[0]["comment"] == "<b>rib</b> fracture"
+
+
+def _post_many(base: str, key: str, token: str, reviewer: str, n: int, confirmed: list) -> None:
+    for i in range(n):
+        try:
+            status, _, _ = _request(f"{base}cases/{key}/verdict", {"token": token, "verdict": "agree",
+                                    "comment": f"{reviewer} {i}", "reviewer": reviewer})  # fmt: skip
+        except OSError:
+            return  # the server is gone
+        if status == 303:
+            confirmed.append(f"{reviewer} {i}")
+
+
+def test_two_reviewers_and_a_killed_server_lose_no_verdict(report_folder, tmp_path):
+    folder = tmp_path / "report"
+    shutil.copytree(report_folder, folder)
+    proc = subprocess.Popen([sys.executable, "-m", "medtl", "review", str(folder), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        line = proc.stdout.readline()
+        base = re.search(r"(http://127\.0\.0\.1:\d+/)", line).group(1)
+        key = json.loads((folder / "report.json").read_text())["cases"][0]["key"]
+        token = re.search(r'name="token" value="([^"]+)"', _request(f"{base}cases/{key}.html")[1]).group(1)
+        confirmed: list[str] = []
+        threads = [threading.Thread(target=_post_many, args=(base, key, token, who, 400, confirmed))
+                   for who in ("dr_a", "dr_b")]  # fmt: skip
+        for t in threads:
+            t.start()
+        while len(confirmed) < 20:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)  # mid-stream: posts in flight on both threads
+        for t in threads:
+            t.join(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    with VerdictStore(folder / "verdicts.sqlite") as store:
+        stored = {r["comment"] for r in store.history()}
+    assert len(confirmed) >= 20 and set(confirmed) <= stored
+    assert {c.split()[0] for c in stored} == {"dr_a", "dr_b"}
+
+
+def test_verdicts_move_between_reports_and_survive_a_rebuild(report_inputs, report_folder, tmp_path):
+    run, _, predictions, _, _ = report_inputs
+    mine, theirs = tmp_path / "mine", tmp_path / "theirs"
+    shutil.copytree(report_folder, mine)
+    shutil.copytree(report_folder, theirs)
+    key = json.loads((mine / "report.json").read_text())["cases"][0]["key"]
+    with VerdictStore(theirs / "verdicts.sqlite") as store:
+        store.record(key, "dr_other", "uncertain", comment="needs a lateral", probability=0.5)
+    assert main(["review", "export", str(theirs), "-o", str(tmp_path / "v.csv")]) == 0
+    assert main(["review", "import", str(tmp_path / "v.csv"), str(mine)]) == 0
+    assert import_verdicts(tmp_path / "v.csv", mine) == {"imported": 0, "skipped": 1}  # twice adds nothing
+    bad = tmp_path / "bad.csv"
+    bad.write_text((tmp_path / "v.csv").read_text().replace(key, "0000000000000000"))
+    with pytest.raises(ConfigError, match="line 2: case 0000000000000000 is not in this report"):
+        import_verdicts(bad, mine)
+    # a rebuild in place keeps the verdicts and shows them; no other command may replace the folder
+    build_report(run, predictions, mine, overwrite=True, workers=0)
+    assert export_verdicts(mine, tmp_path / "after.csv") == 1
+    assert "uncertain (dr_other)" in (mine / "index.html").read_text()
+    assert "needs a lateral" in (mine / "cases" / f"{key}.html").read_text()
+    with pytest.raises(OutputError, match="reviewers' verdicts"):
+        from medtl.predict import predict_folder
+
+        predict_folder(run, SAMPLE / "cxr" / "p001", mine, overwrite=True, workers=0)
+    assert (mine / "verdicts.sqlite").is_file()

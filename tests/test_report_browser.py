@@ -1,0 +1,176 @@
+"""The report and the review server in a real browser: headless Chromium (Debian's `chromium` and
+`chromium-driver`) through Selenium. The static pages open from disk with their pictures drawn,
+the table filters and sorts, and a verdict recorded on a served page survives a reload and comes
+back in the export. Skips, saying why, where no browser can be started.
+
+The screenshots in docs/review.md are taken here: ``MEDTL_SCREENSHOTS=docs/images pytest
+tests/test_report_browser.py`` writes them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import threading
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from medtl.report import ReviewServer
+
+CHROMIUM = [p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", shutil.which("chromium") or "") if p]
+DRIVER = [p for p in ("/usr/bin/chromedriver", shutil.which("chromedriver") or "") if p]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.skip("selenium is not installed (pip install selenium)")
+    binary = next((p for p in CHROMIUM if os.path.isfile(p)), None)
+    driver_path = next((p for p in DRIVER if os.path.isfile(p)), None)
+    if binary is None or driver_path is None:
+        pytest.skip("no Chromium here: install the Debian packages chromium and chromium-driver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000",
+                "--disable-gpu", "--force-device-scale-factor=1"):  # fmt: skip
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    try:
+        driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    except Exception as exc:  # noqa: BLE001 - any failure to start a browser is a reason to skip
+        pytest.skip(f"Chromium would not start: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def _shot(driver, name: str) -> None:
+    """A full-page screenshot for docs/review.md when MEDTL_SCREENSHOTS names a folder."""
+    folder = os.environ.get("MEDTL_SCREENSHOTS")
+    if not folder:
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1400, min(int(height) + 40, 4000))
+    driver.save_screenshot(str(Path(folder) / name))
+    driver.set_window_size(1400, 1000)
+
+
+def _visible_keys(driver) -> list[str]:
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll('#cases tbody tr')).filter(r => !r.hidden).map(r => r.dataset.key)"
+    )
+
+
+def _errors(driver) -> list[str]:
+    # the page's own errors (a blocked script, a broken picture); a favicon is never fetched
+    return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_static_report_opens_from_disk_filters_sorts_and_draws(browser, report_folder):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    browser.get((report_folder / "index.html").as_uri())
+    rows = browser.find_elements(By.CSS_SELECTOR, "#cases tbody tr")
+    ood = [r.get_attribute("data-key") for r in rows if r.get_attribute("data-ood") == "1"]
+    errors = [r.get_attribute("data-key") for r in rows if r.get_attribute("data-decision") == "error"]
+    assert ood and errors and len(rows) > len(ood) + len(errors)
+    assert browser.find_element(By.ID, "shown-count").text == f"showing {len(rows)} of {len(rows)}"
+    _shot(browser, "report-index.png")
+
+    Select(browser.find_element(By.ID, "filter-ood")).select_by_value("1")
+    assert sorted(_visible_keys(browser)) == sorted(ood)
+    Select(browser.find_element(By.ID, "filter-ood")).select_by_value("")
+    Select(browser.find_element(By.ID, "filter-decision")).select_by_value("error")
+    assert sorted(_visible_keys(browser)) == sorted(errors)
+    Select(browser.find_element(By.ID, "filter-decision")).select_by_value("")
+    box = browser.find_element(By.ID, "filter-text")
+    box.send_keys(ood[0])
+    assert _visible_keys(browser) == [ood[0]]
+    box.clear()
+    box.send_keys(" ")  # an input event with an empty search shows every row again
+    assert len(_visible_keys(browser)) == len(rows)
+
+    header = browser.find_elements(By.CSS_SELECTOR, "#cases thead th")
+    probability = next(h for h in header if h.text.startswith("probability"))
+    probability.click()  # ascending
+    values = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#cases tbody tr')).map(r => parseFloat(r.cells[4].dataset.sort))"
+    )
+    assert values == sorted(values)
+    probability.click()  # descending
+    values = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#cases tbody tr')).map(r => parseFloat(r.cells[4].dataset.sort))"
+    )
+    assert values == sorted(values, reverse=True) and probability.get_attribute("aria-sort") == "descending"
+
+    link = browser.find_element(By.CSS_SELECTOR, "#cases tbody tr:not(.ood):not(.error) a")
+    link.click()
+    images = browser.find_elements(By.CSS_SELECTOR, "figure.layered img")
+    assert len(images) == 3
+    widths = [browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", i) for i in images]
+    assert all(w and w > 0 for w in widths), widths
+    slider = browser.find_element(By.CSS_SELECTOR, "input.opacity")
+    browser.execute_script("arguments[0].value = 30; arguments[0].dispatchEvent(new Event('input'))", slider)
+    heat = browser.find_element(By.CSS_SELECTOR, "img.heat")
+    assert float(browser.execute_script("return getComputedStyle(arguments[0]).opacity", heat)) == pytest.approx(0.3)
+    assert _errors(browser) == []
+    _shot(browser, "report-case.png")
+
+
+def test_markup_in_a_dicom_header_is_shown_not_run(browser, report_inputs, report_folder):
+    from report_setup import MARKUP_MANUFACTURER
+    from selenium.webdriver.common.by import By
+    from test_report import _markup_key
+
+    key = _markup_key(report_inputs[2])
+    browser.get((report_folder / "cases" / f"{key}.html").as_uri())
+    facts = browser.find_element(By.CSS_SELECTOR, "section.facts").text
+    assert MARKUP_MANUFACTURER in facts  # the text itself, as text
+    assert browser.execute_script("return window.__medtl_xss") is None
+
+
+def test_review_a_case_reload_see_it_and_export_it(browser, report_folder, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    folder = tmp_path / "report"
+    shutil.copytree(report_folder, folder)
+    server = ReviewServer(folder, reviewer="dr_browser", port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        key = next(iter(server.cases))
+        browser.get(f"{server.url}cases/{key}.html")
+        browser.find_element(By.CSS_SELECTOR, "input[name=verdict][value=disagree]").click()
+        browser.find_element(By.NAME, "comment").send_keys("rib fracture, not consolidation")
+        browser.find_element(By.CSS_SELECTOR, "#verdict-form button[type=submit]").click()
+        assert browser.find_element(By.ID, "saved").text == "Recorded: disagree by dr_browser."
+        browser.refresh()  # a reload shows the verdict and posts nothing again
+        cells = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "table.history tbody td")]
+        assert cells[1:4] == ["dr_browser", "disagree", "rib fracture, not consolidation"]
+        assert len(browser.find_elements(By.CSS_SELECTOR, "table.history tbody tr")) == 1
+        assert browser.find_element(By.CSS_SELECTOR, "input[name=verdict][value=disagree]").is_selected()
+        _shot(browser, "review-case.png")
+
+        browser.get(server.url)
+        cell = browser.find_element(By.CSS_SELECTOR, f"tr[data-key='{key}'] .review-cell")
+        assert cell.text == "disagree (dr_browser)"
+        Select(browser.find_element(By.ID, "filter-review")).select_by_value("disagree")
+        assert _visible_keys(browser) == [key]
+        assert browser.find_element(By.ID, "reviewed-count").text == "1"
+        browser.get(f"{server.url}cases/{key}.html")
+        href = browser.find_element(By.ID, "export").get_attribute("href")
+        with urllib.request.urlopen(href, timeout=10) as resp:
+            rows = list(csv.DictReader(io.StringIO(resp.read().decode())))
+        assert [(r["study"], r["reviewer"], r["verdict"], r["comment"]) for r in rows] == [
+            (key, "dr_browser", "disagree", "rib fracture, not consolidation")]  # fmt: skip
+        assert _errors(browser) == []
+    finally:
+        server.shutdown()
