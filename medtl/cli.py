@@ -338,6 +338,10 @@ def _cmd_review(args: argparse.Namespace) -> int:
               "this server's form token)", file=sys.stderr)  # fmt: skip
     print(f"reviewing {args.report} as {server.reviewer} at {server.url} (Ctrl-C to stop; verdicts are saved as "
           "they are recorded)", flush=True)  # fmt: skip
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(server.url)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -555,6 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8765, help="port (8765; 0 picks a free one)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
     p.add_argument("--reviewer", default=None, help="your name as verdicts record it (default: your login name)")
+    p.add_argument("--open", action="store_true", help="open the index in this machine's browser")
     p.set_defaults(func=_cmd_review)
 
     p = sub.add_parser("review-import", prog="medtl review import",

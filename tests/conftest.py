@@ -33,3 +33,11 @@ def report_folder(report_inputs, tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "report"
     build_report(run, predictions, out, evaluation=evaluation, explanation=explanation, workers=0)
     return out
+
+
+@pytest.fixture(scope="session")
+def ct_report_folder(tmp_path_factory):
+    """A report of a tiny 3D run over the sample CT series (tests/report_setup.py)."""
+    from report_setup import ct_report
+
+    return ct_report(tmp_path_factory.mktemp("ct-report"))

@@ -58,3 +58,21 @@ def evaluate_and_explain(run: Path, root: Path) -> tuple[Path, Path]:
     explain(run, [str(SAMPLE / "cxr.csv")], explanation, split="test", methods="gradcam", sanity=True,
             sanity_samples=2, deletion_steps=4, deletion_samples=4, n_boot=20)  # fmt: skip
     return evaluation, explanation
+
+
+def ct_report(root: Path) -> Path:
+    """A report of a tiny 3D CT run over the sample CT series, with Grad-CAM maps (train → predict
+    → report, as a user runs them)."""
+    from medtl.predict import predict_folder
+    from medtl.report import build_report
+    from medtl.train.config import TrainConfig
+    from medtl.train.finetune import finetune
+
+    run = root / "ct"
+    cfg = TrainConfig(manifest=str(SAMPLE / "ct.csv"), spatial_dims=3, preset="ct", windows=["lung"],
+                      backbone="resnet10", pretrained=None, size=[16, 32, 32], spacing=[5.0, 12.0, 12.0],
+                      batch_size=4, epochs=1, val_fraction=0.25, test_fraction=0.25, seed=0)  # fmt: skip
+    finetune(cfg, run, resume=False)
+    predict_folder(run, SAMPLE / "ct", root / "ct-predictions", batch_size=4, workers=0, saliency="gradcam")
+    build_report(run, root / "ct-predictions", root / "ct-report", workers=0)
+    return root / "ct-report"

@@ -89,6 +89,8 @@ def test_config_errors(tmp_path):
     assert (cfg.lr, cfg.weight_decay, cfg.epochs) == (3e-4, 1e-5, 7)
     with pytest.raises(ConfigError, match="lr must be a number, not 'fast'"):
         load_config(None, ["lr=fast"])
+    with pytest.raises(ConfigError, match="intended_use must be text, not 3"):
+        load_config(None, ["intended_use=3"])
 
 
 def test_docs_list_every_config_key():

@@ -344,6 +344,8 @@ def test_verdicts_move_between_reports_and_survive_a_rebuild(report_inputs, repo
     bad.write_text((tmp_path / "v.csv").read_text().replace(key, "0000000000000000"))
     with pytest.raises(ConfigError, match="line 2: case 0000000000000000 is not in this report"):
         import_verdicts(bad, mine)
+    with pytest.raises(ConfigError, match="is a run directory"):
+        import_verdicts(tmp_path / "v.csv", run)
     # a rebuild in place keeps the verdicts and shows them; no other command may replace the folder
     build_report(run, predictions, mine, overwrite=True, workers=0)
     assert export_verdicts(mine, tmp_path / "after.csv") == 1
@@ -354,3 +356,20 @@ def test_verdicts_move_between_reports_and_survive_a_rebuild(report_inputs, repo
 
         predict_folder(run, SAMPLE / "cxr" / "p001", mine, overwrite=True, workers=0)
     assert (mine / "verdicts.sqlite").is_file()
+
+
+def test_a_3d_run_reports_planes_and_a_slice_strip(ct_report_folder):
+    record = json.loads((ct_report_folder / "report.json").read_text())
+    assert record["counts"]["cases"] == 10 and record["counts"]["maps"] == 10  # sample_data/ct: ten series
+    with_map = 0
+    for case in record["cases"]:
+        page = (ct_report_folder / case["page"]).read_text()
+        assert all(f'alt="{name} plane"' in page for name in ("axial", "coronal", "sagittal"))
+        assert page.count('alt="axial slice at S ') == 10
+        if "Planes through the map&#39;s peak" in page:  # a map with a peak: drawn over every plane
+            assert all(f'alt="saliency over {name} plane"' in page for name in ("axial", "coronal", "sagittal"))
+            assert page.count("· peak</figcaption>") == 1
+            with_map += 1
+        else:  # Grad-CAM of a class no pixel raised: said, and the planes cut the centre
+            assert "The saliency map is empty" in page and "saliency over" not in page.replace("saliency overlay", "")
+    assert with_map > 0

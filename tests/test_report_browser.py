@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import shutil
 import threading
@@ -55,11 +56,23 @@ def _shot(driver, name: str) -> None:
     folder = os.environ.get("MEDTL_SCREENSHOTS")
     if not folder:
         return
+    from PIL import Image
+
     Path(folder).mkdir(parents=True, exist_ok=True)
     height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1400, min(int(height) + 40, 4000))
-    driver.save_screenshot(str(Path(folder) / name))
+    driver.set_window_size(1400, min(int(height) + 40, 3200))
+    picture = Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")
     driver.set_window_size(1400, 1000)
+    # small enough for a docs page: 1000 px wide, 256 colours
+    picture = picture.resize((1000, round(picture.height * 1000 / picture.width)), Image.LANCZOS)
+    picture.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(Path(folder) / name, optimize=True)
+
+
+def _case_with_a_map(folder: Path) -> str:
+    """A positive case whose map is not empty: what a reviewer most often checks (and the docs show)."""
+    cases = json.loads((folder / "report.json").read_text())["cases"]
+    return next(c["key"] for c in cases if c["decision"] == "label=1" and not c["ood"]
+                and "The saliency map is empty" not in (folder / c["page"]).read_text())  # fmt: skip
 
 
 def _visible_keys(driver) -> list[str]:
@@ -99,7 +112,7 @@ def test_static_report_opens_from_disk_filters_sorts_and_draws(browser, report_f
     assert len(_visible_keys(browser)) == len(rows)
 
     header = browser.find_elements(By.CSS_SELECTOR, "#cases thead th")
-    probability = next(h for h in header if h.text.startswith("probability"))
+    probability = next(h for h in header if h.text.startswith("P(label=1)"))
     probability.click()  # ascending
     values = browser.execute_script(
         "return Array.from(document.querySelectorAll('#cases tbody tr')).map(r => parseFloat(r.cells[4].dataset.sort))"
@@ -111,18 +124,18 @@ def test_static_report_opens_from_disk_filters_sorts_and_draws(browser, report_f
     )
     assert values == sorted(values, reverse=True) and probability.get_attribute("aria-sort") == "descending"
 
-    link = browser.find_element(By.CSS_SELECTOR, "#cases tbody tr:not(.ood):not(.error) a")
-    link.click()
+    key = _case_with_a_map(report_folder)
+    browser.find_element(By.CSS_SELECTOR, f"#cases tbody tr[data-key='{key}'] a").click()
     images = browser.find_elements(By.CSS_SELECTOR, "figure.layered img")
     assert len(images) == 3
     widths = [browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", i) for i in images]
     assert all(w and w > 0 for w in widths), widths
+    _shot(browser, "report-case.png")
     slider = browser.find_element(By.CSS_SELECTOR, "input.opacity")
     browser.execute_script("arguments[0].value = 30; arguments[0].dispatchEvent(new Event('input'))", slider)
     heat = browser.find_element(By.CSS_SELECTOR, "img.heat")
     assert float(browser.execute_script("return getComputedStyle(arguments[0]).opacity", heat)) == pytest.approx(0.3)
     assert _errors(browser) == []
-    _shot(browser, "report-case.png")
 
 
 def test_markup_in_a_dicom_header_is_shown_not_run(browser, report_inputs, report_folder):
@@ -139,18 +152,19 @@ def test_markup_in_a_dicom_header_is_shown_not_run(browser, report_inputs, repor
 
 def test_review_a_case_reload_see_it_and_export_it(browser, report_folder, tmp_path):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     folder = tmp_path / "report"
     shutil.copytree(report_folder, folder)
     server = ReviewServer(folder, reviewer="dr_browser", port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        key = next(iter(server.cases))
+        key = _case_with_a_map(folder)
         browser.get(f"{server.url}cases/{key}.html")
         browser.find_element(By.CSS_SELECTOR, "input[name=verdict][value=disagree]").click()
         browser.find_element(By.NAME, "comment").send_keys("rib fracture, not consolidation")
         browser.find_element(By.CSS_SELECTOR, "#verdict-form button[type=submit]").click()
+        WebDriverWait(browser, 20).until(lambda d: "saved=" in d.current_url and d.find_elements(By.ID, "saved"))
         assert browser.find_element(By.ID, "saved").text == "Recorded: disagree by dr_browser."
         browser.refresh()  # a reload shows the verdict and posts nothing again
         cells = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "table.history tbody td")]
@@ -174,3 +188,19 @@ def test_review_a_case_reload_see_it_and_export_it(browser, report_folder, tmp_p
         assert _errors(browser) == []
     finally:
         server.shutdown()
+
+
+def test_a_3d_case_draws_its_planes_and_strip(browser, ct_report_folder):
+    from selenium.webdriver.common.by import By
+
+    cases = json.loads((ct_report_folder / "report.json").read_text())["cases"]
+    page = next(c["page"] for c in cases if "map&#39;s peak" in (ct_report_folder / c["page"]).read_text())
+    browser.get((ct_report_folder / page).as_uri())
+    images = browser.find_elements(By.CSS_SELECTOR, "main img")
+    assert len(images) == 3 * 2 + 10  # three planes under their maps, ten slices
+    widths = [browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", i) for i in images]
+    assert all(w and w > 0 for w in widths), widths
+    edges = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".planes figure .edge")]
+    assert edges == ["A", "P", "R", "L", "S", "I", "R", "L", "S", "I", "A", "P"]
+    assert _errors(browser) == []
+    _shot(browser, "report-case-3d.png")

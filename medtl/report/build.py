@@ -260,7 +260,7 @@ def build_report(
                   "reviewed": sum(c["review"] != "not reviewed" for c in cases)}  # fmt: skip
         built = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         index = env.get_template("index.html").render(
-            cases=ordered, failed=sorted(failed, key=lambda c: c["index"]), model=model, counts=counts, notes=notes,
+            rows=sorted(ordered + failed, key=lambda c: c["index"]), model=model, counts=counts, notes=notes,
             method=method, nonce=nonce, built=built, show_identifiers=show_identifiers, task=task,
             decisions=sorted({c["decision"] for c in cases if c["decision"]}),
             verdicts=verdict_statuses(latest),

@@ -144,7 +144,8 @@ def render_case(job: dict[str, Any]) -> dict[str, Any]:
         out["map_note"] = why
     if job["dims"] == 2 and disp.ndim in (2, 3) and len(img.spatial_shape) == 2:
         rows, w_mm, h_mm = display_2d(disp, img.spacing)
-        fig = {"kind": "2d", "image": _pic(image_png(rows)), "width_mm": w_mm, "height_mm": h_mm, "heat": None}
+        fig = {"kind": "2d", "image": _pic(image_png(rows)), "width_mm": w_mm, "height_mm": h_mm, "heat": None,
+               "empty": False}  # fmt: skip
         if smap is not None:
             fig["heat"] = _pic(heat_png(np.swapaxes(smap, 0, 1), top=float(np.nanmax(smap))))
             fig["empty"] = not float(np.nanmax(smap)) > 0

@@ -28,7 +28,7 @@ __all__ = ["Picture", "Plane", "image_png", "heat_png", "composite_png", "to_ras
 
 #: The saliency colour map (perceptually uniform, readable in greyscale print).
 COLOURMAP = "inferno"
-_HEAT_ALPHA = 0.85  # the most opaque a saliency pixel gets at full slider
+_HEAT_ALPHA = 0.6  # the most opaque a saliency pixel gets at full slider: the anatomy shows through
 
 
 @dataclass

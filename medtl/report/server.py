@@ -53,10 +53,13 @@ def read_report(report_dir: str | Path) -> dict[str, Any]:
     Raises:
         ConfigError: the folder holds no finished ``medtl report``.
     """
-    from ..rundir import describe
+    from ..rundir import describe, is_run
 
     folder = Path(report_dir)
     found = describe(folder) if folder.is_dir() else None
+    if is_run(folder):
+        raise ConfigError(folder, "is a run directory, which stays as training left it: verdicts live in a report "
+                          "folder (`medtl report RUN PREDICTIONS -o REPORT`); give that folder")  # fmt: skip
     if not found or found.get("command") != "report" or not (folder / REPORT_FILE).is_file():
         raise ConfigError(folder, "is not a `medtl report` folder: build one with `medtl report RUN PREDICTIONS -o "
                           "FOLDER`")  # fmt: skip

@@ -109,6 +109,8 @@ class VerdictStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+        except sqlite3.OperationalError as exc:  # a read-only folder, a full disk, a locked network share
+            raise ConfigError(self.path, f"cannot open the verdicts database ({exc})") from None
         except sqlite3.DatabaseError as exc:
             raise ConfigError(self.path, f"not a verdicts database ({exc})") from None
         self._db.row_factory = sqlite3.Row
