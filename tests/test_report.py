@@ -373,3 +373,18 @@ def test_a_3d_run_reports_planes_and_a_slice_strip(ct_report_folder):
         else:  # Grad-CAM of a class no pixel raised: said, and the planes cut the centre
             assert "The saliency map is empty" in page and "saliency over" not in page.replace("saliency overlay", "")
     assert with_map > 0
+
+
+def test_an_image_broken_since_prediction_gets_its_page_with_the_reason(report_inputs, tmp_path):
+    run, archive, predictions, _, _ = report_inputs
+    moved = tmp_path / "archive"
+    shutil.copytree(archive, moved)
+    row = next(r for r in _rows(predictions / "predictions.csv") if r["path"].startswith("cxr/"))
+    (moved / row["path"]).write_bytes((moved / row["path"]).read_bytes()[:300])  # truncated since
+    record = build_report(run, predictions, tmp_path / "report", input_dir=moved, workers=2)
+    assert record["counts"]["cases"] == len(_rows(predictions / "predictions.csv"))
+    page = (tmp_path / "report" / "cases" / f"{row['key']}.html").read_text()
+    assert "the file can no longer be read (corrupt or truncated DICOM" in page and 'class="base"' not in page
+    assert str(moved) not in page
+    others = [r for r in _rows(predictions / "predictions.csv") if r["key"] != row["key"]]
+    assert all('class="base"' in (tmp_path / "report" / "cases" / f"{r['key']}.html").read_text() for r in others)

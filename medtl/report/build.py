@@ -24,6 +24,7 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,7 @@ def build_report(
 
     root = os.fspath(input_dir) if input_dir is not None else settings.get("input")
     by_key: dict[str, Any] = {}
+    by_path: dict[str, Any] = {}
     if root is None:
         notes.append("the predictions were made with --redact-paths and no --input was given: cases are shown "
                      "without their images")  # fmt: skip
@@ -201,6 +203,8 @@ def build_report(
     else:
         inputs, _ = collect_inputs(root, progress=progress, exclude=pred)
         by_key = {it.key: it for it in inputs}
+        # a file broken since prediction is a scan error now (no series, so another key): found by path
+        by_path = {it.rel: it for it in inputs if it.error is not None}
         if inputs_fingerprint(inputs) != summary.get("job", {}).get("input_fingerprint"):
             notes.append("the input folder has changed since the predictions were made (files added, moved or "
                          "removed): images are read as they are now, and cases no longer there are shown without them")  # fmt: skip
@@ -212,7 +216,7 @@ def build_report(
         for row in rows:
             probs = {c[2:]: v for c, t in row.items() if c.startswith("p_") and (v := _float(t)) is not None}
             headline, p = _headline(probs, row.get("decision", ""), task, labels)
-            it = by_key.get(row["key"])
+            it = by_key.get(row["key"]) or by_path.get(row.get("path") or "\0")
             nifti = row.get("saliency_nifti") or ""
             case = {
                 "index": int(row["index"]), "key": row["key"], "page": f"{CASES}/{row['key']}.html", "status": "predicted",
@@ -225,6 +229,10 @@ def build_report(
             }  # fmt: skip
             case["review"], case["review_text"] = _review_status(latest.get(row["key"], {}))
             cases.append(case)
+            if it is not None and it.error is not None:  # reason without its path: pages name no folder
+                jobs.append({"error": f"the file can no longer be read ({it.error.get('reason', 'unreadable')}): it "
+                             "changed since the prediction"})  # fmt: skip
+                continue
             jobs.append(None if it is None else {
                 "full": it.full, "rel": it.rel, "series": it.series, "spec": spec, "dims": dims,
                 "nifti": os.fspath(pred / nifti) if nifti else None, "identifiers": show_identifiers})  # fmt: skip
@@ -234,13 +242,15 @@ def build_report(
             failed.append({"index": int(e["index"]), "key": e.get("key", ""), "page": None, "status": "error",
                            "stage": e.get("stage", ""), "reason": e.get("reason", ""),
                            "path": (e.get("path") or (it.rel if it else "")) if show_identifiers else ""})  # fmt: skip
-        rendered = _render_all(jobs, workers, progress)
         env = environment()
         page = env.get_template("case.html")
-        pairs = sorted(zip(cases, rendered, strict=True), key=lambda cr: cr[0]["index"])
-        ordered = [c for c, _ in pairs]
+        order = sorted(range(len(cases)), key=lambda i: cases[i]["index"])
+        ordered = [cases[i] for i in order]
         n_missing_maps = 0
-        for pos, (case, drawn) in enumerate(pairs):
+        # pages are written as their pictures arrive: a report of thousands of cases never holds
+        # more than a few cases' pictures in memory
+        for pos, drawn in enumerate(_drawn([jobs[i] for i in order], workers, progress)):
+            case = ordered[pos]
             if drawn is None:
                 drawn = {"error": "the image was not found under the input folder" if root else
                          "the image is not available (no input folder)", "notes": [], "identifiers": None, "meta": []}  # fmt: skip
@@ -278,35 +288,32 @@ def build_report(
     return record
 
 
-def _render_all(jobs: list[dict | None], workers: int | None, progress: bool) -> list[dict | None]:
-    from .cases import render_case
+def _drawn(jobs: list[dict | None], workers: int | None, progress: bool) -> Iterator[dict | None]:
+    """:func:`~medtl.report.cases.render_case` of every job (``None`` for ``None``), in order, drawn
+    in ``workers`` processes."""
+    from .cases import safe_render_case
 
-    todo = [i for i, j in enumerate(jobs) if j is not None]
-    results: list[dict | None] = [None] * len(jobs)
+    todo = sum(j is not None for j in jobs)
     if workers is None:
         try:
             cores = len(os.sched_getaffinity(0))
         except AttributeError:  # pragma: no cover - not Linux
             cores = os.cpu_count() or 1
-        workers = min(4, cores) if len(todo) > 8 else 0
+        workers = min(4, cores) if todo > 8 else 0
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(todo), unit="case", desc="report", dynamic_ncols=True)
+        bar = tqdm(total=todo, unit="case", desc="report", dynamic_ncols=True)
+    pool = ProcessPoolExecutor(max_workers=workers) if workers and todo > 1 else None
     try:
-        if workers and len(todo) > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for i, res in zip(todo, pool.map(render_case, [jobs[i] for i in todo], chunksize=4), strict=True):
-                    results[i] = res
-                    if bar is not None:
-                        bar.update(1)
-        else:
-            for i in todo:
-                results[i] = render_case(jobs[i])
-                if bar is not None:
-                    bar.update(1)
+        results = pool.map(safe_render_case, jobs, chunksize=4) if pool else map(safe_render_case, jobs)
+        for job, drawn in zip(jobs, results, strict=True):
+            if bar is not None and job is not None:
+                bar.update(1)
+            yield drawn
     finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
         if bar is not None:
             bar.close()
-    return results

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import MedtlError
 
-__all__ = ["render_case", "IDENTIFYING_FIELDS", "SHOWN_META"]
+__all__ = ["render_case", "safe_render_case", "IDENTIFYING_FIELDS", "SHOWN_META"]
 
 #: Header fields shown only with ``--show-identifiers`` (label, DICOM keyword): what a reader needs
 #: to find the study in the PACS.
@@ -107,6 +107,20 @@ def _meta(img) -> list[tuple[str, str]]:
     if img.spacing:
         shown.append(("Pixel spacing", " × ".join(f"{float(s):.3g}" for s in img.spacing) + " mm"))
     return shown
+
+
+def safe_render_case(job: dict[str, Any] | None) -> dict[str, Any] | None:
+    """:func:`render_case`, with any failure turned into the case's ``error`` (one case that cannot
+    be drawn must not stop a report of thousands); ``None`` for no job."""
+    if job is None:
+        return None
+    if "error" in job:  # known before drawing (the file is unreadable now)
+        return {"error": job["error"], "notes": [], "meta": [], "identifiers": None}
+    try:
+        return render_case(job)
+    except Exception as exc:  # noqa: BLE001 - reported on the case's page, the report goes on
+        return {"error": f"the case could not be drawn ({type(exc).__name__}: {exc})", "notes": [], "meta": [],
+                "identifiers": None}  # fmt: skip
 
 
 def render_case(job: dict[str, Any]) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ConfigError
-from .build import REPORT_FILE, VERDICTS_FILE, environment, verdict_statuses
+from .build import CASES, REPORT_FILE, VERDICTS_FILE, environment, verdict_statuses
 from .verdicts import VERDICTS, VerdictStore
 
 __all__ = ["ReviewServer", "import_verdicts", "export_verdicts", "read_report"]
@@ -138,7 +138,8 @@ class ReviewServer:
         """The case's page with the verdict form and its history; ``saved``: the id of the verdict
         just recorded (the page confirms it from the database, not from the address)."""
         case = self.cases[key]
-        html = (self.folder / case["page"]).read_text(encoding="utf-8")
+        # the page's path is made from the checked key, never read from a file a user could edit
+        html = (self.folder / CASES / f"{key}.html").read_text(encoding="utf-8")
         with self.store() as store:
             history = store.history(key)
         mine = [h for h in history if h["reviewer"] == self.reviewer]
