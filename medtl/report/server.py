@@ -94,6 +94,9 @@ class ReviewServer:
         self.folder = Path(report_dir)
         self.report = read_report(self.folder)
         self.cases = {c["key"]: c for c in self.report["cases"]}
+        keys = list(self.cases)
+        # "record and open the next case" follows the index order
+        self.next = dict(zip(keys[:-1], keys[1:], strict=True))
         self.reviewer = (reviewer or _login()).strip()[:100] or "reviewer"
         self.token = secrets.token_urlsafe(32)
         self.env = environment()
@@ -142,12 +145,18 @@ class ReviewServer:
         html = (self.folder / CASES / f"{key}.html").read_text(encoding="utf-8")
         with self.store() as store:
             history = store.history(key)
+            done = store.get(saved) if saved else None
         mine = [h for h in history if h["reviewer"] == self.reviewer]
-        done = next((h for h in history if str(h["id"]) == saved), None)
-        saved = f"{done['verdict']} by {done['reviewer']}" if done else None
+        if done is not None:  # confirmed from the database (possibly the previous case's, after "next")
+            elsewhere = (
+                "" if done["study"] == key else f" on case {self.cases.get(done['study'], {}).get('index', '?')}"
+            )
+            saved = f"{done['verdict']} by {done['reviewer']}{elsewhere}"
+        else:
+            saved = None
         form = self.env.get_template("review_form.html").render(
             key=key, token=self.token, choices=VERDICTS, reviewer=self.reviewer, probability=case.get("probability"),
-            history=history, saved=saved, current=mine[-1]["verdict"] if mine else None,
+            history=history, saved=saved, current=mine[-1]["verdict"] if mine else None, has_next=key in self.next,
         )  # fmt: skip
         return _REVIEW.sub(lambda _: form, html, count=1).encode("utf-8")
 
@@ -252,7 +261,9 @@ class _Handler(BaseHTTPRequestHandler):
         except ConfigError as exc:
             return self._refuse(HTTPStatus.BAD_REQUEST, f"{exc.reason}: go back and correct it")
         # post/redirect/get: reloading the page never posts the verdict twice
-        self._send(HTTPStatus.SEE_OTHER, b"", headers={"Location": f"/cases/{key}.html?saved={saved}#review"})
+        then = self.app.next.get(key) if (form.get("then") or [""])[0] == "next" else None
+        where = f"/cases/{then}.html?saved={saved}" if then else f"/cases/{key}.html?saved={saved}#review"
+        self._send(HTTPStatus.SEE_OTHER, b"", headers={"Location": where})
 
 
 def _studies_in(path: Path) -> list[str]:

@@ -161,6 +161,14 @@ class VerdictStore:
         sql = "SELECT * FROM verdicts" + (" WHERE study = ?" if study is not None else "") + " ORDER BY id"
         return [dict(r) for r in self._db.execute(sql, (study,) if study is not None else ())]
 
+    def get(self, verdict_id: int | str) -> dict[str, Any] | None:
+        """One verdict by its id (as :meth:`record` returned it), or ``None``."""
+        try:
+            row = self._db.execute("SELECT * FROM verdicts WHERE id = ?", (int(verdict_id),)).fetchone()
+        except (TypeError, ValueError, OverflowError):
+            return None
+        return dict(row) if row is not None else None
+
     def latest(self) -> dict[str, dict[str, dict[str, Any]]]:
         """The newest verdict of each reviewer on each study: ``{study: {reviewer: row}}``."""
         rows = self._db.execute(
