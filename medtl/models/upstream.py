@@ -489,8 +489,9 @@ _NESTED_BLOCK = re.compile(r"^_blocks\.(\d+)\.(\d+)\.(.+)$")
 
 
 def _lukemelas_efficientnet(upstream: StateDict, reference: StateDict) -> StateDict:
-    """lukemelas numbers blocks flat (``_blocks.7.``); MONAI nests them per stage
-    (``_blocks.3.1.``). Blocks are matched in order, and everything else by name."""
+    """lukemelas numbers blocks flat (``_blocks.7.``); MONAI nests them under their stage and
+    keeps the running index (``_blocks.3.7.`` in B0). Blocks are matched in order, and everything
+    else by name."""
     ref_blocks = sorted(
         {(int(m[1]), int(m[2])) for k in reference if (m := _NESTED_BLOCK.match(k))}
     )  # (stage, index) in network order
