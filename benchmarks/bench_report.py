@@ -47,7 +47,12 @@ def _subset(src: Path, dst: Path, n: int | None, depth: int) -> Path:
     for item in items:
         target = dst / item.relative_to(src)
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(item, target)
+        if item.is_dir():  # the scan does not follow linked folders (no cycles): link a series' files
+            target.mkdir()
+            for f in item.iterdir():
+                os.symlink(f, target / f.name)
+        else:
+            os.symlink(item, target)
     return dst
 
 

@@ -70,7 +70,8 @@ def test_a_case_page_shows_image_overlay_probability_threshold_and_model_facts(r
     row = next(r for r in _rows(predictions / "predictions.csv") if r["ood"] == "0")
     page = (report_folder / "cases" / f"{row['key']}.html").read_text()
     pictures = re.findall(r'<img class="(base|heat)" src="data:image/png;base64,([^"]+)"', page)
-    assert [k for k, _ in pictures] == ["base", "base", "heat"]  # the image, and the image under its map
+    assert [k for k, _ in pictures] == ["base", "heat"]  # the image, and its map over the image (a background)
+    assert f'#case-image-under {{ background-image: url("data:image/png;base64,{pictures[0][1]}"); }}' in page
     for _, data in pictures:
         assert PILImage.open(io.BytesIO(base64.b64decode(data))).size[0] > 0
     threshold = json.loads((run / "threshold.json").read_text())["threshold"]

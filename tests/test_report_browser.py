@@ -127,7 +127,11 @@ def test_static_report_opens_from_disk_filters_sorts_and_draws(browser, report_f
     key = _case_with_a_map(report_folder)
     browser.find_element(By.CSS_SELECTOR, f"#cases tbody tr[data-key='{key}'] a").click()
     images = browser.find_elements(By.CSS_SELECTOR, "figure.layered img")
-    assert len(images) == 3
+    assert len(images) == 2  # the image; the map over the image, drawn as the figure's background
+    under = browser.find_element(By.ID, "case-image-under")
+    assert browser.execute_script("return getComputedStyle(arguments[0]).backgroundImage", under).startswith(
+        'url("data:image/png;base64,')
+    assert under.size["width"] > 100 and under.size["height"] > 100
     widths = [browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", i) for i in images]
     assert all(w and w > 0 for w in widths), widths
     _shot(browser, "report-case.png")
