@@ -127,11 +127,14 @@ def test_static_report_opens_from_disk_filters_sorts_and_draws(browser, report_f
     key = _case_with_a_map(report_folder)
     browser.find_element(By.CSS_SELECTOR, f"#cases tbody tr[data-key='{key}'] a").click()
     images = browser.find_elements(By.CSS_SELECTOR, "figure.layered img")
-    assert len(images) == 2  # the image; the map over the image, drawn as the figure's background
-    under = browser.find_element(By.ID, "case-image-under")
-    assert browser.execute_script("return getComputedStyle(arguments[0]).backgroundImage", under).startswith(
-        'url("data:image/png;base64,')
-    assert under.size["width"] > 100 and under.size["height"] > 100
+    assert len(images) == 1  # the map; the image is both panels' background (in the page once)
+    for panel in browser.find_elements(By.CSS_SELECTOR, "figure.case-image"):
+        background = browser.execute_script("return getComputedStyle(arguments[0]).backgroundImage", panel)
+        assert background.startswith('url("data:image/png;base64,')
+        assert panel.size["width"] > 100 and panel.size["height"] > 100
+    assert browser.execute_script(
+        "const i = new Image(); i.src = getComputedStyle(arguments[0]).backgroundImage.slice(5, -2);"
+        "return i.decode().then(() => i.naturalWidth)", panel) > 0  # fmt: skip
     widths = [browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", i) for i in images]
     assert all(w and w > 0 for w in widths), widths
     _shot(browser, "report-case.png")
