@@ -60,6 +60,7 @@ __all__ = [
     "save_torch",
     "atomic_path",
     "read_spec",
+    "read_json",
     "weights_digest",
     "KEPT_FILES",
 ]
@@ -433,15 +434,24 @@ def save_split(run_dir: str | os.PathLike, split: dict[str, Any]) -> Path:
     return write_json(Path(run_dir) / SPLIT_FILE, split)
 
 
-def read_split(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The run's ``split.json``, or ``None`` for a run written before splits were stored."""
-    path = Path(run_dir) / SPLIT_FILE
+def read_json(path: str | os.PathLike, what: str = "record") -> Any:
+    """A JSON file medtl wrote, or ``None`` when it is absent.
+
+    Raises:
+        ConfigError: the file exists but cannot be read or parsed (``what`` names it).
+    """
+    path = Path(path)
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ConfigError(path, f"unreadable split record ({exc})") from None
+        raise ConfigError(path, f"unreadable {what} ({exc})") from None
+
+
+def read_split(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The run's ``split.json``, or ``None`` for a run written before splits were stored."""
+    return read_json(Path(run_dir) / SPLIT_FILE, "split record")
 
 
 def weights_digest(run_dir: str | os.PathLike) -> str:

@@ -13,27 +13,18 @@ pieces become sentences that say what is missing and how to add it, never silent
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..rundir import read_json
 
 __all__ = ["model_summary", "card_sections"]
 
 # the audit's metrics a clinician reads first, in this order
 _AUDIT_METRICS = (("auroc", "AUROC"), ("tpr", "sensitivity"), ("tnr", "specificity"), ("ppv", "PPV"))
-
-
-def _json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(path, f"unreadable ({exc})") from None
 
 
 def _plain(text: str) -> str:
@@ -98,10 +89,10 @@ def _audit(evaluation: str | os.PathLike | None, run: Path) -> dict[str, Any]:
         return {"available": False, "note": "No bias audit was given: run `medtl evaluate RUN DATA --groups sex,site` "
                 "on held-out data and build the report with `--evaluation` that folder."}  # fmt: skip
     folder = Path(evaluation)
-    data = _json(folder / "audit.json")
+    data = read_json(folder / "audit.json")
     if data is None:
         raise ConfigError(folder, "holds no audit.json: give the folder `medtl evaluate ... --groups ...` wrote")
-    metrics = _json(folder / "metrics.json") or {}
+    metrics = read_json(folder / "metrics.json") or {}
     _same_run(folder, metrics, run, "audits")
     settings = data.get("settings", {})
     groups = []
@@ -134,7 +125,7 @@ def _sanity(explanation: str | os.PathLike | None, method: str | None, run: Path
                 f"--method {method} --sanity` and build the report with `--explanation` that folder; until then "
                 "treat the maps as unchecked."}  # fmt: skip
     folder = Path(explanation)
-    data = _json(folder / "explain.json")
+    data = read_json(folder / "explain.json")
     if data is None:
         raise ConfigError(folder, "holds no explain.json: give the folder `medtl explain ... --sanity` wrote")
     _same_run(folder, data, run, "explains")
@@ -182,10 +173,10 @@ def model_summary(run_dir: str | os.PathLike, evaluation: str | os.PathLike | No
     run = Path(run_dir)
     cfg = read_config(run)
     spec = read_spec(run)
-    labels = _json(run / "labels.json") or []
-    metrics = _json(run / "metrics.json") or {}
-    calibration = _json(run / "calibration.json") or {"method": "temperature"}
-    threshold = _json(run / "threshold.json")
+    labels = read_json(run / "labels.json") or []
+    metrics = read_json(run / "metrics.json") or {}
+    calibration = read_json(run / "calibration.json") or {"method": "temperature"}
+    threshold = read_json(run / "threshold.json")
     split = read_split(run) or {}
     card_path = run / "model_card.md"
     card = card_sections(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
