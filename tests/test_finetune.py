@@ -230,3 +230,18 @@ def test_same_seed_same_weights(cxr_manifest, tmp_path):
     a = finetune(cfg, tmp_path / "a", resume=False).model.state_dict()
     b = finetune(cfg, tmp_path / "b", resume=False).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ema_runs_keep_the_averaged_weights(cxr_manifest, tmp_path):
+    """``ema``: the run's model.pt is the moving average the best checkpoint validated, not the raw
+    weights training reached (both are in the checkpoint)."""
+    result = finetune(_cfg(cxr_manifest, epochs=2, ema=0.9), tmp_path / "ema")
+    best = torch.load(tmp_path / "ema" / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    averaged = {k[len("model.") :]: v for k, v in best["state_dict"].items() if k.startswith("model.")}
+    raw = {k[len("model.") :]: v for k, v in best["current_model_state"].items() if k.startswith("model.")}
+    saved = torch.load(tmp_path / "ema" / "model.pt", map_location="cpu", weights_only=True)
+    assert all(torch.equal(saved[k], averaged[k]) for k in saved)
+    assert any(not torch.equal(saved[k], raw[k]) for k in saved if saved[k].is_floating_point())
+    assert all(torch.equal(result.model.state_dict()[k], saved[k]) for k in saved)
+    with pytest.raises(ConfigError, match="ema must be"):
+        TrainConfig(ema=1.0)

@@ -170,7 +170,8 @@ def test_resume_refuses_a_manifest_that_changed_under_the_run(tmp_path):
         finetune(_cfg(tmp_path / "m.csv", epochs=2), tmp_path / "run")
 
 
-def test_a_run_killed_and_resumed_equals_an_uninterrupted_one(tmp_path):
+@pytest.mark.parametrize("ema", [0.0, 0.9])  # with EMA, checkpoints carry the average and the raw weights
+def test_a_run_killed_and_resumed_equals_an_uninterrupted_one(tmp_path, ema):
     code = textwrap.dedent(f"""
         import os, signal, lightning as L
         import medtl.train.finetune as ft
@@ -182,11 +183,11 @@ def test_a_run_killed_and_resumed_equals_an_uninterrupted_one(tmp_path):
         real = ft.L.Trainer
         ft.L.Trainer = lambda **kw: real(**{{**kw, "callbacks": kw["callbacks"] + [Kill()]}})
         ft.finetune(TrainConfig(manifest={str(SAMPLE / 'cxr.csv')!r}, size=[32, 32], batch_size=8, epochs=4,
-                                val_fraction=0.25, test_fraction=0.25), {str(tmp_path / 'killed')!r})
+                                val_fraction=0.25, test_fraction=0.25, ema={ema}), {str(tmp_path / 'killed')!r})
     """)
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == -signal.SIGKILL
-    resumed = finetune(_cfg(SAMPLE / "cxr.csv", epochs=4), tmp_path / "killed").model.state_dict()
-    whole = finetune(_cfg(SAMPLE / "cxr.csv", epochs=4), tmp_path / "whole").model.state_dict()
+    resumed = finetune(_cfg(SAMPLE / "cxr.csv", epochs=4, ema=ema), tmp_path / "killed").model.state_dict()
+    whole = finetune(_cfg(SAMPLE / "cxr.csv", epochs=4, ema=ema), tmp_path / "whole").model.state_dict()
     assert all(torch.equal(resumed[k], whole[k]) for k in whole)
     assert (tmp_path / "killed" / "curves.csv").read_text() == (tmp_path / "whole" / "curves.csv").read_text()
 

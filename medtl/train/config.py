@@ -83,6 +83,9 @@ class TrainConfig:
     warmup_epochs: int = 1
     patience: int = 13
     grad_clip: float = 1.0
+    # exponential moving average of the weights (decay per step; 0: off): validation, the best
+    # checkpoint and model.pt use the averaged weights
+    ema: float = 0.0
     # operating point, chosen on validation after training
     threshold_rule: str = "youden"
     target_sensitivity: float = 0.9
@@ -162,6 +165,7 @@ def _validate(cfg: TrainConfig) -> None:
         ("val_fraction", float, 0, 1, True, True), ("test_fraction", float, 0, 1, False, True),
         ("train_fraction", float, 0, 1, True, False), ("folds", int, 0, None, False, False),
         ("fold", int, 0, None, False, False), ("spatial_dims", int, 2, 3, False, False),
+        ("ema", float, 0, 1, False, True),
     ):  # fmt: skip
         _number(cfg, key, kind, low, high, low_open=low_open, high_open=high_open)
     if cfg.val_fraction + cfg.test_fraction >= 1:

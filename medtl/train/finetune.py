@@ -367,6 +367,14 @@ def _train(cfg: TrainConfig, run_dir: Path, progress: bool, writer: bool, stored
     states = RandomStates()  # told the augmentation's own random streams once the loaders exist
     callbacks = [ckpt, latest, EarlyStopping("val_auroc", mode="max", patience=cfg.patience, check_finite=False),
                  states]  # fmt: skip
+    if cfg.ema:
+        from lightning.pytorch.callbacks import WeightAveraging
+        from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+        # Lightning's averaging: validated with the averaged weights (so the best checkpoint is the
+        # best average), both the average and the raw weights in every checkpoint (resumable);
+        # BatchNorm statistics are averaged too
+        callbacks.append(WeightAveraging(multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True))
     if not progress and writer:
         callbacks.append(EpochLog(cfg.epochs))
     trainer = L.Trainer(**trainer_kw, callbacks=callbacks)
