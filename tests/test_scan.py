@@ -140,3 +140,17 @@ def test_console_script_starts_without_torch():
         [sys.executable, "-m", "medtl.cli", "--version"], capture_output=True, text=True, check=True
     )
     assert version.stdout.startswith("medtl ")
+
+
+def test_linked_folders_are_followed_once_and_cycles_end(tmp_path):
+    """An archive arranged by date that links to studies stored elsewhere: the linked series is
+    scanned; a link back up the tree and a second link to the same study add nothing."""
+    store, tree = tmp_path / "store", tmp_path / "by-date"
+    write_series(str(store / "s1"), n=5, seed=3)
+    (tree / "2026-11-28").mkdir(parents=True)
+    os.symlink(store / "s1", tree / "2026-11-28" / "study")
+    os.symlink(store / "s1", tree / "2026-11-28" / "same-study-again")
+    os.symlink(tree, tree / "2026-11-28" / "loop")  # a cycle
+    result = scan(tree, workers=1)
+    assert [r["kind"] for r in result.rows] == ["3d"] and result.errors == []
+    assert result.n_files == 5  # each file once

@@ -435,8 +435,16 @@ def _series_rows(members: list[tuple[str, dict]]) -> tuple[list[dict], list[dict
 
 # ----------------------------------------------------------------------------- the walk
 def _walk(root: str) -> list[str]:
-    found = []
-    for dirpath, dirs, files in os.walk(root):
+    """Every non-hidden file under ``root``, in sorted order. Linked folders are followed (archives
+    arranged by date or by patient often link to the same studies), each real folder once: a link
+    back up the tree, or a second link to a folder already walked, adds nothing."""
+    found, seen = [], set()
+    for dirpath, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found.extend(os.path.join(dirpath, f) for f in sorted(files) if not f.startswith("."))
     return found
