@@ -180,6 +180,19 @@ def test_review_a_case_reload_see_it_and_export_it(browser, report_folder, tmp_p
         assert browser.find_element(By.CSS_SELECTOR, "input[name=verdict][value=disagree]").is_selected()
         _shot(browser, "review-case.png")
 
+        # the keyboard: u chooses "uncertain", n records it and opens the next case
+        from selenium.webdriver.common.action_chains import ActionChains
+
+        ActionChains(browser).send_keys("u").perform()
+        assert browser.find_element(By.CSS_SELECTOR, "input[name=verdict][value=uncertain]").is_selected()
+        ActionChains(browser).send_keys("n").perform()
+        WebDriverWait(browser, 20).until(lambda d: "saved=" in d.current_url and key not in d.current_url)
+        assert browser.find_element(By.ID, "saved").text.startswith("Recorded: uncertain by dr_browser on case ")
+        browser.get(f"{server.url}cases/{key}.html")  # the newest verdict is the one the index shows
+        browser.find_element(By.CSS_SELECTOR, "input[name=verdict][value=disagree]").click()
+        browser.find_element(By.CSS_SELECTOR, "#verdict-form button[type=submit]").click()
+        WebDriverWait(browser, 20).until(lambda d: "saved=" in d.current_url and d.find_elements(By.ID, "saved"))
+
         browser.get(server.url)
         cell = browser.find_element(By.CSS_SELECTOR, f"tr[data-key='{key}'] .review-cell")
         assert cell.text == "disagree (dr_browser)"
@@ -191,7 +204,8 @@ def test_review_a_case_reload_see_it_and_export_it(browser, report_folder, tmp_p
         with urllib.request.urlopen(href, timeout=10) as resp:
             rows = list(csv.DictReader(io.StringIO(resp.read().decode())))
         assert [(r["study"], r["reviewer"], r["verdict"], r["comment"]) for r in rows] == [
-            (key, "dr_browser", "disagree", "rib fracture, not consolidation")]  # fmt: skip
+            (key, "dr_browser", "disagree", "rib fracture, not consolidation"),
+            (key, "dr_browser", "uncertain", ""), (key, "dr_browser", "disagree", "")]  # fmt: skip
         assert _errors(browser) == []
     finally:
         server.shutdown()

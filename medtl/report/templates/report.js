@@ -80,6 +80,29 @@
     applyFilters();
   }
 
+  // on a served page: a, d, u choose the verdict, n records it and opens the next case
+  var verdictForm = document.getElementById("verdict-form");
+  if (verdictForm) {
+    document.addEventListener("keydown", function (e) {
+      var t = e.target;
+      if (e.ctrlKey || e.metaKey || e.altKey || (t && (t.tagName === "TEXTAREA" || (t.tagName === "INPUT" && t.type !== "radio")))) {
+        return;
+      }
+      var choice = {a: "agree", d: "disagree", u: "uncertain"}[e.key];
+      if (choice) {
+        verdictForm.querySelector("input[name=verdict][value=" + choice + "]").checked = true;
+        e.preventDefault();
+      } else if (e.key === "n" || e.key === "Enter") {
+        var chosen = verdictForm.querySelector("input[name=verdict]:checked");
+        var next = verdictForm.querySelector("button[value=next]");
+        if (chosen) {
+          e.preventDefault();
+          (e.key === "n" && next ? next : verdictForm.querySelector("button[type=submit]")).click();
+        }
+      }
+    });
+  }
+
   Array.prototype.forEach.call(document.querySelectorAll("input.opacity"), function (slider) {
     slider.addEventListener("input", function () {
       Array.prototype.forEach.call(document.querySelectorAll("img.heat"), function (img) {
