@@ -136,7 +136,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train.config import load_config
     from .train.finetune import finetune
 
-    cfg = load_config(args.config, args.set)
+    cfg = load_config(args.config, args.set + ([f"ensemble={args.ensemble}"] if args.ensemble else []))
     if args.folds:
         from .evaluate.crossval import cross_validate
 
@@ -169,7 +169,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) != "0":
         return 0  # DDP: the other processes trained too; one reports
     print(f"Input: {result.channels_rule}")
-    print(f"Run written to {result.run_dir}: best validation AUROC {result.val_auroc:.3f} at epoch {result.best_epoch}")
+    what = f"ensemble of {cfg.ensemble}" if cfg.ensemble > 1 else "best"
+    epochs = ", ".join(map(str, result.best_epoch)) if isinstance(result.best_epoch, list) else result.best_epoch
+    print(f"Run written to {result.run_dir}: {what} validation AUROC {result.val_auroc:.3f} at epoch {epochs}")
     if result.skipped:
         print(f"{len(result.skipped)} record(s) skipped (unreadable or unsuitable), e.g.:")
         for item in result.skipped[:5]:
@@ -462,6 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "if its settings are the same)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace another command's output in the folder")
     p.add_argument("--seeds", type=int, default=1, help="train N seeds (RUN/seed_k) and report mean and 95%% CI")
+    p.add_argument("--ensemble", type=int, default=0, metavar="K",
+                   help="train K seeds on one split as one run whose probabilities are their average (the "
+                   "`ensemble` config key)")  # fmt: skip
     p.add_argument("--folds", type=int, default=0, help="k-fold cross-validation over patients (RUN/fold_i)")
     p.set_defaults(func=_cmd_train)
 

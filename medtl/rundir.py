@@ -507,7 +507,17 @@ def load_run(run_dir: str | os.PathLike):
                               "`medtl train` command)")  # fmt: skip
     spec = read_spec(run_dir)
     labels = json.loads((run_dir / LABELS_FILE).read_text())
-    model = create(cfg.backbone, None, in_channels=spec.channels, num_classes=len(labels),
-                   spatial_dims=cfg.spatial_dims, dropout=cfg.dropout)  # fmt: skip
+
+    def network():
+        return create(cfg.backbone, None, in_channels=spec.channels, num_classes=len(labels),
+                      spatial_dims=cfg.spatial_dims, dropout=cfg.dropout)  # fmt: skip
+
+    if getattr(cfg, "ensemble", 1) > 1:  # K members averaged in probability, saved as one state dict
+        from .models import EnsembleClassifier
+
+        task = (read_json(run_dir / "metrics.json", "metrics record") or {}).get("task", "binary")
+        model = EnsembleClassifier([network() for _ in range(cfg.ensemble)], task)
+    else:
+        model = network()
     model.load_state_dict(torch.load(run_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True))
     return model.eval(), spec, labels

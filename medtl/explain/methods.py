@@ -210,7 +210,12 @@ def _occlusion(f: nn.Module, x: torch.Tensor, target: int, baseline: torch.Tenso
 
 
 def _layer_map(model, method: str, x: torch.Tensor, target: int, task: str, flips: Sequence[int]) -> torch.Tensor:
-    """A layer method, averaged over the run's flipped views (each flipped back)."""
+    """A layer method, averaged over the run's flipped views (each flipped back); for an ensemble,
+    averaged over its members (each member's map of its own output: one layer has no meaning
+    across networks)."""
+    if hasattr(model, "members"):
+        maps = [_layer_map(m, method, x, target, task, flips) for m in model.members]
+        return torch.stack(maps).mean(0)
     f = LogOdds(model, task)
     layer = model.cam_layer()
     fn = _gradcam if method == "gradcam" else _gradcam_pp

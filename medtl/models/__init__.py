@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .adapt import adapt_input_conv, inflate_weight
 from .classifier import Classifier, create
+from .ensemble import EnsembleClassifier
 from .registry import BACKBONES, SOURCES, BackboneSpec, InputConvention, PretrainedSource, get_backbone, get_source
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "list_models",
     "list",
     "Classifier",
+    "EnsembleClassifier",
     "BackboneSpec",
     "PretrainedSource",
     "InputConvention",

@@ -276,8 +276,10 @@ def _fmt(value: float, digits: int) -> str:
     return f"{value:.{digits}f}" if np.isfinite(value) else ("inf" if value > 0 else "nan")
 
 
-def _columns(labels: list[str], saliency: str | None) -> list[str]:
+def _columns(labels: list[str], saliency: str | None, ensemble: bool = False) -> list[str]:
     cols = list(_ID_COLUMNS) + [f"p_{n}" for n in labels] + ["decision", "ood_score", "ood"]
+    if ensemble:
+        cols.append("member_spread")
     if saliency:
         cols += ["saliency", "saliency_nifti"]
     return cols
@@ -439,7 +441,7 @@ def predict_folder(
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ConfigError(None, f"--workers must be 0 or more, not {workers!r}")
     labels = [str(n) for n in predictor.labels]
-    columns = _columns(labels, saliency)
+    columns = _columns(labels, saliency, ensemble=hasattr(predictor.model, "members"))
 
     with output_folder(out_dir, "predict", overwrite=overwrite, resume=resume) as out:
         from ..rundir import describe
@@ -605,6 +607,8 @@ def _chunk_rows(predictor, batch, inputs, root, redact, explainer, method, out, 
         row["decision"] = "|".join(p.decision)
         row["ood_score"] = "" if p.ood_score is None else _fmt(p.ood_score, 4)
         row["ood"] = "" if p.ood is None else str(int(p.ood))
+        if p.spread is not None:
+            row["member_spread"] = _fmt(p.spread, 4)
         if explainer is not None:
             try:
                 row.update(_saliency(explainer, it, method, out, redact, p))

@@ -32,6 +32,8 @@ class Prediction:
             when the run holds no statistics: see ``medtl calibrate-ood``).
         ood: the score is above the run's threshold: the image is unlike the training data, and
             the probabilities should not be trusted.
+        spread: an ensemble's disagreement on the image: the largest standard deviation, over
+            outputs, of its members' (uncalibrated) probabilities; ``None`` for one network.
     """
 
     probabilities: dict[str, float]
@@ -39,10 +41,11 @@ class Prediction:
     ood_score: float | None = None
     ood: bool | None = None
     logits: list[float] = field(default_factory=list)
+    spread: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"probabilities": self.probabilities, "decision": self.decision, "ood_score": self.ood_score,
-                "ood": self.ood}  # fmt: skip
+                "ood": self.ood, "spread": self.spread}  # fmt: skip
 
 
 class Predictor(RunModel):
@@ -90,6 +93,13 @@ class Predictor(RunModel):
         """Predictions from logits (B, K) and embeddings (B, F) of :meth:`outputs`."""
         probs = self.calibrated(logits)
         scores = self.ood.scores(features) if self.ood is not None else [None] * len(probs)
+        spread = [None] * len(probs)
+        if hasattr(self.model, "member_probabilities") and len(probs):
+            # the heads are linear, so members' heads on flip-averaged embeddings give their
+            # flip-averaged logits
+            with torch.no_grad():
+                members = self.model.member_probabilities(torch.as_tensor(features, device=self.device))
+            spread = members.std(0, unbiased=False).amax(1).cpu().numpy().tolist()
         names = [str(n) for n in self.labels]
         out = []
         for k, p in enumerate(probs):
@@ -100,5 +110,6 @@ class Predictor(RunModel):
                 ood_score=score,
                 ood=None if score is None else bool(score > self.ood.threshold),
                 logits=[float(v) for v in logits[k]],
+                spread=None if spread[k] is None else float(spread[k]),
             ))  # fmt: skip
         return out

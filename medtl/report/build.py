@@ -226,6 +226,7 @@ def build_report(
                 "probabilities": probs, "headline": headline, "probability": p, "decision": row.get("decision", ""),
                 "ood_score": _float(row.get("ood_score")), "ood": {"1": True, "0": False}.get(row.get("ood", "")),
                 "saliency": "shown" if nifti else ("not computed" if not method else "failed"),
+                "spread": _float(row.get("member_spread")),
             }  # fmt: skip
             case["review"], case["review_text"] = _review_status(latest.get(row["key"], {}))
             cases.append(case)

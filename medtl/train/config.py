@@ -91,6 +91,10 @@ class TrainConfig:
     target_sensitivity: float = 0.9
     precision: str = "auto"
     seed: int = 0
+    # the train/val/test split's seed (null: seed); an ensemble's members share it
+    split_seed: int | None = None
+    # members of an ensemble (K seeds on one split, probabilities averaged; 1: one network)
+    ensemble: int = 1
     accelerator: str = "auto"
     devices: Any = "auto"
     num_nodes: int = 1
@@ -165,12 +169,14 @@ def _validate(cfg: TrainConfig) -> None:
         ("val_fraction", float, 0, 1, True, True), ("test_fraction", float, 0, 1, False, True),
         ("train_fraction", float, 0, 1, True, False), ("folds", int, 0, None, False, False),
         ("fold", int, 0, None, False, False), ("spatial_dims", int, 2, 3, False, False),
-        ("ema", float, 0, 1, False, True),
+        ("ema", float, 0, 1, False, True), ("ensemble", int, 1, None, False, False),
     ):  # fmt: skip
         _number(cfg, key, kind, low, high, low_open=low_open, high_open=high_open)
     if cfg.val_fraction + cfg.test_fraction >= 1:
         raise _bad("val_fraction", f"+ test_fraction must leave images to train on, not {cfg.val_fraction} + "
                    f"{cfg.test_fraction}")  # fmt: skip
+    if cfg.split_seed is not None:
+        _number(cfg, "split_seed", int, 0, None)
     if not isinstance(cfg.intended_use, str):
         raise _bad("intended_use", f"must be text, not {cfg.intended_use!r}")
     if cfg.manifest and cfg.npz:

@@ -139,11 +139,12 @@ def run_data(cfg: TrainConfig, *, progress: bool = False) -> RunData:
                 from ..data.splits import join_duplicates
 
                 units = join_duplicates(manifest, duplicates)
+        split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
         if cfg.folds:
-            split = kfold_patients(manifest, cfg.folds, seed=cfg.seed, with_test=True, groups=units)[cfg.fold]
+            split = kfold_patients(manifest, cfg.folds, seed=split_seed, with_test=True, groups=units)[cfg.fold]
             description = f"fold {cfg.fold} of a {cfg.folds}-fold split"
         else:
-            split = split_patients(manifest, val=cfg.val_fraction, test=cfg.test_fraction, seed=cfg.seed,
+            split = split_patients(manifest, val=cfg.val_fraction, test=cfg.test_fraction, seed=split_seed,
                                    groups=units)  # fmt: skip
             description = "a seeded split"
         if manifest.patient_column:
@@ -157,7 +158,8 @@ def run_data(cfg: TrainConfig, *, progress: bool = False) -> RunData:
     else:
         raise ConfigError(None, "no data: set `manifest: path/to/labels.csv` or `npz: path/to/file.npz`")
     if cfg.train_fraction < 1:
-        split = _subsample_train(manifest, split, cfg.train_fraction, cfg.seed)
+        split = _subsample_train(manifest, split, cfg.train_fraction,
+                                 cfg.seed if cfg.split_seed is None else cfg.split_seed)  # fmt: skip
         description += f"; {cfg.train_fraction:g} of the training patients kept"
     return RunData(manifest, split, description, duplicates)
 
@@ -284,7 +286,8 @@ def finetune(
         elif writer and (run_dir / "checkpoints").exists():
             raise ConfigError(run_dir, "holds an unfinished run from an older medtl without its config.yaml, so "
                               "resuming cannot be checked: use --restart, or give another -o")  # fmt: skip
-        result = _train(cfg, run_dir, progress, writer, stored)
+        train = _train_ensemble if cfg.ensemble > 1 else _train
+        result = train(cfg, run_dir, progress, writer, stored)
         if writer:
             mark_complete(run_dir, "train", val_auroc=_finite(result.val_auroc), best_epoch=result.best_epoch)
         return result
@@ -413,6 +416,60 @@ def _train(cfg: TrainConfig, run_dir: Path, progress: bool, writer: bool, stored
     if writer:  # under DDP one process writes the run directory
         _write_run(run_dir, cfg, spec, model, data, val, best_auroc, best_epoch, skipped, task)
     return RunResult(run_dir, best_auroc, best_epoch, skipped, model.eval(), channels.rule)
+
+
+def _train_ensemble(cfg: TrainConfig, run_dir: Path, progress: bool, writer: bool, stored) -> RunResult:
+    """``ensemble`` members trained as runs of their own under ``run_dir/members/m<k>`` (seeds
+    ``seed``, ``seed+1`` ...; one split, drawn with ``split_seed``), then written as one run whose
+    network averages their probabilities (:class:`medtl.models.EnsembleClassifier`); calibration,
+    threshold and out-of-distribution statistics are fitted on the ensemble's own validation
+    outputs. A killed ensemble resumes: finished members are loaded, an unfinished one continues."""
+    import dataclasses
+
+    from ..data.dataset import prepare
+    from ..models import EnsembleClassifier
+    from ..rundir import describe, load_run
+    from ..tasks import probabilities
+    from .module import auroc
+
+    split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+    data = run_data(cfg, progress=progress)
+    if writer:
+        record = data.record()
+        previous = read_split(run_dir) if stored is not None else None
+        if previous is not None and previous.get("keys") != record["keys"]:
+            raise ConfigError(run_dir, "the data changed since this ensemble started (its split differs from the "
+                              "stored one): use --restart, or give another -o")  # fmt: skip
+        save_config(run_dir, cfg)
+        save_split(run_dir, record)
+    members, epochs, skipped = [], [], []
+    for k in range(cfg.ensemble):
+        member_dir = run_dir / "members" / f"m{k}"
+        member_cfg = dataclasses.replace(cfg, ensemble=1, seed=cfg.seed + k, split_seed=split_seed)
+        if not (describe(member_dir) or {}).get("complete"):
+            if writer:
+                print(f"ensemble member {k + 1} of {cfg.ensemble} (seed {member_cfg.seed})", flush=True)
+            finetune(member_cfg, member_dir, resume=True, progress=progress)
+        model, spec, labels = load_run(member_dir)
+        members.append(model)
+        epochs.append((describe(member_dir) or {}).get("best_epoch"))
+    task = _recorded_task(member_dir)
+    ensemble = EnsembleClassifier(members, task).eval()
+    val = prepare(data.manifest, data.split.val, spec, cache_dir=cfg.cache_dir or str(run_dir / "cache"))
+    loader = torch.utils.data.DataLoader(val.dataset, batch_size=cfg.batch_size)
+    logits, _, ys = predict_outputs(ensemble, loader, flips=cfg.flips if cfg.tta else (), device="cpu")
+    probs = probabilities(logits, task)
+    val_auroc = auroc(ys, probs) if ys is not None and len(ys) else float("nan")
+    if writer:
+        _write_run(run_dir, cfg, spec, ensemble, data, val, val_auroc, epochs, skipped + val.failures, task)
+    return RunResult(run_dir, val_auroc, epochs, skipped, ensemble, spec.extra.get("channels_rule", ""))
+
+
+def _recorded_task(run_dir: Path) -> str:
+    """The task a finished run recorded in ``metrics.json``."""
+    import json
+
+    return json.loads((run_dir / "metrics.json").read_text())["task"]
 
 
 def _fit(trainer, module, train_loader, val_loader, ckpt_path: str | None) -> None:

@@ -71,6 +71,14 @@ def _calibration_line(cal: dict) -> str:
     return f"{what}, chosen by {cal.get('chosen_by', 'validation')}{ece} (`calibration.json`)"
 
 
+def _ensemble_line(cfg: TrainConfig) -> str:
+    if cfg.ensemble <= 1:
+        return ""
+    return (f"\n- **Ensemble**: {cfg.ensemble} members (seeds {cfg.seed}..{cfg.seed + cfg.ensemble - 1}, one split, "
+            "each a run under `members/`), probabilities averaged; calibration and threshold fitted on the "
+            "ensemble's validation outputs")  # fmt: skip
+
+
 def _intended_use(cfg: TrainConfig) -> str:
     text = " ".join(cfg.intended_use.split())
     return text or ("Not stated: set `intended_use` in the training config (what the model is for, on whom, "
@@ -89,7 +97,7 @@ def model_card(cfg: TrainConfig, spec, result: dict, calibration: dict, split: d
 - **Input**: {spec.channels} channel(s), preset {spec.preset} ({channels})
 - **Task**: {", ".join(cfg.label_columns)} from `{data}`
 - **Split**: {split["description"]}
-- **Training**: strategy {cfg.strategy}, lr {cfg.lr}, {cfg.epochs} epochs max (best epoch {result["best_epoch"]}), seed {cfg.seed}
+- **Training**: strategy {cfg.strategy}, lr {cfg.lr}, {cfg.epochs} epochs max (best epoch {result["best_epoch"]}), seed {cfg.seed}{_ensemble_line(cfg)}
 - **Validation AUROC**: {result["val_auroc"]:.3f} on {result["n_val"]} images. Not a test result.
 - **Calibration**: {_calibration_line(calibration)}
 - **Operating point**: threshold {result["threshold"]:.3f} ({result["rule"]}) on calibrated validation probabilities
