@@ -194,6 +194,9 @@ def model_summary(run_dir: str | os.PathLike, evaluation: str | os.PathLike | No
     pretrained = f"{cfg.pretrained}-pretrained " if cfg.pretrained else ""
     training.append(f"Network: {pretrained}{cfg.backbone}, {cfg.spatial_dims}D, input {list(cfg.size)} "
                     f"({spec.channels} channel{'s' if spec.channels != 1 else ''}, preset {spec.preset}).")  # fmt: skip
+    if cfg.ensemble > 1:
+        training.append(f"An ensemble of {cfg.ensemble} such networks (seeds {cfg.seed} to {cfg.seed + cfg.ensemble - 1}, "
+                        "one split): the probabilities shown are their average.")  # fmt: skip
     if metrics.get("val_auroc") is not None:
         training.append(f"Validation AUROC {metrics['val_auroc']:.3f} on {metrics.get('n_val', '?')} images "
                         "(chosen on it: not a test result).")  # fmt: skip
