@@ -97,7 +97,7 @@ def test_predict_explain_and_evaluate_take_the_ensemble_as_one_model(ensemble_ru
 
     build_report(ensemble_run, out, tmp_path / "report", workers=0)
     page = (tmp_path / "report" / "cases" / f"{rows[0]['key']}.html").read_text()
-    assert "An ensemble of 2 such networks" in page and "The ensemble&#39;s members" in page
+    assert "An ensemble of 2 such networks" in page and "The ensemble's members" in page
 
 
 def test_a_rerun_loads_finished_members_instead_of_training_them(ensemble_run, tmp_path):

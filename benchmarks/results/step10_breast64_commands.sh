@@ -24,6 +24,6 @@ cell lite2          efficientnet-lite2                    # 14:24-14:35, snapsho
 # cell lite0-ema0.995 efficientnet-lite0 --set ema=0.995  # CUT for time (see the report)
 # Stage 2: the test split read once per finished stage-1 run of the chosen cells (same runs, no
 # retraining; bench_finetune.test_auroc, the function --test calls):
-.venv/bin/python benchmarks/results/step10_breast64_test.py lite0-default lite0-ema0.99
+.venv/bin/python benchmarks/results/step10_breast64_test.py --runs /tmp/step10 lite0-default lite0-ema0.99
 # then the better of lite1 / lite2 by mean validation AUROC:
 .venv/bin/python benchmarks/results/step10_breast64_test.py lite1   # lite1 0.951 > lite2 0.921 on validation
