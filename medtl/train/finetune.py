@@ -327,11 +327,9 @@ def _spec(cfg: TrainConfig, data: RunData, progress: bool):
     return spec, channels
 
 
-def _train(cfg: TrainConfig, run_dir: Path, progress: bool, writer: bool, stored: TrainConfig | None) -> RunResult:
-    from ..models import create
-    from .callbacks import AtomicCheckpointIO, EpochLog, RandomStates
-
-    _seed(cfg)
+def _recorded_data(cfg: TrainConfig, run_dir: Path, progress: bool, writer: bool, stored) -> RunData:
+    """The run's data and split; the writer saves the config and the split first (so an interrupted
+    run can be checked before it resumes), refusing a resumed run whose split changed."""
     data = run_data(cfg, progress=progress)
     if writer:
         record = data.record()
@@ -339,8 +337,17 @@ def _train(cfg: TrainConfig, run_dir: Path, progress: bool, writer: bool, stored
         if previous is not None and previous.get("keys") != record["keys"]:
             raise ConfigError(run_dir, "the data changed since this run started (its split differs from the "
                               "stored one): use --restart, or give another -o")  # fmt: skip
-        save_config(run_dir, cfg)  # first, so an interrupted run can be checked before it resumes
+        save_config(run_dir, cfg)
         save_split(run_dir, record)
+    return data
+
+
+def _train(cfg: TrainConfig, run_dir: Path, progress: bool, writer: bool, stored: TrainConfig | None) -> RunResult:
+    from ..models import create
+    from .callbacks import AtomicCheckpointIO, EpochLog, RandomStates
+
+    _seed(cfg)
+    data = _recorded_data(cfg, run_dir, progress, writer, stored)
     spec, channels = _spec(cfg, data, progress)
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -433,15 +440,7 @@ def _train_ensemble(cfg: TrainConfig, run_dir: Path, progress: bool, writer: boo
     from .module import auroc
 
     split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
-    data = run_data(cfg, progress=progress)
-    if writer:
-        record = data.record()
-        previous = read_split(run_dir) if stored is not None else None
-        if previous is not None and previous.get("keys") != record["keys"]:
-            raise ConfigError(run_dir, "the data changed since this ensemble started (its split differs from the "
-                              "stored one): use --restart, or give another -o")  # fmt: skip
-        save_config(run_dir, cfg)
-        save_split(run_dir, record)
+    data = _recorded_data(cfg, run_dir, progress, writer, stored)
     members, epochs, skipped = [], [], []
     for k in range(cfg.ensemble):
         member_dir = run_dir / "members" / f"m{k}"
