@@ -226,6 +226,10 @@ def test_report_refusals(report_inputs, report_folder, tmp_path):
     with pytest.raises(OutputError, match="already holds a finished `medtl report` output"):
         build_report(run, predictions, report_folder)
     assert main(["report", str(run), str(archive), "-o", str(tmp_path / "r5")]) == 1
+    with pytest.raises(ConfigError, match="--workers must be 0 or more, not -1"):
+        build_report(run, predictions, tmp_path / "r6", workers=-1)
+    with pytest.raises(ConfigError, match="--port must be 0 to 65535"):
+        ReviewServer(report_folder, port=70000)
 
 
 # ----------------------------------------------------------------------------- the review server

@@ -168,6 +168,8 @@ def build_report(
     from ..rundir import mark_complete, output_folder, read_config, read_spec, weights_digest, write_json, write_text
     from .model import model_summary
 
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise ConfigError(None, f"--workers must be 0 or more, not {workers!r}")
     start = time.perf_counter()
     run = Path(run_dir)
     read_config(run)

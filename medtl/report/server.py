@@ -91,6 +91,8 @@ class ReviewServer:
 
     def __init__(self, report_dir: str | Path, reviewer: str | None = None, host: str = "127.0.0.1",
                  port: int = 8765):  # fmt: skip
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ConfigError(None, f"--port must be 0 to 65535 (0: any free port), not {port!r}")
         self.folder = Path(report_dir)
         self.report = read_report(self.folder)
         self.cases = {c["key"]: c for c in self.report["cases"]}
