@@ -17,18 +17,13 @@ $(VENV)/.installed: pyproject.toml $(BIN)/activate
 
 install: $(VENV)/.installed
 
-# the main job on sample_data: scan the folder, fine-tune on the radiographs, evaluate and audit
-# the run on its own held-out patients, explain its test predictions with checked saliency maps,
-# predict the whole sample folder as a weekly batch would, with a Grad-CAM map per image, and
-# build the clinicians' report of it (about three minutes on 2 CPU cores); then
-# `.venv/bin/medtl review out/report` serves it for verdicts
+# the main job on sample_data (`medtl demo`, medtl/demo.py): scan the folder, fine-tune the default
+# recipe on the radiographs, evaluate and audit the run on its held-out patients, explain its test
+# predictions with checked saliency maps, predict a folder of the radiographs plus a broken file and
+# a photograph, and build the clinicians' report; one line per step, about two minutes on 2 CPU
+# cores. Then `.venv/bin/medtl review out/report` serves the report for verdicts.
 demo: install
-	$(BIN)/medtl scan sample_data -o out/manifest.csv --errors out/errors.csv
-	$(BIN)/medtl train configs/cxr-2d.yaml -o out/run-cxr --restart
-	$(BIN)/medtl evaluate out/run-cxr sample_data/cxr.csv --split test --groups sex,site --min-group 5 -o out/eval-cxr --overwrite
-	$(BIN)/medtl explain out/run-cxr sample_data/cxr.csv --split test --method gradcam,gradcam++,ig --sanity --sanity-samples 4 -o out/explain-cxr --overwrite
-	$(BIN)/medtl predict out/run-cxr sample_data -o out/predict --saliency gradcam --overwrite
-	$(BIN)/medtl report out/run-cxr out/predict -o out/report --evaluation out/eval-cxr --explanation out/explain-cxr --overwrite
+	$(BIN)/medtl demo -o out
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -23,6 +23,13 @@ from .errors import ConfigError, MedtlError
 log = logging.getLogger("medtl")
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.output, data=args.data, config=args.config, progress=sys.stderr.isatty())
+    return 0
+
+
 def _cmd_scan(args: argparse.Namespace) -> int:
     from .io import scan
     from .io.scan import check_output_file
@@ -325,8 +332,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     for note in record["notes"]:
         print(f"note: {note}")
     c = record["counts"]
-    print(f"report of {c['cases']} cases ({c['ood']} unlike the training data, {c['errors']} that could not be "
-          f"predicted, {c['maps']} with saliency maps) → {args.output}/index.html; review it with "
+    print(f"report of {c['cases']} cases ({c['ood']} unlike the training data, {c['maps']} with saliency maps) and "
+          f"{c['errors']} input(s) that could not be predicted → {args.output}/index.html; review it with "
           f"`medtl review {args.output}`")  # fmt: skip
     return 0
 
@@ -446,6 +453,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"medtl {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="the whole path on the sample data: scan, train, evaluate, explain, predict, "
+                       "report (a few minutes on a laptop)")  # fmt: skip
+    p.add_argument("-o", "--output", default="out", help="folder for everything the demo writes (default: out)")
+    p.add_argument("--data", help="sample data folder (default: the clone's sample_data/)")
+    p.add_argument("--config", help="training config (default: the clone's configs/cxr-2d.yaml)")
+    p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("scan", help="list every image and series under a folder (headers only)")
     p.add_argument("dir", help="folder to walk recursively")

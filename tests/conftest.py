@@ -41,3 +41,12 @@ def ct_report_folder(tmp_path_factory):
     from report_setup import ct_report
 
     return ct_report(tmp_path_factory.mktemp("ct-report"))
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """`medtl demo` end to end, with the demo's config shortened (3 epochs at 64 px): the lines it
+    printed, its result and its folder."""
+    from report_setup import quick_demo
+
+    return quick_demo(tmp_path_factory.mktemp("demo"))

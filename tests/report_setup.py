@@ -76,3 +76,19 @@ def ct_report(root: Path) -> Path:
     predict_folder(run, SAMPLE / "ct", root / "ct-predictions", batch_size=4, workers=0, saliency="gradcam")
     build_report(run, root / "ct-predictions", root / "ct-report", workers=0)
     return root / "ct-report"
+
+
+def quick_demo(folder: Path) -> tuple[list[str], dict, Path]:
+    """`medtl demo` into ``folder/out`` with the shipped demo config cut to 3 epochs at 64 px."""
+    import yaml
+
+    from medtl.demo import _CLONE, run_demo
+
+    cfg = yaml.safe_load((_CLONE / "configs" / "cxr-2d.yaml").read_text())
+    cfg.update(epochs=3, size=[64, 64])
+    config = folder / "demo.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    lines: list[str] = []
+    out = folder / "out"
+    result = run_demo(out, config=config, echo=lines.append)
+    return lines, result, out

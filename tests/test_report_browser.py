@@ -225,3 +225,20 @@ def test_a_3d_case_draws_its_planes_and_strip(browser, ct_report_folder):
     assert edges == ["A", "P", "R", "L", "S", "I", "R", "L", "S", "I", "A", "P"]
     assert _errors(browser) == []
     _shot(browser, "report-case-3d.png")
+
+
+def test_the_demo_report_opens_in_a_browser(browser, demo_run):
+    from selenium.webdriver.common.by import By
+
+    _, result, out = demo_run
+    browser.get((out / "report" / "index.html").as_uri())
+    rows = browser.find_elements(By.CSS_SELECTOR, "#cases tbody tr")
+    assert len(rows) == result["predict"]["predicted"] + result["predict"]["failed"]
+    assert sum(r.get_attribute("data-ood") == "1" for r in rows) == result["predict"]["flagged"]
+    first = next(r for r in rows if r.get_attribute("data-decision") != "error")
+    first.find_element(By.CSS_SELECTOR, "a").click()
+    panel = browser.find_element(By.CSS_SELECTOR, "figure.case-image")
+    assert browser.execute_script(
+        "const i = new Image(); i.src = getComputedStyle(arguments[0]).backgroundImage.slice(5, -2);"
+        "return i.decode().then(() => i.naturalWidth)", panel) > 0  # fmt: skip
+    assert not _errors(browser)

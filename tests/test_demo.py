@@ -1,0 +1,79 @@
+"""`medtl demo`: the whole path on the sample data, one line per step, and what each step left."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from medtl.demo import BROKEN_FILE, FOREIGN_FILE, STEPS, run_demo
+from medtl.errors import ConfigError
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_one_line_per_step_then_where_the_report_is(demo_run):
+    lines, result, out = demo_run
+    assert len(lines) == len(STEPS) + 1
+    for number, ((name, _), line) in enumerate(zip(STEPS, lines), start=1):
+        assert line.startswith(f"{number}/{len(STEPS)} {name}"), line
+    assert str(out / "report" / "index.html") in lines[-1] and "medtl review" in lines[-1]
+    assert result["index"] == str(out / "report" / "index.html")
+
+
+def test_scan_counts_every_image_of_the_sample_data(demo_run):
+    _, result, out = demo_run
+    # independent count: labels.csv lists every image, series and volume; each positive has a mask file
+    expected = len(_rows(SAMPLE / "labels.csv")) + len(list((SAMPLE / "masks").glob("*.nii.gz")))
+    assert result["scan"]["images"] == expected == len(_rows(out / "manifest.csv"))
+    assert result["scan"]["errors"] == 0
+
+
+def test_evaluation_and_explanation_numbers_are_the_written_ones(demo_run):
+    lines, result, out = demo_run
+    metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
+    assert result["evaluate"]["auroc"] == pytest.approx(metrics["overall"]["auroc"])
+    split = json.loads((out / "run" / "split.json").read_text())
+    assert result["evaluate"]["n"] == split["counts"]["test"]["images"]
+    assert f"test AUROC {metrics['overall']['auroc']:.2f}" in lines[2]
+    record = json.loads((out / "explanation" / "explain.json").read_text())
+    for method, numbers in result["explain"].items():
+        assert numbers["sanity_passed"] == record["sanity"][method]["passed"]
+        assert numbers["pointing_game"] == pytest.approx(record["localization"][method]["pointing_game"]["value"])
+
+
+def test_the_broken_file_fails_with_its_reason_and_the_photograph_is_flagged(demo_run):
+    _, result, out = demo_run
+    errors = _rows(out / "predictions" / "errors.csv")
+    assert [(e["path"], e["stage"]) for e in errors] == [(BROKEN_FILE, "scan")]
+    assert "truncated" in errors[0]["reason"]
+    predictions = {r["path"]: r for r in _rows(out / "predictions" / "predictions.csv")}
+    radiographs = [r["path"] for r in _rows(SAMPLE / "cxr.csv")]
+    assert sorted(predictions) == sorted(radiographs + [FOREIGN_FILE])
+    assert predictions[FOREIGN_FILE]["ood"] == "1"
+    assert result["predict"] == {"predicted": len(radiographs) + 1, "failed": 1,
+                                 "flagged": sum(r["ood"] == "1" for r in predictions.values()), "saliency_failed": 0}  # fmt: skip
+
+
+def test_the_report_has_a_page_per_prediction_and_lists_the_failure(demo_run):
+    _, result, out = demo_run
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert len(report["cases"]) == result["report"]["cases"] == result["predict"]["predicted"]
+    assert result["report"]["errors"] == 1 and result["report"]["ood"] == result["predict"]["flagged"]
+    pages = sorted((out / "report" / "cases").glob("*.html"))
+    assert len(pages) == result["predict"]["predicted"]
+    index = (out / "report" / "index.html").read_text()
+    assert "truncated" in index
+    assert "MRN-" not in index and "FAKE^" not in index  # no identifiers unless asked for
+
+
+def test_without_the_sample_data_it_says_what_is_missing(tmp_path):
+    with pytest.raises(ConfigError, match="sample data's manifest is missing"):
+        run_demo(tmp_path / "out", data=tmp_path / "nowhere")
