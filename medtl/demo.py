@@ -81,7 +81,7 @@ def run_demo(
     result: dict[str, Any] = {}
     started = time.perf_counter()
     steps = (_scan, _train, _evaluate, _explain, _predict, _report)
-    for number, (step, (name, _)) in enumerate(zip(steps, STEPS), start=1):
+    for number, (step, (name, _)) in enumerate(zip(steps, STEPS, strict=True), start=1):
         t0 = time.perf_counter()
         line, numbers = step(out, data=data, manifest=manifest, config=config, progress=progress, result=result)
         result[name] = numbers
@@ -108,7 +108,7 @@ def _quiet():
             warnings.simplefilter("ignore")
             yield
     finally:
-        for lg, level in zip(lightning, levels):
+        for lg, level in zip(lightning, levels, strict=True):
             lg.setLevel(level)
 
 
