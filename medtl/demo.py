@@ -225,7 +225,8 @@ def _report(out: Path, *, progress: bool, **_) -> tuple[str, dict]:
                          explanation=out / "explanation", overwrite=True, progress=progress)  # fmt: skip
     c = r["counts"]
     line = (f"{c['cases']} case pages ({c['ood']} unlike the training data, {c['maps']} with saliency maps) and "
-            f"{c['errors']} failure(s) listed on the index → {out / 'report' / 'index.html'}")  # fmt: skip
+            f"{c['errors']} {'failure' if c['errors'] == 1 else 'failures'} listed on the index → "
+            f"{out / 'report' / 'index.html'}")  # fmt: skip
     return line, dict(c)
 
 

@@ -49,4 +49,17 @@ __all__ = [
     "apply_temperature",
     "save_calibration",
     "load_calibration",
+    "evaluate_run",
+    "cross_validate",
 ]
+
+# a run's evaluation and cross-validation load on first use: they pull in the training stack
+_LAZY = {"evaluate_run": ".run", "cross_validate": ".crossval"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
