@@ -454,6 +454,21 @@ def read_split(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     return read_json(Path(run_dir) / SPLIT_FILE, "split record")
 
 
+def environment_versions() -> dict[str, str]:
+    """Python and the versions of the libraries that shape a result: what a run, a prediction job
+    and a paper's methods section record."""
+    import platform
+
+    out = {"python": platform.python_version()}
+    for name in ("medtl", "torch", "lightning", "monai", "numpy", "scikit-learn", "pydicom", "nibabel", "captum"):
+        module = {"scikit-learn": "sklearn"}.get(name, name)
+        try:
+            out[name] = __import__(module).__version__
+        except Exception:  # noqa: BLE001 - a version is informative only
+            out[name] = "unknown"
+    return out
+
+
 def weights_digest(run_dir: str | os.PathLike) -> str:
     """The first 16 hex digits of the SHA-256 of a run's ``model.pt``: which weights an output came
     from (predict, evaluate and explain record it; report checks it).

@@ -166,15 +166,30 @@ def record_key(manifest: Manifest, index: int) -> str:
     return pseudonym((rec.ref or rec.path).replace("\\", "/") + (f"#{rec.series}" if rec.series else ""), "image")
 
 
+def _label_counts(manifest: Manifest, idx) -> dict[str, dict[str, int]]:
+    """Images per value of each label column in one part (``unknown`` for an empty cell): the
+    events per partition a paper reports (TRIPOD+AI 20, CLAIM 35)."""
+    out: dict[str, dict[str, int]] = {}
+    for c, column in enumerate(manifest.label_columns):
+        tally: dict[str, int] = {}
+        for i in idx:
+            v = manifest.records[i].labels[c]
+            name = "unknown" if v != v else (str(int(v)) if float(v).is_integer() else str(v))
+            tally[name] = tally.get(name, 0) + 1
+        out[column] = dict(sorted(tally.items()))
+    return out
+
+
 def split_record(manifest: Manifest, split: Split, description: str, **extra) -> dict:
     """What a run stores of its split: the keys of every part, its size in images and patients,
     how it was made (``description``) and anything in ``extra`` (duplicates joined ...)."""
     parts = {"train": split.train, "val": split.val, "test": split.test}
     record = {"description": description, "patient_column": manifest.patient_column, **extra}
     record["counts"] = {
-        name: {"images": len(idx), "patients": len({manifest.records[i].patient for i in idx})}
+        name: {"images": len(idx), "patients": len({manifest.records[i].patient for i in idx}),
+               "labels": _label_counts(manifest, idx)}
         for name, idx in parts.items()
-    }
+    }  # fmt: skip
     record["keys"] = {name: [record_key(manifest, i) for i in idx] for name, idx in parts.items()}
     return record
 

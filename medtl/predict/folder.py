@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, ImageReadError, MedtlError, OutputError
-from ..rundir import weights_digest
+from ..rundir import environment_versions, weights_digest
 
 __all__ = ["predict_folder", "parse_shard", "Input", "collect_inputs", "encode_csv", "ERROR_COLUMNS", "PREDICTIONS",
            "ERRORS", "SUMMARY", "inputs_fingerprint"]  # fmt: skip
@@ -320,18 +320,6 @@ def _check_resume(out: Path, job: dict[str, Any], resume: bool) -> dict[str, Any
     return old
 
 
-def _versions() -> dict[str, str]:
-    import platform
-
-    out = {"python": platform.python_version()}
-    for name in ("medtl", "torch", "monai", "numpy", "pydicom", "nibabel"):
-        try:
-            out[name] = __import__(name).__version__
-        except Exception:  # noqa: BLE001 - a version is informative only
-            out[name] = "unknown"
-    return out
-
-
 def _count(out: Path) -> dict[str, int]:
     with open(out / PREDICTIONS, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
@@ -540,7 +528,7 @@ def _summary(out: Path, predictor, inputs, scanned, total: int, shard_ix, timing
                     "ood": predictor.ood.describe() if predictor.ood is not None else None},
             "settings": settings,
             "job": job,
-            "versions": _versions(),
+            "versions": environment_versions(),
             "notes": [] if predictor.ood is not None else [
                 "the run holds no out-of-distribution statistics (trained before medtl wrote them): add them with "
                 "`medtl calibrate-ood RUN DATA`; ood columns are empty"],

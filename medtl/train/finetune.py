@@ -289,8 +289,36 @@ def finetune(
         train = _train_ensemble if cfg.ensemble > 1 else _train
         result = train(cfg, run_dir, progress, writer, stored)
         if writer:
-            mark_complete(run_dir, "train", val_auroc=_finite(result.val_auroc), best_epoch=result.best_epoch)
+            mark_complete(run_dir, "train", val_auroc=_finite(result.val_auroc), best_epoch=result.best_epoch,
+                          **_provenance(cfg, run_dir))  # fmt: skip
         return result
+
+
+def _provenance(cfg: TrainConfig, run_dir: Path) -> dict:
+    """What a methods section cites: the library versions, the pretrained file the run started from
+    (name, file, digest, licence) and the digest of the weights it ended with."""
+    from ..models.registry import resolve_source
+    from ..rundir import environment_versions, weights_digest
+
+    source = resolve_source(cfg.backbone, cfg.pretrained) if cfg.pretrained else None
+    start = None if source is None else {
+        "name": source.name, "filename": source.filename, "sha256": source.sha256 or source.sha256_prefix,
+        "licence": source.licence, "url": source.url, "package": source.package}  # fmt: skip
+    try:
+        digest = weights_digest(run_dir)
+    except ConfigError:  # an ensemble's weights are its members' (each records its own)
+        digest = None
+    return {"versions": environment_versions(), "hardware": _hardware(), "pretrained_source": start,
+            "weights_sha256_16": digest}  # fmt: skip
+
+
+def _hardware() -> dict:
+    """The machine a run trained on (what a paper's methods name; it can change the last digits)."""
+    import platform
+
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return {"machine": platform.machine(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "gpus": gpus, "cuda": torch.version.cuda if gpus else None}  # fmt: skip
 
 
 def _finite(value: float) -> float | None:
