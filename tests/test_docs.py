@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-GUIDES = ("docs/quickstart.md", "docs/guide-research.md", "docs/guide-batch.md")
+GUIDES = ("README.md", "docs/quickstart.md", "docs/guide-research.md", "docs/guide-batch.md")
 _BLOCK = re.compile(r"(?P<skip><!-- not run: (?P<why>[^>]*?) -->\s*\n)?```(?P<lang>python|bash)\n(?P<code>.*?)```",
                     re.S)  # fmt: skip
 
