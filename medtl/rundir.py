@@ -315,6 +315,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    share_like_open(fd)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -323,6 +324,29 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def share_like_open(fd: int) -> None:
+    """Give a file from :func:`tempfile.mkstemp` the permissions ``open()`` would have given it.
+
+    mkstemp makes files readable by their owner only; renamed into place, a report or a CSV
+    would then be unreadable to the colleagues the umask shares the folder with. The umask
+    decides, as for any other program (``umask 077`` keeps everything private)."""
+    if os.name == "posix":
+        os.fchmod(fd, 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    try:  # read without changing it: os.umask() sets as it reads, racing other threads
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

@@ -413,3 +413,24 @@ def test_convert_refuses_an_extension_it_cannot_write_before_reading(tmp_path, c
     assert main(["convert", str(SAMPLE / "ct"), str(tmp_path / "ct.nrrd")]) == 1
     err = capsys.readouterr().err
     assert "NIfTI files end in .nii or .nii.gz" in err and "Traceback" not in err
+
+
+def test_files_written_atomically_get_the_permissions_the_umask_gives(tmp_path):
+    """mkstemp's owner-only mode must not leak into outputs: colleagues the umask shares a folder
+    with can open the report, and `umask 077` still keeps everything private."""
+    import stat
+
+    from medtl.io import scan
+    from medtl.rundir import write_text
+
+    old = os.umask(0o027)
+    try:
+        write_text(tmp_path / "shared.json", "{}")
+        scan(Path(__file__).parent.parent / "sample_data" / "nifti", workers=1).to_csv(tmp_path / "m.csv")
+        os.umask(0o077)
+        write_text(tmp_path / "private.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "shared.json").stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "m.csv").stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "private.json").stat().st_mode) == 0o600

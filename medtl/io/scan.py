@@ -22,6 +22,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from ..errors import ImageReadError, MedtlError, NonImageObjectError, NotAnImageError
+from ..rundir import share_like_open
 from .sniff import sniff
 
 __all__ = ["scan", "ScanResult", "MANIFEST_COLUMNS", "ERROR_COLUMNS", "check_output_file"]
@@ -84,6 +85,7 @@ class ScanResult:
             check_output_file(target)
             folder = os.path.dirname(os.path.abspath(target))
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=".scan-", suffix=".csv.tmp")
+            share_like_open(fd)
             try:
                 with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
                     writer = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..errors import WeightsError
 from ..io.phi import medtl_home
+from ..rundir import share_like_open
 from .registry import SOURCES, PretrainedSource, get_source
 
 __all__ = [
@@ -111,6 +112,7 @@ def _download(source: PretrainedSource, progress: bool) -> Path:
 
     weights_dir().mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=weights_dir(), prefix=".download-")
+    share_like_open(fd)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(source.url, timeout=30) as response:
