@@ -92,7 +92,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_model, memory_gib, version  # noqa: E402  (benchmarks/machine.py)
+from machine import add_folder_data_options, cpu_model, memory_gib, version  # noqa: E402  (benchmarks/machine.py)
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = 0.25  # "the whole pipeline adds under 25 % to the forward time"
@@ -377,15 +377,10 @@ def fmt_mib(v) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, required=True, help="output of make_predict_data.py (dx/ and ct/)")
+    add_folder_data_options(p, "/tmp/medtl-bench-predict", "64 DX, 3 CT series, workers 0,1,2, batch 16, 1 repeat")
     p.add_argument("--runs", type=Path, default=None,
                    help="folder with finished runs cxr/ and ct/ to reuse (missing ones are trained into it); "
                    "default: train fresh ones in WORK/runs")  # fmt: skip
-    p.add_argument("--work", type=Path, default=Path("/tmp/medtl-bench-predict"), help="outputs, subsets, runs")
-    p.add_argument("--quick", action="store_true", help="64 DX, 3 CT series, workers 0,1,2, batch 16, 1 repeat")
-    p.add_argument("--n2d", type=int, default=None, help="use only the first N radiographs (default all)")
-    p.add_argument("--n3d", type=int, default=None, help="use only the first M CT series (default all)")
-    p.add_argument("--sets", default="dx,ct", help="data sets to run (dx,ct)")
     p.add_argument("--workers", default="0,1,2", help="--workers values (0,1,2)")
     p.add_argument("--batch-2d", default="16,32", help="--batch-size values for dx (16,32)")
     p.add_argument("--batch-3d", default="16", help="--batch-size values for ct (16)")

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from machine import cpu_model, memory_gib, version
+from machine import add_folder_data_options, cpu_model, memory_gib, version
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,12 +62,7 @@ def _size(folder: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, required=True, help="output of make_predict_data.py (dx/ and ct/)")
-    p.add_argument("--work", type=Path, default=Path("/tmp/medtl-bench-report"), help="runs, predictions, reports")
-    p.add_argument("--quick", action="store_true", help="64 DX, 3 CT series, workers 0,2")
-    p.add_argument("--n2d", type=int, default=None, help="use only the first N radiographs (default all)")
-    p.add_argument("--n3d", type=int, default=None, help="use only the first M CT series (default all)")
-    p.add_argument("--sets", default="dx,ct", help="data sets to run (dx,ct)")
+    add_folder_data_options(p, "/tmp/medtl-bench-report", "64 DX, 3 CT series, workers 0,2")
     p.add_argument("--workers", default="0,2,4", help="`medtl report --workers` values (0,2,4)")
     args = p.parse_args(argv)
     if args.quick:

@@ -40,3 +40,16 @@ def version(dist: str) -> str:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return "not installed"
+
+
+def add_folder_data_options(parser, work: str, quick: str) -> None:
+    """The options of the benchmarks that read make_predict_data.py's folders (predict, report):
+    where the data and the work go, and how much of the data to use."""
+    from pathlib import Path
+
+    parser.add_argument("--data", type=Path, required=True, help="output of make_predict_data.py (dx/ and ct/)")
+    parser.add_argument("--work", type=Path, default=Path(work), help="runs, outputs and subsets go here")
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--n2d", type=int, default=None, help="use only the first N radiographs (default all)")
+    parser.add_argument("--n3d", type=int, default=None, help="use only the first M CT series (default all)")
+    parser.add_argument("--sets", default="dx,ct", help="data sets to run (dx,ct)")
