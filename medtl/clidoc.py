@@ -89,7 +89,9 @@ def cli_markdown() -> str:
     parser = build_parser()
     commands = _subcommands(parser)
     lines = [_HEADER, "| command | what it does |", "|---|---|"]
-    lines += [f"| [`{sub.prog}`](#{sub.prog.replace(' ', '-')}) | {_cell(text).rstrip('.')} |" for _, text, sub in commands]
+    lines += [
+        f"| [`{sub.prog}`](#{sub.prog.replace(' ', '-')}) | {_cell(text).rstrip('.')} |" for _, text, sub in commands
+    ]
     lines.append("")
     for name, text, sub in commands:
         lines += _section(name, text, sub, 2)

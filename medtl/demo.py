@@ -24,9 +24,8 @@ from .errors import ConfigError
 
 __all__ = ["run_demo", "STEPS"]
 
-#: The steps, in order, and the folder each writes under the demo's output.
-STEPS = (("scan", "manifest.csv"), ("train", "run"), ("evaluate", "evaluation"), ("explain", "explanation"),
-         ("predict", "predictions"), ("report", "report"))  # fmt: skip
+#: The steps, in order: each prints one line.
+STEPS = ("scan", "train", "evaluate", "explain", "predict", "report")
 
 _CLONE = Path(__file__).resolve().parents[1]
 #: A photograph among the radiographs: it loads, it predicts, and it must be flagged as foreign.
@@ -81,7 +80,7 @@ def run_demo(
     result: dict[str, Any] = {}
     started = time.perf_counter()
     steps = (_scan, _train, _evaluate, _explain, _predict, _report)
-    for number, (step, (name, _)) in enumerate(zip(steps, STEPS, strict=True), start=1):
+    for number, (step, name) in enumerate(zip(steps, STEPS, strict=True), start=1):
         t0 = time.perf_counter()
         line, numbers = step(out, data=data, manifest=manifest, config=config, progress=progress, result=result)
         result[name] = numbers

@@ -22,7 +22,7 @@ def _rows(path: Path) -> list[dict]:
 def test_one_line_per_step_then_where_the_report_is(demo_run):
     lines, result, out = demo_run
     assert len(lines) == len(STEPS) + 1
-    for number, ((name, _), line) in enumerate(zip(STEPS, lines[:-1], strict=True), start=1):
+    for number, (name, line) in enumerate(zip(STEPS, lines[:-1], strict=True), start=1):
         assert line.startswith(f"{number}/{len(STEPS)} {name}"), line
     assert str(out / "report" / "index.html") in lines[-1] and "medtl review" in lines[-1]
     assert result["index"] == str(out / "report" / "index.html")

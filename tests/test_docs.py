@@ -55,4 +55,6 @@ def test_every_block_of_the_guide_runs(guide, tmp_path, monkeypatch):
             exec(compile(code, where, "exec"), namespace)  # noqa: S102 - the guide's own code, as a reader runs it
         else:
             done = subprocess.run(["bash", "-euo", "pipefail", "-c", code], env=env, capture_output=True, text=True)
-            assert done.returncode == 0, f"{where} failed:\n{code}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+            assert done.returncode == 0, (
+                f"{where} failed:\n{code}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+            )
