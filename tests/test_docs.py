@@ -1,7 +1,8 @@
-"""The docs stay true: the CLI reference is the parser's, and every code block of the guides runs.
+"""The docs stay true: the CLI reference is the parser's, and every code block of the README and
+of docs/ runs (``>>>`` examples run as doctests besides).
 
-Each guide runs top to bottom in a fresh folder holding links to the clone's ``sample_data/`` and
-``configs/``, as a reader following it from the clone would: ```python blocks share one namespace,
+Each page runs top to bottom in a fresh folder holding links to the clone's ``sample_data/`` and
+``configs/``, as a reader following it from a clone would: ```python blocks share one namespace,
 ```bash blocks run in bash with ``set -euo pipefail`` and this environment's ``medtl`` first on
 PATH. A block that cannot run here (a server that waits for a browser, a file from a hospital)
 is preceded by ``<!-- not run: why -->``; the test checks that every skipped block says why.
@@ -18,8 +19,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-GUIDES = ("README.md", "docs/quickstart.md", "docs/guide-research.md", "docs/guide-batch.md")
-_BLOCK = re.compile(r"(?P<skip><!-- not run: (?P<why>[^>]*?) -->\s*\n)?```(?P<lang>python|bash)\n(?P<code>.*?)```",
+#: README and every page of docs/: what a reader copies from must work
+DOCS = ("README.md", *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md")))
+_BLOCK = re.compile(r"(?P<skip><!-- not run: (?P<why>[^\n]*?) -->\s*\n)?```(?P<lang>python|bash)\n(?P<code>.*?)```",
                     re.S)  # fmt: skip
 
 
@@ -37,24 +39,37 @@ def test_cli_reference_is_generated_from_the_parser():
     )
 
 
-@pytest.mark.parametrize("guide", GUIDES)
-def test_every_block_of_the_guide_runs(guide, tmp_path, monkeypatch):
-    blocks = code_blocks(ROOT / guide)
-    assert blocks, f"{guide} has no code"
+@pytest.mark.parametrize("page", DOCS)
+def test_every_code_block_runs_or_says_why_not(page, tmp_path, monkeypatch):
+    blocks = code_blocks(ROOT / page)
+    for _, _, why, line in blocks:
+        assert why is None or why.strip(), f"{page}:{line}: a block that is not run must say why"
+    runnable = [(lang, code, f"{page}:{line}") for lang, code, why, line in blocks
+                if why is None and not code.lstrip().startswith(">>>")]  # fmt: skip  (>>> blocks run as doctests)
+    if not runnable:
+        return
     for name in ("sample_data", "configs"):
         (tmp_path / name).symlink_to(ROOT / name, target_is_directory=True)
     monkeypatch.chdir(tmp_path)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    namespace: dict = {"__name__": "__guide__"}
-    for lang, code, why, line in blocks:
-        where = f"{guide}:{line}"
-        if why is not None:
-            assert why.strip(), f"{where}: a block that is not run must say why"
-            continue
+    namespace: dict = {"__name__": "__doc_page__"}
+    for lang, code, where in runnable:
         if lang == "python":
-            exec(compile(code, where, "exec"), namespace)  # noqa: S102 - the guide's own code, as a reader runs it
+            exec(compile(code, where, "exec"), namespace)  # noqa: S102 - the page's own code, as a reader runs it
         else:
             done = subprocess.run(["bash", "-euo", "pipefail", "-c", code], env=env, capture_output=True, text=True)
             assert done.returncode == 0, (
                 f"{where} failed:\n{code}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
             )
+
+
+def test_blocks_are_found_with_their_reasons(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(
+        "Text.\n\n<!-- not run: needs a GPU (and >>> in the reason is fine) -->\n```bash\ntorchrun x\n```\n\n"
+        "```python\nprint(1)\n```\n\n```text\nnot code\n```\n"
+    )
+    assert code_blocks(page) == [
+        ("bash", "torchrun x\n", "needs a GPU (and >>> in the reason is fine)", 6),
+        ("python", "print(1)\n", None, 10),
+    ]
