@@ -70,6 +70,6 @@ def test_blocks_are_found_with_their_reasons(tmp_path):
         "```python\nprint(1)\n```\n\n```text\nnot code\n```\n"
     )
     assert code_blocks(page) == [
-        ("bash", "torchrun x\n", "needs a GPU (and >>> in the reason is fine)", 6),
-        ("python", "print(1)\n", None, 10),
+        ("bash", "torchrun x\n", "needs a GPU (and >>> in the reason is fine)", 5),
+        ("python", "print(1)\n", None, 9),
     ]
