@@ -212,7 +212,7 @@ def _ci(ci) -> str:
 def _print_audit_summary(overall: dict, flags: list, out: str, groups: dict | None = None, excluded=None) -> None:
     auroc = overall.get("auroc")
     line = f"n={overall.get('n')}, AUROC " + (f"{auroc:.3f}{_ci(overall.get('auroc_ci'))}" if auroc is not None else "n/a")
-    for name, key in (("sensitivity", "tpr"), ("specificity", "tnr")):
+    for name, key in (("sensitivity", "tpr"), ("specificity", "tnr"), ("calibration slope", "calibration_slope")):
         if overall.get(key) is not None:
             line += f"; {name} {overall[key]:.3f}{_ci(overall.get(key + '_ci'))}"
     print(line)

@@ -257,3 +257,38 @@ def test_cluster_codes_and_undefined_resamples():
     assert out["estimate"]["auroc"] is not None
     assert "undefined in" in out["notes"]["auroc"]
     _no_nan(out)
+
+
+def test_calibration_slope_and_intercept_equal_a_direct_likelihood_fit():
+    """Against scipy's general-purpose optimiser on the logistic log-likelihood."""
+    from scipy.optimize import minimize
+
+    from medtl.evaluate.metrics import calibration_fit
+
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0.05, 0.95, 400)
+    y = (rng.uniform(size=400) < p).astype(float)
+    x = np.log(p / (1 - p))
+    both = minimize(lambda b: np.sum(np.logaddexp(0, b[0] + b[1] * x) - y * (b[0] + b[1] * x)), [0.0, 1.0]).x
+    large = minimize(lambda a: np.sum(np.logaddexp(0, a[0] + x) - y * (a[0] + x)), [0.0]).x
+    fit = calibration_fit(y, p)
+    assert fit["slope"] == pytest.approx(both[1], abs=1e-4)
+    assert fit["intercept"] == pytest.approx(large[0], abs=1e-4)
+    assert calibration_fit([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9])["slope"] is None  # separated: no finite slope
+
+
+def test_the_audit_reports_calibration_slope_with_a_patient_ci():
+    """Probabilities twice as extreme as the truth on the logit scale have slope 1/2; right ones 1."""
+    import pandas as pd
+
+    from medtl.evaluate import audit
+
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.02, 0.98, 3000)
+    y = (rng.uniform(size=3000) < p).astype(int)
+    frame = pd.DataFrame({"y": y, "right": p, "extreme": 1 / (1 + (p / (1 - p)) ** -2), "pid": np.arange(3000) // 2})
+    right = audit(frame, "y", "right", [], patient="pid", n_boot=200).overall
+    extreme = audit(frame, "y", "extreme", [], patient="pid", n_boot=200).overall
+    assert right["calibration_slope_ci"][0] < 1 < right["calibration_slope_ci"][1]
+    assert right["calibration_intercept_ci"][0] < 0 < right["calibration_intercept_ci"][1]
+    assert extreme["calibration_slope_ci"][0] < 0.5 < extreme["calibration_slope_ci"][1]

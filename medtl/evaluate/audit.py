@@ -61,8 +61,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import EvaluationError, suggest
-from .bootstrap import BOOT_METRICS, group_replicates, percentile_ci
-from .metrics import HIGHER_IS_BETTER, binary_metrics, choose_threshold, reliability_diagram
+from .bootstrap import BOOT_METRICS, cluster_codes, group_replicates, percentile_ci
+from .metrics import HIGHER_IS_BETTER, binary_metrics, calibration_fit, choose_threshold, reliability_diagram
 
 __all__ = [
     "AuditResult",
@@ -641,6 +641,7 @@ def audit(
     prob = overall_point.get("ece") is not None
     if prob:
         overall["reliability"] = reliability_diagram(y, s, n_bins)
+        overall.update(_calibration_fit_with_cis(y, s, cluster, n_boot, seed, level))
 
     result_groups: dict[str, dict[str, dict[str, Any]]] = {}
     result_gaps: dict[str, dict[str, dict[str, Any]]] = {}
@@ -893,3 +894,30 @@ def audit_html(result: AuditResult, images: dict[str, bytes] | None = None) -> s
         parts.append(f'<figure><img src="{uri}" alt="{e(cap)}"><figcaption>{e(cap)}</figcaption></figure>')
     parts.append("</section>")
     return "\n".join(parts) + "\n"
+
+
+def _calibration_fit_with_cis(y: np.ndarray, s: np.ndarray, cluster, n_boot: int, seed: int,
+                              level: float) -> dict[str, Any]:  # fmt: skip
+    """Calibration slope and intercept with percentile CIs from resampling the same units (patients
+    or rows) as the other metrics; a separate stream of the same seed, so they add no draws to it."""
+    fit = calibration_fit(y, s)
+    out: dict[str, Any] = {"calibration_slope": fit["slope"], "calibration_intercept": fit["intercept"]}
+    for key in ("calibration_slope", "calibration_intercept"):
+        out[f"{key}_ci"] = None
+    if fit["note"]:
+        out["calibration_note"] = fit["note"]
+    if n_boot < 1 or (fit["slope"] is None and fit["intercept"] is None):
+        return out
+    codes, k = cluster_codes(cluster, len(y))
+    order = np.argsort(codes, kind="stable")
+    members = np.split(order, np.cumsum(np.bincount(codes, minlength=k))[:-1])
+    rng = np.random.default_rng([seed, 7])  # its own stream: the other metrics' resamples stay as they were
+    reps = np.full((2, n_boot), np.nan)
+    for b in range(n_boot):
+        idx = np.concatenate([members[c] for c in rng.integers(0, k, k)])
+        f = calibration_fit(y[idx], s[idx])
+        reps[:, b] = [np.nan if f["slope"] is None else f["slope"], np.nan if f["intercept"] is None else f["intercept"]]
+    for row, key in enumerate(("calibration_slope", "calibration_intercept")):
+        if out[key] is not None:
+            out[f"{key}_ci"], _ = percentile_ci(reps[row], level)
+    return out

@@ -267,6 +267,59 @@ def binary_metrics(
     return out
 
 
+def calibration_fit(y: Sequence[float], prob: Sequence[float]) -> dict[str, Any]:
+    """Calibration slope and intercept (calibration-in-the-large) of probabilities, as TRIPOD+AI
+    and Van Calster et al. (J Clin Epidemiol 2016) define them.
+
+    The slope is ``b`` of the logistic regression ``logit P(y=1) = a + b·logit(p)`` (1 when the
+    spread of the probabilities is right, below 1 when they are too extreme); the intercept is
+    ``a`` of ``logit P(y=1) = a + logit(p)`` with the slope fixed at 1 (0 when the probabilities
+    are right on average, below 0 when they are too high). Both are maximum-likelihood fits by
+    Newton's method.
+
+    Returns:
+        ``{"slope": float | None, "intercept": float | None, "note": str | None}``: ``None``
+        with a note where a fit has no finite answer (one class only, or scores that separate
+        the classes perfectly, where the slope grows without bound).
+
+    >>> fit = calibration_fit([0, 0, 1, 1, 0, 1, 1, 0], [0.1, 0.4, 0.6, 0.9, 0.3, 0.45, 0.8, 0.7])
+    >>> round(fit["slope"], 2), round(fit["intercept"], 2)
+    (1.55, -0.17)
+    """
+    yv = _as_binary(y)
+    pv = np.clip(_as_scores(prob, len(yv)), 1e-7, 1 - 1e-7)
+    if yv.size == 0 or yv.min() == yv.max():
+        return {"slope": None, "intercept": None, "note": "only one class: no calibration slope or intercept"}
+    x = np.log(pv / (1 - pv))
+    design = np.column_stack([np.ones_like(x), x])
+    coef = _newton_logistic(yv, design, np.zeros(2), offset=np.zeros_like(x))
+    a = _newton_logistic(yv, design[:, :1], np.zeros(1), offset=x)
+    note = None
+    if coef is None:
+        note = "the scores separate the classes perfectly: the calibration slope is unbounded"
+    return {"slope": None if coef is None else float(coef[1]), "intercept": None if a is None else float(a[0]),
+            "note": note}  # fmt: skip
+
+
+def _newton_logistic(y: np.ndarray, design: np.ndarray, beta: np.ndarray, *, offset: np.ndarray):
+    """Maximum-likelihood logistic coefficients, or ``None`` when they diverge (separation)."""
+    for _ in range(100):
+        eta = np.clip(design @ beta + offset, -35, 35)
+        mu = 1 / (1 + np.exp(-eta))
+        w = mu * (1 - mu)
+        hessian = design.T @ (design * w[:, None])
+        try:
+            step = np.linalg.solve(hessian, design.T @ (y - mu))
+        except np.linalg.LinAlgError:
+            return None
+        beta = beta + step
+        if np.abs(beta).max() > 1e3:
+            return None
+        if np.abs(step).max() < 1e-10:
+            return beta
+    return None
+
+
 def choose_threshold(y: Sequence[float], score: Sequence[float], rule: str = "youden", target: float = 0.9) -> float:
     """Operating threshold chosen on validation rows.
 
