@@ -224,12 +224,12 @@ def test_save_writes_json_csvs_plots_and_escaped_html(tmp_path):
     with open(paths["gaps"]) as fh:
         gaps = list(csv.DictReader(fh))
     assert {"attribute", "metric", "value", "ci_low", "ci_high", "ratio", "flagged"} <= set(gaps[0])
-    for name in ("roc.png", "calibration.png", "gaps.png"):
+    for name in ("roc.png", "calibration.png", "decision.png", "gaps.png"):
         assert (tmp_path / "audit" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (tmp_path / "audit" / "audit_section.html").read_text()
     assert page.startswith("<section") and page.rstrip().endswith("</section>")
     assert "<script" not in page.lower() and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert page.count('src="data:image/png;base64,') == 3
+    assert page.count('src="data:image/png;base64,') == 4
 
 
 def test_logit_scores_audit_ranking_and_rates_but_not_calibration(tmp_path):

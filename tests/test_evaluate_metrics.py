@@ -292,3 +292,16 @@ def test_the_audit_reports_calibration_slope_with_a_patient_ci():
     assert right["calibration_slope_ci"][0] < 1 < right["calibration_slope_ci"][1]
     assert right["calibration_intercept_ci"][0] < 0 < right["calibration_intercept_ci"][1]
     assert extreme["calibration_slope_ci"][0] < 0.5 < extreme["calibration_slope_ci"][1]
+
+
+def test_net_benefit_counts_true_and_false_positives_at_each_threshold():
+    """By hand: at t = 0.25 the odds are 1/3; 10 rows, 3 true and 2 false positives acted on."""
+    from medtl.evaluate.metrics import net_benefit
+
+    y = [1, 1, 1, 0, 0, 1, 0, 0, 0, 0]
+    p = [0.9, 0.8, 0.3, 0.6, 0.4, 0.1, 0.2, 0.1, 0.05, 0.2]
+    nb = net_benefit(y, p, [0.25, 0.5])
+    assert nb["model"] == pytest.approx([3 / 10 - 2 / 10 / 3, 2 / 10 - 1 / 10])
+    assert nb["treat_all"] == pytest.approx([0.4 - 0.6 / 3, 0.4 - 0.6])
+    with pytest.raises(EvaluationError):
+        net_benefit(y, p, [1.0])

@@ -62,7 +62,14 @@ import numpy as np
 
 from ..errors import EvaluationError, suggest
 from .bootstrap import BOOT_METRICS, cluster_codes, group_replicates, percentile_ci
-from .metrics import HIGHER_IS_BETTER, binary_metrics, calibration_fit, choose_threshold, reliability_diagram
+from .metrics import (
+    HIGHER_IS_BETTER,
+    binary_metrics,
+    calibration_fit,
+    choose_threshold,
+    net_benefit,
+    reliability_diagram,
+)
 
 __all__ = [
     "AuditResult",
@@ -642,6 +649,9 @@ def audit(
     if prob:
         overall["reliability"] = reliability_diagram(y, s, n_bins)
         overall.update(_calibration_fit_with_cis(y, s, cluster, n_boot, seed, level))
+        if 0 < threshold < 1:
+            nb = net_benefit(y, s, [threshold])
+            overall["net_benefit"] = {"model": nb["model"][0], "treat_all": nb["treat_all"][0], "threshold": threshold}
 
     result_groups: dict[str, dict[str, dict[str, Any]]] = {}
     result_gaps: dict[str, dict[str, dict[str, Any]]] = {}
@@ -886,6 +896,7 @@ def audit_html(result: AuditResult, images: dict[str, bytes] | None = None) -> s
     captions = {
         "roc": "ROC curves per group (one panel per attribute)",
         "calibration": "Reliability diagrams per group (mean score vs. observed rate per bin)",
+        "decision": "Decision curve: net benefit of acting on the model at each threshold probability",
         "gaps": f"Gaps with {level} CIs; the shaded band is ±min_gap",
     }
     for name, png in (images or {}).items():

@@ -301,6 +301,31 @@ def calibration_fit(y: Sequence[float], prob: Sequence[float]) -> dict[str, Any]
             "note": note}  # fmt: skip
 
 
+def net_benefit(y: Sequence[float], prob: Sequence[float], thresholds: Sequence[float]) -> dict[str, list[float]]:
+    """Net benefit of acting on ``prob >= t`` at each threshold probability ``t`` (Vickers and
+    Elkin, Med Decis Making 2006): ``TP/n - FP/n · t/(1 - t)``, beside treating everyone
+    (``prevalence - (1 - prevalence) · t/(1 - t)``) and no one (0). A model is useful at ``t``
+    where it beats both.
+
+    >>> nb = net_benefit([0, 0, 1, 1], [0.1, 0.6, 0.7, 0.9], [0.5])
+    >>> nb["model"], nb["treat_all"]
+    ([0.25], [0.0])
+    """
+    yv = _as_binary(y)
+    pv = _as_scores(prob, len(yv))
+    t = np.asarray(thresholds, dtype=float)
+    if np.any((t <= 0) | (t >= 1)):
+        raise EvaluationError(None, "net benefit needs threshold probabilities strictly between 0 and 1")
+    n = max(len(yv), 1)
+    odds = t / (1 - t)
+    act = pv[None, :] >= t[:, None]
+    tp = (act & (yv[None, :] == 1)).sum(axis=1) / n
+    fp = (act & (yv[None, :] == 0)).sum(axis=1) / n
+    prevalence = float(yv.mean()) if len(yv) else 0.0
+    return {"threshold": t.tolist(), "model": (tp - fp * odds).tolist(),
+            "treat_all": (prevalence - (1 - prevalence) * odds).tolist()}  # fmt: skip
+
+
 def _newton_logistic(y: np.ndarray, design: np.ndarray, beta: np.ndarray, *, offset: np.ndarray):
     """Maximum-likelihood logistic coefficients, or ``None`` when they diverge (separation)."""
     for _ in range(100):

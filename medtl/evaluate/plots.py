@@ -12,7 +12,7 @@ groups the line style changes too. Every legend entry carries the group's n.
 >>> res = audit({"y": y, "p": (y + rng.random(200)) / 2, "g": ["a", "b"] * 100}, "y", "p", "g", n_boot=20)
 >>> figs = audit_figures(res)
 >>> sorted(figs), figs["roc"][:8] == b"\\x89PNG\\r\\n\\x1a\\n"
-(['calibration', 'gaps', 'roc'], True)
+(['calibration', 'decision', 'gaps', 'roc'], True)
 """
 
 from __future__ import annotations
@@ -135,6 +135,37 @@ def calibration_figure(result: Any):
     return fig
 
 
+def decision_figure(result: Any):
+    """Decision curve of all rows: the model's net benefit against treating everyone and no one,
+    over threshold probabilities 1-99 %; ``None`` if scores are not probabilities.
+
+    >>> decision_figure(_tiny()).axes[0].get_ylabel()
+    'Net benefit'
+    """
+    from .metrics import net_benefit
+
+    data = result.to_dict()
+    if "reliability" not in data["overall"]:
+        return None
+    t = np.linspace(0.01, 0.99, 99)
+    nb = net_benefit(result._y, result._score, t)
+    prevalence = float(np.mean(result._y)) if len(result._y) else 0.0
+    fig, axes = _panels(1, width=5.2)
+    ax = axes[0]
+    ax.plot(t, nb["model"], lw=1.8, label="the model", **_style(0))
+    ax.plot(t, nb["treat_all"], lw=1.0, color="#777777", label="treat all")
+    ax.axhline(0, lw=1.0, color="#222222", linestyle=(0, (2, 2)), label="treat none")
+    thr = data["settings"]["threshold"]
+    if 0 < thr < 1:
+        ax.axvline(thr, lw=0.8, color="#D55E00", label=f"run threshold {thr:.3g}")
+    ax.set(xlim=(0, 1), ylim=(-0.05, max(prevalence, 0.05) * 1.1))
+    ax.set_xlabel("Threshold probability")
+    ax.set_ylabel("Net benefit")
+    ax.legend(loc="upper right", fontsize=7)
+    fig.suptitle(f"Decision curve (n={len(result._y):,}, prevalence {prevalence:.1%})")
+    return fig
+
+
 def gap_figure(result: Any):
     """Forest plot of the flaggable gaps (attribute x metric) with CIs; ±min_gap shaded, flags in vermillion.
 
@@ -195,8 +226,10 @@ def figure_png(fig, dpi: int = 100) -> bytes:
 
 
 def audit_figures(result: Any) -> dict[str, bytes]:
-    """All figures of an audit as PNG bytes: ``roc``, ``calibration`` (probabilities only), ``gaps``."""
-    figures = {"roc": roc_figure(result), "calibration": calibration_figure(result), "gaps": gap_figure(result)}
+    """All figures of an audit as PNG bytes: ``roc``, ``calibration`` and ``decision`` (probabilities
+    only), ``gaps``."""
+    figures = {"roc": roc_figure(result), "calibration": calibration_figure(result),
+               "decision": decision_figure(result), "gaps": gap_figure(result)}  # fmt: skip
     return {name: figure_png(fig) for name, fig in figures.items() if fig is not None}
 
 
