@@ -242,3 +242,13 @@ def test_logit_scores_audit_ranking_and_rates_but_not_calibration(tmp_path):
     paths = res.save(tmp_path)
     assert "calibration" not in paths and not (tmp_path / "calibration.png").exists()
     json.dumps(res.to_dict(), allow_nan=False)
+
+
+def test_groups_count_patients_beside_images():
+    """A characteristics table counts people: two images of one patient are one patient."""
+    res = audit({"y": [0, 1] * 20, "p": [0.3, 0.7] * 20, "g": ["a", "b"] * 20, "pid": [i // 4 for i in range(40)]},
+                "y", "p", "g", patient="pid", n_boot=0)  # fmt: skip
+    rows = {r["group"]: r for r in res.group_rows()}
+    assert (rows["a"]["n"], rows["a"]["n_patients"]) == (20, 10)
+    assert audit({"y": [0, 1] * 20, "p": [0.3, 0.7] * 20, "g": ["a"] * 40}, "y", "p", "g", n_boot=0).group_rows()[0][
+        "n_patients"] is None  # fmt: skip

@@ -55,8 +55,9 @@ def test_the_run_records_what_a_methods_section_cites(cxr_manifest, tmp_path):
 
     from medtl.models.registry import SOURCES
 
-    finetune(_cfg(cxr_manifest), tmp_path / "run")
+    res = finetune(_cfg(cxr_manifest), tmp_path / "run")
     record = json.loads((tmp_path / "run" / "medtl.json").read_text())
+    assert record["parameters"] == sum(p.numel() for p in res.model.parameters()) > 3_000_000
     assert record["versions"]["torch"] == torch.__version__
     source = SOURCES["efficientnet-lite0.imagenet"]
     assert record["pretrained_source"]["filename"] == source.filename

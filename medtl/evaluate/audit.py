@@ -334,7 +334,7 @@ class AuditResult:
         for attr, groups in self.to_dict()["groups"].items():
             for name, g in groups.items():
                 row = {"attribute": attr, "group": name, "status": g["status"], "compared": g["compared"]}
-                row.update({"n": g["n"], "n_pos": g["n_pos"]})
+                row.update({"n": g["n"], "n_patients": g.get("n_patients"), "n_pos": g["n_pos"]})
                 for m in GROUP_METRICS:
                     ci = g.get(f"{m}_ci") or [None, None]
                     row.update({m: g.get(m), f"{m}_low": ci[0], f"{m}_high": ci[1]})
@@ -667,6 +667,8 @@ def audit(
             st = status[a][g]
             entry = {"status": st, "compared": st == "ok" and g != MISSING_GROUP}
             entry.update(_with_cis(point, reps[a] if reps and st != "too small" else None, i, level))
+            # a characteristics table counts people, not images (TRIPOD+AI 20b)
+            entry["n_patients"] = int(len(np.unique(cluster[rows]))) if cluster is not None else None
             notes = []
             if st == "too small":
                 unit = "patients" if cluster is not None else "rows"

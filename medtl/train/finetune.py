@@ -290,13 +290,13 @@ def finetune(
         result = train(cfg, run_dir, progress, writer, stored)
         if writer:
             mark_complete(run_dir, "train", val_auroc=_finite(result.val_auroc), best_epoch=result.best_epoch,
-                          **_provenance(cfg, run_dir))  # fmt: skip
+                          **_provenance(cfg, run_dir, result.model))  # fmt: skip
         return result
 
 
-def _provenance(cfg: TrainConfig, run_dir: Path) -> dict:
-    """What a methods section cites: the library versions, the pretrained file the run started from
-    (name, file, digest, licence) and the digest of the weights it ended with."""
+def _provenance(cfg: TrainConfig, run_dir: Path, model: nn.Module) -> dict:
+    """What a methods section cites: the library versions, the machine, the pretrained file the run
+    started from (name, file, digest, licence), the model's size and the digest of its weights."""
     from ..models.registry import resolve_source
     from ..rundir import environment_versions, weights_digest
 
@@ -309,7 +309,7 @@ def _provenance(cfg: TrainConfig, run_dir: Path) -> dict:
     except ConfigError:  # an ensemble's weights are its members' (each records its own)
         digest = None
     return {"versions": environment_versions(), "hardware": _hardware(), "pretrained_source": start,
-            "weights_sha256_16": digest}  # fmt: skip
+            "parameters": int(sum(p.numel() for p in model.parameters())), "weights_sha256_16": digest}  # fmt: skip
 
 
 def _hardware() -> dict:
