@@ -193,7 +193,10 @@ def _incoming(out: Path, data: Path) -> Path:
     shutil.copytree(data / "cxr", folder / "cxr")
     broken = folder / BROKEN_FILE
     broken.parent.mkdir(parents=True)
-    first = min(p for p in (data / "cxr").rglob("*") if p.is_file())
+    dicoms = sorted(p for p in (data / "cxr").rglob("*") if p.is_file())
+    if not dicoms:
+        raise ConfigError(data / "cxr", "holds no radiographs to predict: the demo needs sample_data's layout")
+    first = dicoms[0]
     raw = first.read_bytes()
     broken.write_bytes(raw[: len(raw) // 2])  # the header survives; the pixel data stops halfway
     photo = folder / FOREIGN_FILE
