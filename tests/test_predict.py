@@ -337,3 +337,17 @@ def test_calibrate_ood_rebuilds_what_training_stored(run2d, tmp_path):
     assert rebuilt.threshold == pytest.approx(stored.threshold, rel=1e-4)
     with pytest.raises(ConfigError, match="already has out-of-distribution statistics"):
         calibrate_ood(old, SAMPLE / "cxr.csv")
+
+
+def test_predict_folder_gives_back_the_thread_count_it_found(run2d, tmp_path):
+    """The job takes the cores for its network and hands them back: a script (or the next training
+    in the same process) must run with the threads it had, or its floats change."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        predict_folder(run2d, SAMPLE / "cxr", tmp_path / "out", batch_size=8, workers=0)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

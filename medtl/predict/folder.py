@@ -556,20 +556,23 @@ class _thread_budget:
         self.limits = None
         if not n:  # on a GPU
             return
-        torch.set_num_threads(n)
-        try:
+        try:  # first: threadpoolctl remembers every pool as it finds it, OpenMP's included
             from threadpoolctl import threadpool_limits
 
             self.limits = threadpool_limits(limits=n, user_api="blas")
         except ImportError:  # pragma: no cover - scikit-learn brings threadpoolctl
             pass
+        torch.set_num_threads(n)
 
     def close(self) -> None:
         import torch
 
-        torch.set_num_threads(self.torch_threads)
+        # in reverse: threadpoolctl's restore also resets the OpenMP pool that torch shares, so
+        # torch's own count is set last (the other order left a 1-thread process at 2 threads,
+        # and a later training in it computed other floats than a fresh process)
         if self.limits is not None:
             self.limits.restore_original_limits()
+        torch.set_num_threads(self.torch_threads)
 
 
 def _chunk_rows(predictor, batch, inputs, root, redact, explainer, method, out, labels):
