@@ -26,7 +26,7 @@ log = logging.getLogger("medtl")
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(args.output, data=args.data, config=args.config, progress=sys.stderr.isatty())
+    run_demo(args.output, data=args.data, config=args.config, overwrite=args.overwrite, progress=sys.stderr.isatty())
     return 0
 
 
@@ -459,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="out", help="folder for everything the demo writes (default: out)")
     p.add_argument("--data", help="sample data folder (default: the clone's sample_data/)")
     p.add_argument("--config", help="training config (default: the clone's configs/cxr-2d.yaml)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="run in a folder that holds other things than an earlier demo (its run/, report/ ... "
+                   "sub-folders are replaced)")  # fmt: skip
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("scan", help="list every image and series under a folder (headers only)")

@@ -28,6 +28,8 @@ __all__ = ["run_demo", "STEPS"]
 STEPS = ("scan", "train", "evaluate", "explain", "predict", "report")
 
 _CLONE = Path(__file__).resolve().parents[1]
+#: The file that marks a folder as the demo's, so that running the demo again may replace it.
+MARKER = "medtl-demo.json"
 #: A photograph among the radiographs: it loads, it predicts, and it must be flagged as foreign.
 FOREIGN_FILE = "foreign/photograph.png"
 #: A DICOM file cut short in the middle of its pixel data, as a failed copy leaves it.
@@ -40,6 +42,7 @@ def run_demo(
     data: str | os.PathLike | None = None,
     config: str | os.PathLike | None = None,
     progress: bool = False,
+    overwrite: bool = False,
     echo: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
     """Run scan → train → evaluate → explain → predict → report on the sample data into ``out``.
@@ -54,6 +57,8 @@ def run_demo(
             with ``sex`` and ``site`` columns, as sample_data has.
         config: the training config (default: the clone's ``configs/cxr-2d.yaml``).
         progress: show progress bars (on stderr).
+        overwrite: run in a folder that holds other things than an earlier demo (the demo's
+            sub-folders are replaced; a run or report of yours under those names would be lost).
         echo: where each step's line goes.
 
     Returns:
@@ -61,6 +66,7 @@ def run_demo(
 
     Raises:
         ConfigError: the sample data or the config is not there (an installed wheel has neither).
+        OutputError: ``out`` holds other things than an earlier demo, and ``overwrite`` is not set.
 
     Example:
         >>> from medtl.demo import run_demo
@@ -75,8 +81,7 @@ def run_demo(
         if not need.is_file():
             raise ConfigError(need, f"{what} is missing: run the demo in a clone of medtl, or pass "
                                     f"{'data' if need == manifest else 'config'}= (`--data` / `--config`)")  # fmt: skip
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _demo_folder(Path(out), overwrite)
     result: dict[str, Any] = {}
     started = time.perf_counter()
     steps = (_scan, _train, _evaluate, _explain, _predict, _report)
@@ -90,6 +95,22 @@ def run_demo(
     echo(f"Open {result['index']} in a browser; `medtl review {out / 'report'}` records verdicts "
          f"({result['seconds'] / 60:.1f} min in all).")  # fmt: skip
     return result
+
+
+def _demo_folder(out: Path, overwrite: bool) -> Path:
+    """``out``, made or checked: empty, an earlier demo's (it holds :data:`MARKER`), or allowed by
+    ``overwrite``; a second ``make demo`` just runs again."""
+    from .errors import OutputError
+    from .rundir import write_json
+
+    if out.exists() and not out.is_dir():
+        raise OutputError(out, "is a file, not a folder for the demo")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file() and not overwrite:
+        raise OutputError(out, "holds other files than an earlier demo, whose sub-folders (run/, evaluation/, "
+                          "report/ ...) the demo replaces: give another -o, or pass --overwrite")  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / MARKER, {"written_by": "medtl demo"})
+    return out
 
 
 @contextlib.contextmanager

@@ -77,3 +77,22 @@ def test_the_report_has_a_page_per_prediction_and_lists_the_failure(demo_run):
 def test_without_the_sample_data_it_says_what_is_missing(tmp_path):
     with pytest.raises(ConfigError, match="sample data's manifest is missing"):
         run_demo(tmp_path / "out", data=tmp_path / "nowhere")
+
+
+def test_a_folder_that_is_not_an_earlier_demo_is_refused(tmp_path, capsys):
+    """The demo replaces run/, report/ ...: a folder holding other work needs --overwrite."""
+    from medtl.cli import main
+
+    (tmp_path / "project" / "run").mkdir(parents=True)
+    (tmp_path / "project" / "run" / "model.pt").write_bytes(b"weeks of work")
+    assert main(["demo", "-o", str(tmp_path / "project")]) == 1
+    err = capsys.readouterr().err
+    assert "holds other files than an earlier demo" in err and "--overwrite" in err and err.count("\n") == 1
+    assert (tmp_path / "project" / "run" / "model.pt").read_bytes() == b"weeks of work"
+
+
+def test_running_the_demo_again_in_its_folder_is_allowed(demo_run):
+    from medtl.demo import MARKER, _demo_folder
+
+    _, _, out = demo_run
+    assert (out / MARKER).is_file() and _demo_folder(out, overwrite=False) == out
