@@ -139,7 +139,7 @@ def run_data(cfg: TrainConfig, *, progress: bool = False) -> RunData:
                 from ..data.splits import join_duplicates
 
                 units = join_duplicates(manifest, duplicates)
-        split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+        split_seed = _split_seed(cfg)
         if cfg.folds:
             split = kfold_patients(manifest, cfg.folds, seed=split_seed, with_test=True, groups=units)[cfg.fold]
             description = f"fold {cfg.fold} of a {cfg.folds}-fold split"
@@ -158,8 +158,7 @@ def run_data(cfg: TrainConfig, *, progress: bool = False) -> RunData:
     else:
         raise ConfigError(None, "no data: set `manifest: path/to/labels.csv` or `npz: path/to/file.npz`")
     if cfg.train_fraction < 1:
-        split = _subsample_train(manifest, split, cfg.train_fraction,
-                                 cfg.seed if cfg.split_seed is None else cfg.split_seed)  # fmt: skip
+        split = _subsample_train(manifest, split, cfg.train_fraction, _split_seed(cfg))
         description += f"; {cfg.train_fraction:g} of the training patients kept"
     return RunData(manifest, split, description, duplicates)
 
@@ -321,6 +320,12 @@ def _hardware() -> dict:
             "gpus": gpus, "cuda": torch.version.cuda if gpus else None}  # fmt: skip
 
 
+def _split_seed(cfg: TrainConfig) -> int:
+    """The seed of the train/val/test split (and of a label-fraction subsample): ``split_seed``,
+    or ``seed`` when it is not set."""
+    return cfg.seed if cfg.split_seed is None else cfg.split_seed
+
+
 def _finite(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
@@ -467,7 +472,7 @@ def _train_ensemble(cfg: TrainConfig, run_dir: Path, progress: bool, writer: boo
     from ..tasks import probabilities
     from .module import auroc
 
-    split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+    split_seed = _split_seed(cfg)
     data = _recorded_data(cfg, run_dir, progress, writer, stored)
     members, epochs, skipped = [], [], []
     for k in range(cfg.ensemble):
@@ -494,9 +499,9 @@ def _train_ensemble(cfg: TrainConfig, run_dir: Path, progress: bool, writer: boo
 
 def _recorded_task(run_dir: Path) -> str:
     """The task a finished run recorded in ``metrics.json``."""
-    import json
+    from ..rundir import read_json
 
-    return json.loads((run_dir / "metrics.json").read_text())["task"]
+    return read_json(run_dir / "metrics.json", "metrics")["task"]
 
 
 def _fit(trainer, module, train_loader, val_loader, ckpt_path: str | None) -> None:
