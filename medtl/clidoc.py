@@ -56,7 +56,8 @@ def _arguments(parser: argparse.ArgumentParser) -> list[str]:
             name = f"`{action.metavar or action.dest}`" + (" …" if action.nargs in ("+", "*") else "")
         default = action.default
         shown = "" if default in (None, False, [], argparse.SUPPRESS) or action.nargs == 0 else f"`{default}`"
-        help_text = (action.help or "") % {"default": default, "prog": parser.prog} if action.help else ""
+        # argparse's own expansion (%(default)s, %(choices)s, %%), as `--help` prints it
+        help_text = argparse.HelpFormatter(parser.prog)._expand_help(action) if action.help else ""
         rows.append(f"| {name} | {shown} | {_cell(help_text)} |")
     if not rows:
         return []
