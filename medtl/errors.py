@@ -24,6 +24,7 @@ __all__ = [
     "SeriesError",
     "WeightsError",
     "ConfigError",
+    "SaltError",
     "EvaluationError",
     "OutputError",
     "LockedError",
@@ -102,6 +103,11 @@ class WeightsError(MedtlError):
 
 class ConfigError(MedtlError):
     """A configuration file or option is invalid."""
+
+
+class SaltError(ConfigError):
+    """The secret behind pseudonyms is unsafe or unusable: a salt file others can read or replace, a
+    missing or empty team salt file. Not an item's fault: no other input would avoid it."""
 
 
 class EvaluationError(MedtlError):

@@ -12,7 +12,6 @@ salted pseudonyms (:func:`medtl.io.phi.pseudonym`): nothing downstream holds the
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, suggest
 from ..io.phi import pseudonym
+from .csvfile import read_csv_rows
 
 __all__ = ["Record", "Manifest", "read_manifest"]
 
@@ -154,7 +154,8 @@ def read_manifest(
 
     Raises:
         ConfigError: missing columns (with the nearest existing name), non-numeric labels,
-            an empty file.
+            an empty file, a broken CSV (an unclosed quote, a row with the wrong number of
+            fields: :func:`medtl.data.csvfile.read_csv_rows`), each naming its line.
 
     Example:
         >>> from pathlib import Path
@@ -167,10 +168,8 @@ def read_manifest(
         raise ConfigError(csv_path, "no such manifest file")
     base = Path(root) if root is not None else Path(csv_path).resolve().parent
     labels = [label_columns] if isinstance(label_columns, str) else list(label_columns)
-    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        columns = list(reader.fieldnames or [])
-        rows = list(reader)
+    # strict: an unclosed quote or a ragged row is an error naming its line, not a giant bad path
+    columns, rows = read_csv_rows(csv_path)
     if not rows:
         raise ConfigError(csv_path, "manifest has no rows")
     for needed in ["path", *labels] + ([g for g in group_columns] if group_columns else []):
@@ -191,8 +190,8 @@ def read_manifest(
         if words and (findings is not None or any(FINDING_SEPARATOR in c or c.lower() == NO_FINDING for c in words)):
             names = _finding_names(words, csv_path, labels[0], findings)
     records = []
-    for i, row in enumerate(rows):
-        line = i + 2  # header is line 1
+    for row in rows:
+        line = row.line  # as an editor counts: header is line 1, blank lines count
         rel = (row["path"] or "").strip()
         if not rel:
             raise ConfigError(csv_path, f"line {line}: empty path")

@@ -106,11 +106,13 @@ _SCHEMA = "medtl.audit/1"
 class _Input:
     frame: Any  # pandas.DataFrame
     source: str | None
+    #: For a CSV, the line each row starts on (header = 1; blank lines and quoted line breaks count).
+    lines: list[int] | None = None
 
     def where(self, pos: int) -> str:
         """Human name of the row at position ``pos``: a CSV line or a DataFrame index label."""
         if self.source is not None:
-            return f"line {pos + 2}"  # the header is line 1
+            return f"line {self.lines[pos] if self.lines else pos + 2}"
         return f"row {self.frame.index[pos]!r}"
 
 
@@ -124,12 +126,13 @@ def _read(frame_or_csv: Any) -> _Input:
     path = os.fspath(frame_or_csv)
     if not os.path.isfile(path):
         raise EvaluationError(path, "no such predictions file")
-    try:
-        # everything as text: the audit decides what is missing or numeric, column by column
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
-        raise EvaluationError(path, f"cannot read as CSV: {exc}") from None
-    return _Input(frame, path)
+    from ..data.csvfile import read_csv_rows
+
+    # strict, not pandas: an unclosed quote would join rows into one, or fail naming no line
+    columns, rows = read_csv_rows(path, error=EvaluationError)
+    # everything as text: the audit decides what is missing or numeric, column by column
+    frame = pd.DataFrame([list(r.values()) for r in rows], columns=columns, dtype=str)
+    return _Input(frame, path, [r.line for r in rows])
 
 
 def _missing(series) -> np.ndarray:

@@ -197,30 +197,28 @@ class VerdictStore:
         skipped, so importing a file twice adds nothing. Returns ``{"imported", "skipped"}``.
 
         Raises:
-            ConfigError: the file cannot be read, lacks a column, or holds a bad value.
+            ConfigError: the file cannot be read, is a broken CSV (an unclosed quote, a ragged
+                row), lacks a column, or holds a bad value; each names its line.
         """
+        from ..data.csvfile import read_csv_rows
+
         path = Path(path)
-        try:
-            with open(path, newline="", encoding="utf-8-sig") as fh:
-                reader = csv.DictReader(fh)
-                missing = [
-                    c for c in ("study", "reviewer", "verdict", "recorded_at") if c not in (reader.fieldnames or [])
-                ]
-                if missing:
-                    raise ConfigError(path, f"not a verdicts export: no column {', '.join(missing)}")
-                rows = []
-                for line, row in enumerate(reader, start=2):
-                    where = f"{path.name} line {line}"
-                    values = _check(row.get("study"), row.get("reviewer"), row.get("verdict"), row.get("comment"),
-                                    row.get("probability"), where)  # fmt: skip
-                    stamp = str(row.get("recorded_at") or "").strip()
-                    try:
-                        _dt.datetime.fromisoformat(stamp)
-                    except ValueError:
-                        raise ConfigError(None, f"{where}: recorded_at must be an ISO time, not '{stamp}'") from None
-                    rows.append((*values, stamp, str(row.get("source") or f"import:{path.name}")))
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            raise ConfigError(path, f"cannot read the verdicts ({exc})") from None
+        # strict: an unclosed quote is an error at its line; only a comment may span lines
+        columns, table = read_csv_rows(path, multiline=("comment",))
+        missing = [c for c in ("study", "reviewer", "verdict", "recorded_at") if c not in columns]
+        if missing:
+            raise ConfigError(path, f"not a verdicts export: no column {', '.join(missing)}")
+        rows = []
+        for row in table:
+            where = f"{path.name} line {row.line}"
+            values = _check(row.get("study"), row.get("reviewer"), row.get("verdict"), row.get("comment"),
+                            row.get("probability"), where)  # fmt: skip
+            stamp = str(row.get("recorded_at") or "").strip()
+            try:
+                _dt.datetime.fromisoformat(stamp)
+            except ValueError:
+                raise ConfigError(None, f"{where}: recorded_at must be an ISO time, not '{stamp}'") from None
+            rows.append((*values, stamp, str(row.get("source") or f"import:{path.name}")))
         imported = 0
         self._db.execute("BEGIN IMMEDIATE")
         try:
