@@ -17,7 +17,7 @@ from fairlearn.metrics import (
 from sklearn.metrics import precision_score, roc_auc_score
 
 from medtl.errors import EvaluationError, MedtlError
-from medtl.evaluate import AuditResult, audit, expected_calibration_error
+from medtl.evaluate import AuditResult, audit, choose_threshold, expected_calibration_error
 
 
 def _frame(n=3000, seed=0, noisy_site="C", patients=None):
@@ -136,7 +136,9 @@ def test_patient_resampling_youden_threshold_intersections_and_settings():
     res = audit(frame, "label", "prob", ["sex", "site"], patient="patient", intersections=True, n_boot=100, seed=7)
     st = res.settings
     assert st["resampling_unit"] == "patient" and st["n_clusters"] == frame["patient"].nunique()
-    assert st["threshold_rule"].startswith("youden") and st["threshold"] in set(frame["prob"])
+    # Youden's J on the audited rows, halfway between two neighbouring scores (issue 24), never on one
+    assert st["threshold_rule"].startswith("youden") and st["threshold"] not in set(frame["prob"])
+    assert st["threshold"] == choose_threshold(frame["label"], frame["prob"])
     assert "sex×site" in res.groups and "F×A" in res.groups["sex×site"]
     assert res.groups["sex×site"]["F×A"]["n"] == int(((frame.sex == "F") & (frame.site == "A")).sum())
     assert "sex×site" in res.gaps

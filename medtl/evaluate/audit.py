@@ -525,7 +525,7 @@ def audit(
 
     >>> res = audit({"y": [0, 1] * 30, "p": [0.2, 0.9] * 30, "s": ["a", "b", "b", "a"] * 15}, "y", "p", "s", n_boot=0)
     >>> res.settings["threshold"], res.groups["s"]["a"]["auroc"], res.gaps["s"]["auroc"]["value"]
-    (0.9, 1.0, 0.0)
+    (0.55, 1.0, 0.0)
     """
     import pandas as pd
 
@@ -756,9 +756,9 @@ def threshold_from_csv(
 
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "val.csv"
-    >>> _ = p.write_text("y,p\\n0,0.1\\n0,0.4\\n1,0.35\\n1,0.8\\n")
-    >>> threshold_from_csv(p, "y", "p")
-    (0.8, 'youden on val.csv (4 validation rows)')
+    >>> _ = p.write_text("y,p\\n0,0.125\\n0,0.5\\n1,0.375\\n1,0.875\\n")
+    >>> threshold_from_csv(p, "y", "p")  # halfway between 0.5 (negative) and 0.875 (positive)
+    (0.6875, 'youden on val.csv (4 validation rows)')
     """
     inp = _read(path)
     for what, col in (("label", label), ("score", score)):

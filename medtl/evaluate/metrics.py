@@ -40,6 +40,7 @@ __all__ = [
     "multilabel_metrics",
     "classification_metrics",
     "choose_threshold",
+    "threshold_between",
     "expected_calibration_error",
     "reliability_diagram",
     "bin_index",
@@ -346,19 +347,31 @@ def _newton_logistic(y: np.ndarray, design: np.ndarray, beta: np.ndarray, *, off
 
 
 def choose_threshold(y: Sequence[float], score: Sequence[float], rule: str = "youden", target: float = 0.9) -> float:
-    """Operating threshold chosen on validation rows.
+    """Operating threshold chosen on validation rows, applied as ``score >= threshold``.
 
-    ``rule="youden"`` maximises TPR - FPR (Youden's J); ``rule="sensitivity"`` takes the highest
-    threshold whose TPR is at least ``target`` (so the most specific one that reaches it). The
-    result is one of the observed scores, applied as ``score >= threshold``.
+    ``rule="youden"`` maximises TPR - FPR (Youden's J); ``rule="sensitivity"`` takes the most
+    specific cut whose TPR is at least ``target``. Either criterion is constant between two
+    neighbouring distinct scores, so the rule picks which rows are positive, and the threshold is
+    set halfway between the lowest score decided positive and the highest decided negative
+    (:func:`threshold_between`): never a validation score itself, because an image on the
+    threshold would be decided by floating-point noise (its probability differs in the last bits
+    between batch sizes, worker counts and devices). When every row is decided positive it goes
+    halfway to 0 below the lowest probability (for scores that are not probabilities, as far
+    below as half the gap to the next score). Tied scores always share one side. Sensitivity and
+    specificity on the validation rows are those of ``score >= lowest positive score``, which was
+    the threshold itself before: runs trained then keep the one they stored (it is read as
+    written, never recomputed).
 
     Raises:
-        EvaluationError: one class only, or an unknown rule or a target outside (0, 1].
+        EvaluationError: one class only, NaN or infinite scores, an unknown rule or a target
+            outside (0, 1].
 
-    >>> choose_threshold([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
-    0.8
-    >>> choose_threshold([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], rule="sensitivity", target=1.0)
-    0.35
+    >>> choose_threshold([0, 0, 1, 1], [0.125, 0.5, 0.375, 0.875])  # 0.875 positive, 0.5 not
+    0.6875
+    >>> choose_threshold([0, 0, 1, 1], [0.125, 0.5, 0.375, 0.875], rule="sensitivity", target=1.0)
+    0.25
+    >>> choose_threshold([0, 1, 1], [0.5, 0.5, 0.5])  # one score: all positive, halfway to 0
+    0.25
     """
     from sklearn.metrics import roc_curve
 
@@ -370,12 +383,63 @@ def choose_threshold(y: Sequence[float], score: Sequence[float], rule: str = "yo
     # the first point of roc_curve is the +inf threshold (nothing positive): never a usable choice
     fpr, tpr, thr = fpr[1:], tpr[1:], thr[1:]
     if rule == "youden":
-        return float(thr[int(np.argmax(tpr - fpr))])
-    if rule == "sensitivity":
+        cut = float(thr[int(np.argmax(tpr - fpr))])
+    elif rule == "sensitivity":
         if not 0.0 < target <= 1.0:
             raise EvaluationError(None, f"target sensitivity must be in (0, 1], got {target}")
-        return float(thr[int(np.argmax(tpr >= target - 1e-12))])
-    raise EvaluationError(None, f"unknown threshold rule '{rule}'; choose from youden, sensitivity")
+        cut = float(thr[int(np.argmax(tpr >= target - 1e-12))])
+    else:
+        raise EvaluationError(None, f"unknown threshold rule '{rule}'; choose from youden, sensitivity")
+    # the cut is the lowest score decided positive: move off it to the middle of its gap
+    return threshold_between(sv, cut, bounds=(0.0, 1.0) if _is_probability(sv) else None)
+
+
+def threshold_between(scores: Sequence[float], cut: float, *, bounds: tuple[float, float] | None = None) -> float:
+    """A threshold that splits ``scores`` exactly as ``score >= cut`` does, equal to none of them:
+    halfway between the highest score below ``cut`` and the lowest one at or above it.
+
+    An image whose score sits on a threshold is decided by floating-point noise: the same image
+    gets scores that differ in their last bits at another batch size, worker count or device
+    (summation order), and lands on either side. Halfway is as far from both neighbours as the
+    split allows, so the same image gets the same answer.
+
+    At the ends there is one neighbour. When every score is at or above ``cut`` the threshold
+    goes halfway from the lowest score to the lower bound of ``bounds`` (0 for probabilities);
+    when every score is below, halfway from the highest to the upper bound. Without bounds, or
+    with the end score on its bound, the gap to the nearest other distinct score is mirrored
+    (``min - gap / 2``, ``max + gap / 2``: as far outside as an inner threshold sits from its
+    neighbours), the gap being ``max(|score|, 1)`` when all scores are equal. Two scores one
+    float apart have no number between them: then the upper one is returned (the same split).
+
+    Raises:
+        EvaluationError: no scores, NaN or infinite ones, or a NaN ``cut``.
+
+    >>> threshold_between([0.25, 0.5, 0.5, 0.75], 0.5)   # 0.25 below, the tied 0.5s above
+    0.375
+    >>> threshold_between([0.25, 0.5, 0.75], 0.1, bounds=(0.0, 1.0))  # all above: halfway to 0
+    0.125
+    >>> threshold_between([1.0, 2.0, 4.0], 9.0)          # all below, unbounded: 4 + (4 - 2) / 2
+    5.0
+    """
+    s = np.unique(np.asarray(scores, dtype=float).ravel())  # sorted, ties merged
+    if s.size == 0 or not np.isfinite(s).all() or np.isnan(cut):
+        raise EvaluationError(None, "a threshold needs finite scores (and a cut that is a number)")
+    i = int(np.searchsorted(s, cut, side="left"))  # s[:i] below the cut, s[i:] at or above it
+    if 0 < i < s.size:
+        lo, hi = float(s[i - 1]), float(s[i])
+        mid = (lo + hi) / 2  # one rounding; the other form where the sum would overflow
+        mid = mid if np.isfinite(mid) else lo + (hi - lo) / 2
+        return mid if lo < mid < hi else hi
+    gap = float(s[1] - s[0] if i == 0 else s[-1] - s[-2]) if s.size > 1 else max(abs(float(s[0])), 1.0)
+    if i == 0:  # every score decided at or above: go below the lowest
+        low = float(s[0])
+        bound = bounds[0] if bounds is not None and bounds[0] < low else None
+        t = low - gap / 2 if bound is None else bound + (low - bound) / 2
+        return t if t < low else low
+    high = float(s[-1])  # every score below: go above the highest
+    bound = bounds[1] if bounds is not None and bounds[1] > high else None
+    t = high + gap / 2 if bound is None else high + (bound - high) / 2
+    return t if t > high else float(np.nextafter(high, np.inf))
 
 
 def _check_matrix(scores: Any, n: int) -> np.ndarray:

@@ -11,7 +11,9 @@ samples"; one layer, no input pre-processing):
 3. The flag threshold is the split-conformal 99% quantile (:func:`conformal_threshold`) of the
    scores of the validation images, which the statistics were *not* fitted on (training images
    score far lower: the fit overfits them), so on average at most 1% of new in-distribution
-   images are flagged. ``false_alarm`` records the rate on those images.
+   images are flagged. It lies halfway between two neighbouring validation scores, never on one,
+   so no image is flagged or not by floating-point noise. ``false_alarm`` records the rate on
+   those images.
 
 Features are L2-normalised first (``normalise``, the default since it ranked foreign images
 better on validation data: ``benchmarks/bench_ood.py``): the direction of an embedding carries
@@ -188,20 +190,43 @@ def fit_ood(
 
 
 def conformal_threshold(scores: np.ndarray, quantile: float) -> float:
-    """The split-conformal threshold: the ``ceil((n + 1) * quantile)``-th smallest of ``n`` held-out
-    scores. A new image exchangeable with them is flagged with probability at most
-    ``1 - quantile``, on average over draws of the held-out set (any single draw of a few hundred
-    images still scatters: see docs/benchmarks.md). With fewer than ``1 / (1 - quantile) - 1``
-    images there is no such order statistic, and the maximum is used.
+    """The split-conformal threshold of ``n`` held-out scores, applied as ``score > threshold``.
 
-    >>> conformal_threshold(np.arange(1, 200), 0.99)  # n = 199: the 198th smallest
-    198.0
-    >>> conformal_threshold(np.arange(1, 11), 0.99)   # too few: the maximum
-    10.0
+    The ``k = ceil((n + 1) * quantile)``-th smallest score is the last one not flagged: a new image
+    exchangeable with the held-out ones is flagged with probability at most ``1 - quantile``, on
+    average over draws of the held-out set (any single draw of a few hundred images still
+    scatters: see docs/benchmarks.md). With fewer than ``1 / (1 - quantile) - 1`` images there
+    is no such order statistic and none is flagged. The threshold lies halfway between that
+    score and the next higher distinct one (:func:`medtl.evaluate.metrics.threshold_between`),
+    so it equals no held-out score: an image on the threshold would be flagged or not by
+    floating-point noise (its score differs in the last bits between batch sizes and devices).
+    The held-out images flagged are the same as at the order statistic itself (what thresholds
+    fitted before were, and stay: a stored one is never recomputed). Above the highest score,
+    the gap below it is mirrored: ``max + (max - second highest) / 2``.
+
+    Raises:
+        ConfigError: no scores, NaN or infinite ones, or a quantile outside (0, 1].
+
+    >>> conformal_threshold(np.arange(1, 200), 0.99)  # n = 199: between the 198th and 199th
+    198.5
+    >>> conformal_threshold(np.arange(1, 11), 0.99)   # too few: above the maximum, by half a gap
+    10.5
     """
-    s = np.sort(np.asarray(scores, np.float64))
+    from ..evaluate.metrics import threshold_between
+
+    s = np.sort(np.asarray(scores, np.float64).ravel())
+    if s.size == 0 or not np.isfinite(s).all():
+        raise ConfigError(None, "the out-of-distribution threshold needs finite held-out scores")
+    if not 0.0 < quantile <= 1.0:
+        raise ConfigError(None, f"the quantile must be in (0, 1], not {quantile}")
     k = int(np.ceil((len(s) + 1) * quantile))
-    return float(s[min(k, len(s)) - 1])
+    kept = s[min(k, len(s)) - 1]  # the highest score not flagged
+    above = s[s > kept]
+    cut = float(above[0]) if above.size else np.inf  # the lowest score flagged
+    t = threshold_between(s, cut)
+    # threshold_between keeps "score >= cut" on the upper side; with no float strictly between
+    # the two it returns the cut, which "score > t" would not flag: keep the old threshold then
+    return t if t < cut else float(kept)
 
 
 def save_ood(run_dir: str | os.PathLike, stats: OODStats) -> Path:
