@@ -32,13 +32,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_scan(args: argparse.Namespace) -> int:
     from .io import scan
-    from .io.scan import check_output_file
+    from .io.scan import ERROR_COLUMNS, MANIFEST_COLUMNS, check_output_file
 
-    for target in (args.output, args.errors):
-        if target:
-            check_output_file(target)  # before a long scan, not after it
+    for target, columns in ((args.output, MANIFEST_COLUMNS), (args.errors, ERROR_COLUMNS)):
+        if target:  # before a long scan, not after it
+            check_output_file(target, args.dir, overwrite=args.overwrite, columns=columns)
     result = scan(args.dir, workers=args.workers, progress=not args.quiet and sys.stderr.isatty())
-    result.to_csv(args.output, args.errors)
+    if not result.rows:
+        from .errors import NoInputError
+
+        if result.errors and args.errors:
+            result.to_csv(None, args.errors, overwrite=args.overwrite)
+        raise NoInputError(args.dir, result.why_empty() + (f" (listed in {args.errors})" if result.errors and
+                                                           args.errors else ""))  # fmt: skip
+    result.to_csv(args.output, args.errors, overwrite=args.overwrite)
     print(result.summary())
     for label, target in (("manifest", args.output), ("errors", args.errors)):
         if target:
@@ -77,12 +84,22 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_convert(args: argparse.Namespace) -> int:
     from .io import load_image, save_nifti
     from .io.nifti import check_nifti_name
+    from .outputs import check_output_file
 
     check_nifti_name(args.output)  # before a series is read, not after
+    check_output_file(args.output, inputs=[args.path], overwrite=args.overwrite, same_kind=_nifti_or_why,
+                      example="image.nii.gz")  # fmt: skip
     img = load_image(args.path, series=args.series, volume=args.volume)
     save_nifti(img, args.output)
     print(f"Wrote {args.output}: {repr(img)}")
     return 0
+
+
+def _nifti_or_why(path) -> str | None:
+    """``None`` for a NIfTI file (what ``convert`` writes), else what the file is."""
+    from .io.sniff import sniff
+
+    return None if sniff(str(path)) == "nifti" else "not a NIfTI image"
 
 
 def _volume_arg(text: str) -> int | str:
@@ -371,7 +388,7 @@ def _cmd_review_import(args: argparse.Namespace) -> int:
 def _cmd_review_export(args: argparse.Namespace) -> int:
     from .report import export_verdicts
 
-    n = export_verdicts(args.report, args.output)
+    n = export_verdicts(args.report, args.output, overwrite=args.overwrite)
     print(f"exported {n} verdict(s) → {args.output}")
     return 0
 
@@ -411,7 +428,8 @@ def _cmd_audit(args: argparse.Namespace) -> int:
                                              target=args.target_sensitivity, positive=args.positive)  # fmt: skip
     from .rundir import mark_complete, output_folder
 
-    with output_folder(args.output, "audit", overwrite=args.overwrite) as out:
+    with output_folder(args.output, "audit", inputs=[args.predictions, args.threshold_from],
+                       overwrite=args.overwrite) as out:
         res = audit(args.predictions, args.label, args.score, _split_names(args.groups), threshold=threshold,
                     threshold_rule=rule, patient=None if args.no_patient else (args.patient or "auto"),
                     intersections=args.intersections, n_boot=args.n_boot, seed=args.seed,
@@ -470,6 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--errors", help="write one row per unreadable file here (CSV)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier scan's manifest or errors file (never a file of another kind)")
     p.set_defaults(func=_cmd_scan)
 
     p = sub.add_parser("train", help="fine-tune a pretrained backbone from a YAML config")
@@ -593,7 +613,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("review-export", prog="medtl review export",
                        description="Write every verdict of a report as CSV.")
     p.add_argument("report", help="a `medtl report` folder")
-    p.add_argument("-o", "--output", required=True, help="the CSV to write")
+    p.add_argument("-o", "--output", required=True, help="the CSV to write (never inside the report)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export of verdicts at that path")
     p.set_defaults(func=_cmd_review_export)
 
     p = sub.add_parser("calibrate-ood", help="add out-of-distribution statistics to a run trained before they "
@@ -655,6 +676,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("path", help="file, or folder holding one DICOM series")
         if name == "convert":
             p.add_argument("output", help="output .nii or .nii.gz")
+            p.add_argument("--overwrite", action="store_true", help="replace an existing NIfTI file at that path")
         else:
             p.add_argument("--json", action="store_true", help="print JSON")
         p.add_argument("--series", help="series key (from `medtl scan`) or SeriesInstanceUID")
@@ -664,6 +686,17 @@ def build_parser() -> argparse.ArgumentParser:
         )  # fmt: skip
         p.set_defaults(func=func)
     return parser
+
+
+def _how_to_go_on(command: str, exc: BaseException) -> str:
+    """After a failed write: that nothing was marked finished, and how to continue."""
+    from .errors import is_fatal
+
+    if not is_fatal(exc):
+        return ""
+    again = {"train": "run the same command again to resume", "predict": "add --resume to the same command"}
+    return (f"; the output is not marked finished: free space (or fix the device), then "
+            f"{again.get(command, 'run the same command again')}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -696,7 +729,7 @@ def main(argv: list[str] | None = None) -> int:
     except MedtlError as exc:
         if args.verbose:
             log.exception("traceback")
-        print(f"medtl {args.command}: error: {exc}", file=sys.stderr)
+        print(f"medtl {args.command}: error: {exc}{_how_to_go_on(args.command, exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         again = {"train": "; run the same command again to resume",
@@ -706,6 +739,14 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head`: nothing more is wanted
         sys.stderr.close()
         return 141
+    except OSError as exc:
+        from .errors import is_fatal
+
+        if args.verbose or not is_fatal(exc):
+            raise
+        print(f"medtl {args.command}: error: {exc.filename or ''}: {exc.strerror}{_how_to_go_on(args.command, exc)}",
+              file=sys.stderr)  # fmt: skip
+        return 1
     except Exception as exc:  # noqa: BLE001 - one line for users; the traceback with -v
         if args.verbose:
             raise

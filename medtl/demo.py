@@ -28,8 +28,6 @@ __all__ = ["run_demo", "STEPS"]
 STEPS = ("scan", "train", "evaluate", "explain", "predict", "report")
 
 _CLONE = Path(__file__).resolve().parents[1]
-#: The file that marks a folder as the demo's, so that running the demo again may replace it.
-MARKER = "medtl-demo.json"
 #: A photograph among the radiographs: it loads, it predicts, and it must be flagged as foreign.
 FOREIGN_FILE = "foreign/photograph.png"
 #: A DICOM file cut short in the middle of its pixel data, as a failed copy leaves it.
@@ -57,8 +55,9 @@ def run_demo(
             with ``sex`` and ``site`` columns, as sample_data has.
         config: the training config (default: the clone's ``configs/cxr-2d.yaml``).
         progress: show progress bars (on stderr).
-        overwrite: run in a folder that holds other things than an earlier demo (the demo's
-            sub-folders are replaced; a run or report of yours under those names would be lost).
+        overwrite: replace another command's output in ``out`` (only the files it recorded). An
+            earlier demo's output is replaced without it; a folder holding files medtl did not
+            write is refused either way.
         echo: where each step's line goes.
 
     Returns:
@@ -66,7 +65,8 @@ def run_demo(
 
     Raises:
         ConfigError: the sample data or the config is not there (an installed wheel has neither).
-        OutputError: ``out`` holds other things than an earlier demo, and ``overwrite`` is not set.
+        OutputError: ``out`` holds files medtl did not write, or another command's output (without
+            ``overwrite``), or sits inside an input or other medtl output.
 
     Example:
         >>> from medtl.demo import run_demo
@@ -81,36 +81,24 @@ def run_demo(
         if not need.is_file():
             raise ConfigError(need, f"{what} is missing: run the demo in a clone of medtl, or pass "
                                     f"{'data' if need == manifest else 'config'}= (`--data` / `--config`)")  # fmt: skip
-    out = _demo_folder(Path(out), overwrite)
+    from .outputs import mark_complete, output_folder
+
     result: dict[str, Any] = {}
     started = time.perf_counter()
     steps = (_scan, _train, _evaluate, _explain, _predict, _report)
-    for number, (step, name) in enumerate(zip(steps, STEPS, strict=True), start=1):
-        t0 = time.perf_counter()
-        line, numbers = step(out, data=data, manifest=manifest, config=config, progress=progress, result=result)
-        result[name] = numbers
-        echo(f"{number}/{len(steps)} {name:<8} {line} ({time.perf_counter() - t0:.0f} s)")
+    # the steps' outputs nest in the demo's own folder: a second demo replaces them, and nothing else
+    with output_folder(out, "demo", inputs=[data, config], overwrite=overwrite) as out:
+        for number, (step, name) in enumerate(zip(steps, STEPS, strict=True), start=1):
+            t0 = time.perf_counter()
+            line, numbers = step(out, data=data, manifest=manifest, config=config, progress=progress, result=result)
+            result[name] = numbers
+            echo(f"{number}/{len(steps)} {name:<8} {line} ({time.perf_counter() - t0:.0f} s)")
+        mark_complete(out, "demo")
     result["index"] = os.fspath(out / "report" / "index.html")
     result["seconds"] = time.perf_counter() - started
     echo(f"Open {result['index']} in a browser; `medtl review {out / 'report'}` records verdicts "
          f"({result['seconds'] / 60:.1f} min in all).")  # fmt: skip
     return result
-
-
-def _demo_folder(out: Path, overwrite: bool) -> Path:
-    """``out``, made or checked: empty, an earlier demo's (it holds :data:`MARKER`), or allowed by
-    ``overwrite``; a second ``make demo`` just runs again."""
-    from .errors import OutputError
-    from .rundir import write_json
-
-    if out.exists() and not out.is_dir():
-        raise OutputError(out, "is a file, not a folder for the demo")
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file() and not overwrite:
-        raise OutputError(out, "holds other files than an earlier demo, whose sub-folders (run/, evaluation/, "
-                          "report/ ...) the demo replaces: give another -o, or pass --overwrite")  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / MARKER, {"written_by": "medtl demo"})
-    return out
 
 
 @contextlib.contextmanager
@@ -209,8 +197,10 @@ def _incoming(out: Path, data: Path) -> Path:
     from PIL import Image as PILImage
     from skimage import data as skdata
 
+    from .files import claim
+
     folder = out / "incoming"
-    shutil.rmtree(folder, ignore_errors=True)
+    claim(folder, tree=True)  # the demo's own copy, replaced by the next demo
     shutil.copytree(data / "cxr", folder / "cxr")
     broken = folder / BROKEN_FILE
     broken.parent.mkdir(parents=True)

@@ -28,6 +28,9 @@ __all__ = [
     "EvaluationError",
     "OutputError",
     "LockedError",
+    "WriteError",
+    "NoInputError",
+    "is_fatal",
     "suggest",
 ]
 
@@ -121,6 +124,32 @@ class OutputError(MedtlError):
 
 class LockedError(OutputError):
     """Another process is writing the same output folder."""
+
+
+class WriteError(OutputError):
+    """A write failed part-way (a full disk, a quota, a read-only or failing device). Never an
+    item's fault: a batch command stops, leaves its output unfinished, and says how to go on."""
+
+
+class NoInputError(ConfigError):
+    """The input holds no image the command can use (an empty folder, only non-image or
+    unreadable files); the message says what was skipped and why."""
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """True for a failure that no other input would avoid, so a batch command must stop instead
+    of recording it against the input at hand: a failed write, the disk full or read-only, an
+    unsafe salt.
+
+    >>> import errno
+    >>> is_fatal(OSError(errno.ENOSPC, "No space left on device")), is_fatal(ImageReadError("a.dcm", "truncated"))
+    (True, False)
+    """
+    import errno
+
+    if isinstance(exc, (WriteError, SaltError)):  # a salt others can read fails every input alike
+        return True
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG)
 
 
 def suggest(name: str, options, listing: str | None = "choose from") -> str:

@@ -80,19 +80,32 @@ def test_without_the_sample_data_it_says_what_is_missing(tmp_path):
 
 
 def test_a_folder_that_is_not_an_earlier_demo_is_refused(tmp_path, capsys):
-    """The demo replaces run/, report/ ...: a folder holding other work needs --overwrite."""
+    """The demo replaces what an earlier demo wrote, and nothing else: with --overwrite neither."""
     from medtl.cli import main
 
     (tmp_path / "project" / "run").mkdir(parents=True)
     (tmp_path / "project" / "run" / "model.pt").write_bytes(b"weeks of work")
-    assert main(["demo", "-o", str(tmp_path / "project")]) == 1
-    err = capsys.readouterr().err
-    assert "holds other files than an earlier demo" in err and "--overwrite" in err and err.count("\n") == 1
+    for extra in ([], ["--overwrite"]):
+        assert main(["demo", "-o", str(tmp_path / "project"), *extra]) == 1
+        err = capsys.readouterr().err
+        assert "holds files medtl did not write (run)" in err and err.count("\n") == 1
     assert (tmp_path / "project" / "run" / "model.pt").read_bytes() == b"weeks of work"
 
 
-def test_running_the_demo_again_in_its_folder_is_allowed(demo_run):
-    from medtl.demo import MARKER, _demo_folder
+def test_the_demo_folder_is_all_medtl_s_and_runs_again_without_overwrite(demo_run, tmp_path):
+    from medtl.files import write_json
+    from medtl.outputs import _not_ours, describe, mark_complete, output_folder
 
     _, _, out = demo_run
-    assert (out / MARKER).is_file() and _demo_folder(out, overwrite=False) == out
+    assert describe(out)["command"] == "demo" and describe(out)["complete"]
+    assert _not_ours(out) is None  # every file of every step is recorded: a second demo replaces them all
+    # a second demo in the same folder replaces the first's files without --overwrite (a cheap stand-in)
+    folder = tmp_path / "demo"
+    for n in (1, 2):
+        with output_folder(folder, "demo") as held:
+            assert not (held / "run").exists()
+            with output_folder(held / "run", "evaluate") as step:  # a step's output nests in the demo's
+                write_json(step / "metrics.json", {"n": n})
+                mark_complete(step, "evaluate")
+            mark_complete(held, "demo")
+    assert _not_ours(folder) is None and (folder / "run" / "metrics.json").read_text() == '{\n  "n": 2\n}\n'

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,15 +39,24 @@ def run(tmp_path_factory):
 # ----------------------------------------------------------------------------- nothing is destroyed
 def test_evaluation_never_writes_into_a_run(run, tmp_path):
     before = (run / "metrics.json").read_bytes()
-    with pytest.raises(OutputError, match="never writes into a run's own files"):
+    with pytest.raises(OutputError, match="is a finished run .medtl train. that this command reads"):
         evaluate_run(run, SAMPLE / "cxr.csv", run, n_boot=0, overwrite=True)
+    other = tmp_path / "other-run"
+    shutil.copytree(run, other)
+    with pytest.raises(OutputError, match="never writes into a run's own files"):
+        evaluate_run(run, SAMPLE / "cxr.csv", other, n_boot=0, overwrite=True)
     assert (run / "metrics.json").read_bytes() == before  # validation AUROC and best epoch kept
     evaluate_run(run, SAMPLE / "cxr.csv", tmp_path / "eval", n_boot=0)
     with pytest.raises(OutputError, match="already holds a finished `medtl evaluate` output; pass --overwrite"):
         evaluate_run(run, SAMPLE / "cxr.csv", tmp_path / "eval", n_boot=0)
-    (tmp_path / "eval" / "stale.txt").write_text("from before")
+    first = sorted(p.name for p in (tmp_path / "eval").iterdir())
+    (tmp_path / "eval" / "roc.png").unlink()  # an output file gone: nothing of the old output may stay
     evaluate_run(run, SAMPLE / "cxr.csv", tmp_path / "eval", n_boot=0, overwrite=True)
-    assert not (tmp_path / "eval" / "stale.txt").exists()  # replaced whole, not mixed
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == first  # replaced, not mixed
+    (tmp_path / "eval" / "stale.txt").write_text("a note of mine")
+    with pytest.raises(OutputError, match=r"holds stale.txt \(medtl did not write it\)"):
+        evaluate_run(run, SAMPLE / "cxr.csv", tmp_path / "eval", n_boot=0, overwrite=True)
+    assert (tmp_path / "eval" / "stale.txt").read_text() == "a note of mine"
 
 
 def test_a_failed_command_does_not_block_the_corrected_one(run, tmp_path):

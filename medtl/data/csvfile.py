@@ -142,7 +142,7 @@ def _header(path, fields: list[str], start: int, end: int, error: type[MedtlErro
 
 def _row(path, columns: list[str], fields: list[str], start: int, end: int, multiline, error) -> CsvRow:
     if end > start:  # the record runs over several lines: only free-text columns may do that
-        for name, value in zip(columns, fields):
+        for name, value in zip(columns, fields, strict=False):  # a ragged row is judged below
             if ("\n" in value or "\r" in value) and name not in multiline:
                 raise error(path, f"line {start}: unclosed quote: the quoted field ('{name}' column) that starts on "
                                   f"this line runs on to line {end}")  # fmt: skip
@@ -154,7 +154,7 @@ def _row(path, columns: list[str], fields: list[str], start: int, end: int, mult
                else "a value or a comma is missing")  # fmt: skip
         raise error(path, f"line {start}: {len(fields)} field{'s' * (len(fields) != 1)}, but the header has "
                           f"{len(columns)} ({shown}): {why}")  # fmt: skip
-    return CsvRow(dict(zip(columns, fields)), start)
+    return CsvRow(dict(zip(columns, fields, strict=True)), start)
 
 
 def _broken_quote(start: int, at: int, detail: str) -> str:

@@ -242,11 +242,10 @@ def save_calibration(
     if logits is not None and labels is not None:
         stats.update(calibration_stats(logits, labels, float(temperature), kind=kind))
     record.update(stats)
+    from ..files import write_json
+
     path = Path(run_dir) / CALIBRATION_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)  # never leave a half-written file for a later predict to read
+    write_json(path, record)  # atomic, and recorded as the run's own file
     return path
 
 
@@ -467,11 +466,10 @@ def write_calibration(
                      ece_before=_task_ece(probabilities(z, task), y, task),
                      ece_after=_task_ece(probabilities(after, task), y, task))  # fmt: skip
     out.update(stats)
+    from ..files import write_json
+
     path = Path(run_dir) / CALIBRATION_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    write_json(path, out)  # atomic, and recorded as the run's own file
     return path
 
 

@@ -55,7 +55,8 @@ def cross_validate(
 
     if cfg.npz or not cfg.manifest:
         raise ConfigError(cfg.npz or None, "cross-validation needs a manifest CSV (an npz has its official split)")
-    with output_folder(out_dir, "cross-validate", overwrite=overwrite or not resume, resume=resume) as out:
+    with output_folder(out_dir, "cross-validate", inputs=[cfg.manifest, cfg.domain_manifest],
+                       overwrite=overwrite or not resume, resume=resume) as out:  # fmt: skip
         summary = _folds(cfg, out, folds, n_boot, seed, progress)
         mark_complete(out, "cross-validate")
     return summary

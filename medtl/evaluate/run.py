@@ -148,6 +148,14 @@ def shown_path(data, index: int, *, redact: bool = False) -> str:
     return os.path.relpath(rec.path, data.root).replace(os.sep, "/") if data.root else os.path.basename(rec.path)
 
 
+def _check_run(run_dir: str | os.PathLike) -> Path:
+    """``run_dir`` as a path, when it holds a finished run's weights."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "model.pt").is_file():
+        raise EvaluationError(run_dir, "not a run directory (no model.pt): train one with `medtl train`")
+    return run_dir
+
+
 def predict_manifest(
     run_dir: str | os.PathLike,
     manifest: str | os.PathLike,
@@ -180,9 +188,7 @@ def predict_manifest(
     from ..train.inference import predict_logits
     from .calibration import apply_calibration, read_calibration
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "model.pt").is_file():
-        raise EvaluationError(run_dir, "not a run directory (no model.pt): train one with `medtl train`")
+    run_dir = _check_run(run_dir)
     cfg, data, indices, notes = select_rows(run_dir, manifest, split)
     unknown = [g for g in groups if g not in data.group_columns]
     if unknown:
@@ -273,7 +279,8 @@ def evaluate_run(
     from ..rundir import mark_complete, output_folder, weights_digest, write_csv, write_json
     from .audit import audit
 
-    with output_folder(out_dir, "evaluate", overwrite=overwrite) as out:
+    _check_run(run_dir)  # a wrong run is named as such, before where its output would go
+    with output_folder(out_dir, "evaluate", inputs=[run_dir, manifest], overwrite=overwrite) as out:
         rows, skipped, info = predict_manifest(run_dir, manifest, split=split, groups=groups, progress=progress,
                                                redact_paths=redact_paths)  # fmt: skip
         columns = write_csv(out / "predictions.csv", rows)

@@ -12,7 +12,6 @@ study, series, patient and site appear as salted pseudonyms (:mod:`medtl.io.phi`
 
 from __future__ import annotations
 
-import csv
 import os
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
@@ -21,8 +20,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from ..errors import ImageReadError, MedtlError, NonImageObjectError, NotAnImageError
-from ..rundir import share_like_open
+from ..errors import ImageReadError, MedtlError, NonImageObjectError, NotAnImageError, is_fatal
 from .sniff import sniff
 
 __all__ = ["scan", "ScanResult", "MANIFEST_COLUMNS", "ERROR_COLUMNS", "check_output_file"]
@@ -69,32 +67,77 @@ class ScanResult:
     errors: list[dict] = field(default_factory=list)
     skipped: int = 0
     n_files: int = 0
+    skipped_paths: list[str] = field(default_factory=list, repr=False)
+    files: list[str] = field(default_factory=list, repr=False)
 
-    def to_csv(self, manifest: str | os.PathLike | None = None, errors: str | os.PathLike | None = None) -> None:
+    def content_digest(self) -> str:
+        """A fingerprint of every file the scan looked at: its path under ``root``, size and
+        modification time. A file added, removed, renamed, replaced or edited since changes it;
+        a job that says it is complete compares it (16 hex digits)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        base = self.root if os.path.isdir(self.root) else os.path.dirname(self.root)
+        for path in sorted(self.files):
+            try:
+                st = os.stat(path)
+                facts = f"{st.st_size} {st.st_mtime_ns}"
+            except OSError:
+                facts = "gone"
+            h.update(f"{os.path.relpath(path, base)}\x00{facts}\n".encode("utf-8", "surrogateescape"))
+        return h.hexdigest()[:16]
+
+    def why_empty(self) -> str:
+        """Why the scan found no usable image: what it looked at, what it skipped and why, with
+        examples named relative to ``root``.
+
+        >>> ScanResult(root="in", n_files=2, skipped=2, skipped_paths=["in/a.txt", "in/b.csv"]).why_empty()
+        'holds no image medtl can read: 2 file(s) looked at; 2 skipped as not images (a.txt, b.csv)'
+        """
+        base = os.path.dirname(self.root) if os.path.isfile(self.root) else self.root
+
+        def name(path: str) -> str:
+            return os.path.relpath(path, base) if base else path
+
+        if not self.n_files:
+            return "holds no files (hidden files are not read)" if os.path.isdir(self.root) else "holds no image"
+        parts = [f"{self.n_files} file(s) looked at"]
+        if self.skipped:
+            examples = ", ".join(name(p) for p in self.skipped_paths[:3]) + (" ..." if self.skipped > 3 else "")
+            parts.append(f"{self.skipped} skipped as not images ({examples})")
+        if self.errors:
+            e = self.errors[0]
+            parts.append(f"{len(self.errors)} unreadable (e.g. {name(e['path'])}: {e['reason']})")
+        return "holds no image medtl can read: " + "; ".join(parts)
+
+    def to_csv(
+        self,
+        manifest: str | os.PathLike | None = None,
+        errors: str | os.PathLike | None = None,
+        *,
+        overwrite: bool = False,
+    ) -> None:
         """Write the manifest and/or the errors as CSV (UTF-8, header row), each to a temporary
         name renamed into place, so a kill never leaves half a manifest.
 
-        Raises:
-            OutputError: a target is a folder or cannot be written.
-        """
-        import tempfile
+        Args:
+            overwrite: replace an earlier manifest (errors list) of a scan at that path; a file of
+                any other kind (a manifest you added labels to, another command's output) is
+                never replaced.
 
-        for target, rows, cols in ((manifest, self.rows, MANIFEST_COLUMNS), (errors, self.errors, ERROR_COLUMNS)):
-            if target is None:
-                continue
-            check_output_file(target)
-            folder = os.path.dirname(os.path.abspath(target))
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".scan-", suffix=".csv.tmp")
-            share_like_open(fd)
-            try:
-                with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-                    writer = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
-                    writer.writeheader()
-                    writer.writerows(rows)
-                os.replace(tmp, target)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+        Raises:
+            OutputError: a target is a folder, inside the scanned folder or another medtl output,
+                an existing file (without ``overwrite``, or not a scan's), or cannot be written.
+        """
+        from ..files import write_csv
+
+        targets = ((manifest, self.rows, MANIFEST_COLUMNS), (errors, self.errors, ERROR_COLUMNS))
+        for target, _, cols in targets:
+            if target is not None:
+                check_output_file(target, self.root, overwrite=overwrite, columns=cols)
+        for target, rows, cols in targets:
+            if target is not None:
+                write_csv(target, rows, list(cols))
 
     def summary(self) -> str:
         """A short human-readable account of the scan."""
@@ -119,27 +162,28 @@ class ScanResult:
         return "\n".join(lines)
 
 
-def check_output_file(target: str | os.PathLike) -> None:
-    """Raise :class:`~medtl.errors.OutputError` unless ``target`` can be written as a file (its
-    folder is created); checked before a long scan, not after it.
+def check_output_file(
+    target: str | os.PathLike,
+    scanned: str | os.PathLike | None = None,
+    *,
+    overwrite: bool = False,
+    columns: Iterable[str] = (),
+) -> None:
+    """Raise :class:`~medtl.errors.OutputError` unless ``target`` may be written as the CSV of a
+    scan of ``scanned`` (:func:`medtl.outputs.check_output_file`: not a folder, not inside the
+    scanned folder or another medtl output, an existing file only with ``overwrite`` and only a
+    scan's own, with these ``columns``); its folder is created. Checked before a long scan.
 
     >>> check_output_file("/")
     Traceback (most recent call last):
     ...
     medtl.errors.OutputError: /: is a folder: give a file name such as manifest.csv
     """
-    from ..errors import OutputError
+    from ..outputs import check_output_file as check
+    from ..outputs import csv_with_header
 
-    target = os.fspath(target)
-    if os.path.isdir(target):
-        raise OutputError(target, "is a folder: give a file name such as manifest.csv")
-    folder = os.path.dirname(os.path.abspath(target))
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(target, f"cannot create its folder ({exc.strerror or exc})") from None
-    if not os.access(folder, os.W_OK):
-        raise OutputError(target, "its folder is read-only")
+    check(target, inputs=[scanned], overwrite=overwrite, same_kind=csv_with_header(columns or MANIFEST_COLUMNS),
+          example="manifest.csv")  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- per-file headers
@@ -299,10 +343,11 @@ def _read_header_quiet(path: str, series_meta: dict) -> tuple[str, dict | None, 
         if fmt == "nifti":
             return path, _nifti_header(path), None
         return path, _raster_header(path, fmt), None
-    except MedtlError as exc:
-        return path, None, {"path": path, "error": type(exc).__name__, "reason": exc.reason}
-    except Exception as exc:  # noqa: BLE001 - a scan never stops on one file
-        return path, None, {"path": path, "error": type(exc).__name__, "reason": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - a scan never stops on one file, but stops for all of them
+        if is_fatal(exc):
+            raise
+        reason = exc.reason if isinstance(exc, MedtlError) else str(exc)
+        return path, None, {"path": path, "error": type(exc).__name__, "reason": reason}
 
 
 def _is_text(path: str) -> bool:
@@ -483,8 +528,11 @@ def scan(
     root = os.fspath(root)
     if not os.path.exists(root):
         raise ImageReadError(root, "no such file or folder")
+    from .phi import salt_source
+
+    salt_source()  # an unsafe salt stops the scan once, not once per file
     files = [root] if os.path.isfile(root) else _walk(root)
-    result = ScanResult(root=root, n_files=len(files))
+    result = ScanResult(root=root, n_files=len(files), files=files)
     workers = workers or os.cpu_count() or 1
     bar = None
     if progress is True:
@@ -520,6 +568,7 @@ def scan(
             result.errors.append(error)
         elif info is None:
             result.skipped += 1
+            result.skipped_paths.append(path)
         elif info["format"] == "dicom" and info["frames"] == 1:
             by_series[info["series_uid"]].append((path, info))
         else:

@@ -19,8 +19,8 @@ import tempfile
 from pathlib import Path
 
 from ..errors import WeightsError
+from ..files import share_like_open
 from ..io.phi import medtl_home
-from ..rundir import share_like_open
 from .registry import SOURCES, PretrainedSource, get_source
 
 __all__ = [

@@ -60,6 +60,7 @@ def calibrate_ood(
             images; the run already has statistics (unless ``overwrite``).
         LockedError: another process is writing the run.
     """
+    from ..files import adding_to
     from ..rundir import RunLock
     from ..train.inference import RunModel
     from .ood import NORMALISE, OOD_FILE, fit_ood, save_ood
@@ -75,5 +76,6 @@ def calibrate_ood(
         held, _, more = _features(run, data, "val", progress)
         classes = None if run.task == "multilabel" or ys is None else ys[:, 0]
         stats = fit_ood(fit, classes, held, quantile=quantile, normalise=NORMALISE if normalise is None else normalise)
-        save_ood(run.run_dir, stats)
+        with adding_to(run.run_dir):
+            save_ood(run.run_dir, stats)
     return dict(stats.describe(), notes=notes + more)

@@ -296,12 +296,23 @@ def import_verdicts(csv_path: str | Path, report_dir: str | Path) -> dict[str, i
         return store.import_csv(path)
 
 
-def export_verdicts(report_dir: str | Path, csv_path: str | Path) -> int:
+def export_verdicts(report_dir: str | Path, csv_path: str | Path, *, overwrite: bool = False) -> int:
     """Write every verdict of a report, oldest first, as CSV; returns the number of rows.
+
+    Args:
+        overwrite: replace an earlier export at ``csv_path``; nothing else (the verdicts
+            database, a manifest, a file inside the report) is ever replaced.
 
     Raises:
         ConfigError: not a report folder.
+        OutputError: ``csv_path`` is a folder, inside the report or other medtl output, or an
+            existing file (without ``overwrite``, or one that is not an export of verdicts).
     """
+    from ..outputs import check_output_file, csv_with_header
+    from .verdicts import EXPORT_COLUMNS
+
     read_report(report_dir)
+    check_output_file(csv_path, inputs=[report_dir], overwrite=overwrite, same_kind=csv_with_header(EXPORT_COLUMNS),
+                      example="verdicts.csv")  # fmt: skip
     with VerdictStore(Path(report_dir) / VERDICTS_FILE) as store:
         return store.export_csv(csv_path)

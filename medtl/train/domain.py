@@ -99,27 +99,29 @@ def adapt_run(
     counted in ``out_dir/adaptation.json``. The source run is only read.
 
     Raises:
-        OutputError: ``out_dir`` is the source run, holds another run or output (without
-            ``overwrite``, which replaces it whole), is a file, or is being written.
+        OutputError: ``out_dir`` is the source run or breaks the output rule
+            (:func:`medtl.outputs.output_folder`): holds another run or output (without
+            ``overwrite``, which removes the files that output recorded), files medtl did not
+            write, is a file, or is being written.
     """
-    import shutil
     from pathlib import Path
 
     from ..data.dataset import prepare_unlabelled
     from ..errors import ConfigError
-    from ..rundir import load_run, mark_complete, output_folder, save_torch, write_json
+    from ..rundir import claim, load_run, mark_complete, output_folder, save_torch, write_bytes, write_json
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if out_dir.resolve() == run_dir.resolve():
         raise ConfigError(out_dir, "is the run being adapted: the adapted run goes to another folder (-o)")
     model, spec, _ = load_run(run_dir)
-    with output_folder(out_dir, "adapt", overwrite=overwrite) as out:
+    with output_folder(out_dir, "adapt", inputs=[run_dir, target_manifest], overwrite=overwrite) as out:
+        claim(out / "cache", tree=True)  # MONAI's cache files: written by MONAI, recorded as one folder
         data = prepare_unlabelled(target_manifest, spec, cache_dir=out / "cache", progress=progress)
         loader = torch.utils.data.DataLoader(data.dataset, batch_size=batch_size)
         adabn(model, (batch["image"] for batch in loader))
         for name in _RUN_FILES:
             if (run_dir / name).is_file():
-                shutil.copy2(run_dir / name, out / name)
+                write_bytes(out / name, (run_dir / name).read_bytes())
         save_torch(model.state_dict(), out / "model.pt")
         reasons = sorted({f["reason"] for f in data.failures})
         write_json(out / "adaptation.json", {"method": "adabn", "source_run": run_dir.resolve().name,

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..rundir import (
+    claim,
     load_run,
     mark_complete,
     output_folder,
@@ -273,9 +274,13 @@ def finetune(
     cfg = _absolute(cfg)
     _check_gpu(cfg)
     writer = _writer()
-    hold = (output_folder(run_dir, "train", overwrite=overwrite or not resume, resume=resume) if writer
-            else contextlib.nullcontext(run_dir))  # fmt: skip
+    inputs = [cfg.manifest, cfg.npz, cfg.domain_manifest]
+    hold = (output_folder(run_dir, "train", inputs=inputs, overwrite=overwrite or not resume, resume=resume)
+            if writer else contextlib.nullcontext(run_dir))  # fmt: skip
     with hold:
+        if writer:  # what Lightning and MONAI write there: recorded as whole folders
+            for tree in ("logs", "tensorboard", cfg.cache_dir or run_dir / "cache"):
+                claim(run_dir / tree, tree=True)
         stored = read_config(run_dir, missing_ok=True) if writer else None
         if stored is not None:
             changed = _changed_keys(stored, cfg)
@@ -598,7 +603,8 @@ def finetune_seeds(cfg: TrainConfig, run_dir: str | os.PathLike, seeds: int, **k
     a 95% confidence interval (t distribution over seeds).
     """
     resume, overwrite = kwargs.get("resume", True), kwargs.get("overwrite", False)
-    with output_folder(run_dir, "seeds", overwrite=overwrite or not resume, resume=resume) as out:
+    inputs = [cfg.manifest, cfg.npz, cfg.domain_manifest]
+    with output_folder(run_dir, "seeds", inputs=inputs, overwrite=overwrite or not resume, resume=resume) as out:
         summary = _seed_runs(cfg, out, seeds, **kwargs)
         mark_complete(out, "seeds")
     return summary
