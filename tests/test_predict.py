@@ -169,25 +169,21 @@ def test_resume_refuses_another_job(run2d, tmp_path):
     out = tmp_path / "out"
     predict_folder(run2d, src, out, batch_size=2, workers=0)
     (out / "medtl.json").write_text(json.dumps({"command": "predict", "complete": False}))
-    with pytest.raises(OutputError, match="batch-size 2"):
+    with pytest.raises(OutputError, match="unfinished job that differs from this one .another --batch-size."):
         predict_folder(run2d, src, out, batch_size=4, workers=0, resume=True)
     shutil.copytree(SAMPLE / "cxr" / "p002", src / "p002")
-    with pytest.raises(OutputError, match="a different set of inputs"):
+    with pytest.raises(OutputError, match="files were added, removed or renamed"):
         predict_folder(run2d, src, out, batch_size=2, workers=0, resume=True)
 
 
-def test_an_output_folder_inside_the_input_tree_is_not_predicted(run2d, tmp_path):
-    """`medtl predict RUN archive -o archive/predictions`: the maps it writes are images, but a
-    resumed or repeated job must not take them for new inputs."""
+def test_an_output_folder_inside_the_input_tree_is_refused(run2d, tmp_path):
+    """`medtl predict RUN archive -o archive/predictions`: the maps it would write are images that a
+    later scan of the archive would take for inputs, so the output goes beside the archive."""
     src = tmp_path / "archive"
     shutil.copytree(SAMPLE / "cxr" / "p002", src / "p002")
-    out = src / "predictions"
-    predict_folder(run2d, src, out, workers=0, saliency="gradcam")
-    assert len(list((out / "maps").iterdir())) == 4  # a PNG and the map as NIfTI per input
-    (out / "medtl.json").write_text(json.dumps({"command": "predict", "complete": False}))
-    summary = predict_folder(run2d, src, out, workers=0, saliency="gradcam", resume=True)
-    assert summary["inputs"]["inputs"] == 2 and [r["path"] for r in _rows(out / "predictions.csv")] == [
-        "p002/IM000102.dcm", "p002/IM000103.dcm"]  # fmt: skip
+    with pytest.raises(OutputError, match="sits inside the input .*give an output outside it"):
+        predict_folder(run2d, src, src / "predictions", workers=0, saliency="gradcam")
+    assert sorted(p.name for p in src.iterdir()) == ["p002"]
 
 
 def test_two_shards_merged_equal_one_run(predicted, run2d, mixed, tmp_path, monkeypatch):
@@ -225,12 +221,14 @@ def test_redacted_outputs_hold_no_identifier_or_path(run2d, mixed, tmp_path):
 
 def test_folders_that_overwrite_could_empty_are_refused(predicted, run2d, mixed, tmp_path):
     out, _ = predicted
-    with pytest.raises(OutputError, match="holds the input images"):
-        predict_folder(run2d, mixed, mixed, workers=0)
-    with pytest.raises(OutputError, match="holds the input images"):
-        predict_folder(run2d, mixed, mixed.parent, workers=0)
-    with pytest.raises(OutputError, match="holds the shard"):
+    with pytest.raises(OutputError, match="is an input of this command"):
+        predict_folder(run2d, mixed, mixed, workers=0, overwrite=True)
+    with pytest.raises(OutputError, match="holds the input"):
+        predict_folder(run2d, mixed, mixed.parent, workers=0, overwrite=True)
+    with pytest.raises(OutputError, match="holds the input"):
         merge_outputs([out], out.parent, overwrite=True)
+    with pytest.raises(OutputError, match="sits inside the input"):
+        merge_outputs([out], out / "merged", overwrite=True)
     assert (out / "predictions.csv").is_file()
 
 

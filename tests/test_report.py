@@ -219,7 +219,7 @@ def test_report_refusals(report_inputs, report_folder, tmp_path):
     (unfinished / "medtl.json").write_text(json.dumps(dict(marker, complete=False)))
     with pytest.raises(ConfigError, match="unfinished"):
         build_report(run, unfinished, tmp_path / "r3")
-    with pytest.raises(OutputError, match="--overwrite would empty it"):
+    with pytest.raises(OutputError, match="holds the input"):
         build_report(run, predictions, predictions.parent, overwrite=True)
     with pytest.raises(ConfigError, match="audits other weights"):
         model_summary(other, evaluation=evaluation)

@@ -19,7 +19,8 @@ from ..errors import ConfigError
 from .manifest import Manifest
 
 __all__ = [
-    "Split", "split_patients", "kfold_patients", "join_duplicates", "record_key", "split_record", "stored_part",
+    "Split", "split_patients", "kfold_patients", "join_duplicates", "record_key", "image_key", "split_record",
+    "stored_part",
 ]  # fmt: skip
 
 
@@ -158,12 +159,25 @@ def record_key(manifest: Manifest, index: int) -> str:
     manifest, or the manifest moved together with relative image paths, gives the same keys.
     ``npz`` items keep their official ``split/index``.
     """
-    from ..io.phi import pseudonym
-
     rec = manifest.records[index]
     if rec.path.startswith("npz://"):
         return rec.path.rpartition("#")[2]
-    return pseudonym((rec.ref or rec.path).replace("\\", "/") + (f"#{rec.series}" if rec.series else ""), "image")
+    return image_key(rec.ref or rec.path, rec.series)
+
+
+def image_key(rel: str, series: str | None = None) -> str:
+    """The one key every command gives an image: its path relative to the folder the command was
+    given (a manifest: as the manifest writes it), and its series, salted and hashed
+    (:func:`medtl.io.phi.pseudonym`). ``medtl predict``, ``explain`` and ``evaluate`` (with
+    ``--redact-paths``), the report and its verdicts name one image by the same key, so their
+    rows join; it names no file, and stays the same when the folder moves.
+
+    >>> image_key("p001/IM1.dcm") == image_key("p001\\IM1.dcm") != image_key("p001/IM1.dcm", "s1")
+    True
+    """
+    from ..io.phi import pseudonym
+
+    return pseudonym(rel.replace("\\", "/") + (f"#{series}" if series else ""), "image")
 
 
 def _label_counts(manifest: Manifest, idx) -> dict[str, dict[str, int]]:

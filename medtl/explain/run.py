@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, MedtlError
+from ..errors import ConfigError, MedtlError, NoInputError
 from .methods import LAYER_METHODS, Settings, check_methods
 
 __all__ = ["explain", "Item", "collect_inputs", "render_map", "file_stem"]
@@ -71,12 +71,16 @@ def _manifest_items(run_dir, path: str, split: str | None, redact: bool) -> tupl
     return items, notes
 
 
-def _key(path: str, base: str, redact: bool) -> str:
-    from ..io.phi import pseudonym
-
+def _key(path: str, base: str, redact: bool, series: str | None = None) -> str:
+    """An input as outputs name it: its path relative to the folder given (a file given alone: its
+    name), or with ``redact`` the key every command gives that image
+    (:func:`medtl.data.splits.image_key`), so a map joins the prediction and the verdict."""
+    rel = os.path.relpath(path, base).replace(os.sep, "/")
     if redact:
-        return pseudonym(os.path.realpath(path), "image")
-    return os.path.relpath(path, base).replace(os.sep, "/")
+        from ..data.splits import image_key
+
+        return image_key(rel, series)
+    return rel
 
 
 def collect_inputs(
@@ -90,22 +94,31 @@ def collect_inputs(
     items: list[Item] = []
     errors: list[dict[str, str]] = []
     notes: list[str] = []
+    if split is not None:
+        plain = [os.fspath(g) for g in inputs if not _is_manifest(os.fspath(g))]
+        if plain:
+            raise ConfigError(plain[0], f"--split {split} chooses rows of a manifest (.csv / .npz), and this is not "
+                              "one: give the manifest, or leave out --split")  # fmt: skip
     for given in inputs:
         path = os.fspath(given)
-        base = os.path.dirname(os.path.abspath(path))
         if _is_manifest(path):
             found, more = _manifest_items(run_dir, path, split, redact_paths)
             items.extend(found)
             notes.extend(more)
         elif os.path.isdir(path):
+            base = os.path.abspath(path)  # keys relative to the folder given, as `medtl predict` makes them
             result = scan(path, progress=progress)
+            if not result.rows:
+                notes.append(f"{os.path.basename(base)} {result.why_empty()}")
             for row in result.rows:
-                full = row["path"] if os.path.isabs(row["path"]) else os.path.abspath(row["path"])
-                items.append(Item(_key(full, base, redact_paths), full, row.get("series") or None))
+                full = os.path.abspath(row["path"])
+                series = row.get("series") or None
+                items.append(Item(_key(full, base, redact_paths, series), full, series))
             errors.extend({"input": _key(os.path.abspath(e["path"]), base, redact_paths), "reason": e["reason"]}
                           for e in result.errors)  # fmt: skip
         elif os.path.exists(path):
-            items.append(Item(_key(os.path.abspath(path), base, redact_paths), os.path.abspath(path)))
+            full = os.path.abspath(path)
+            items.append(Item(_key(full, os.path.dirname(full), redact_paths), full))
         else:
             errors.append({"input": os.path.basename(path) or path, "reason": "no such file or folder"})
     seen: dict[str, int] = {}
@@ -213,8 +226,14 @@ def explain(
         ``errors`` and the settings.
 
     Raises:
-        ConfigError: not a run, an unknown method or target.
-        OutputError: ``out_dir`` holds a run or other output (without ``overwrite``).
+        ConfigError: not a run, an unknown method or target; ``split`` with an input that is not
+            a manifest.
+        NoInputError: the inputs hold no image, or none could be explained (the output is left
+            unfinished, with the reasons in ``errors.csv``).
+        OutputError: ``out_dir`` breaks the output rule (:func:`medtl.outputs.output_folder`):
+            it is, holds or sits inside an input or the run, sits inside other medtl output,
+            holds files medtl did not write, or other output (without ``overwrite``).
+        WriteError: a write failed (a full disk); the output is left unfinished.
 
     Example (after ``medtl train configs/cxr-2d.yaml -o runs/cxr``)::
 
@@ -222,6 +241,7 @@ def explain(
                          methods="gradcam,ig", sanity=True)
         result["sanity"]["ig"]["passed"], result["localization"]["ig"]["pointing_game"]["value"]
     """
+    from ..outputs import check_destination
     from ..rundir import mark_complete, output_folder, weights_digest, write_csv, write_json
     from .explainer import Explainer
 
@@ -237,17 +257,18 @@ def explain(
     if iou_threshold != "otsu" and not (isinstance(iou_threshold, (int, float)) and 0 < float(iou_threshold) < 1):
         raise ConfigError(None, f"iou_threshold must be 'otsu' or a fraction of the map maximum in (0, 1), "
                           f"not {iou_threshold!r}")  # fmt: skip
-    with output_folder(out_dir, "explain", overwrite=overwrite) as out:
-        items, errors, notes = collect_inputs(run_dir, inputs, split=split, redact_paths=redact_paths,
-                                              progress=progress)  # fmt: skip
+    check_destination(out_dir, inputs=[run_dir, *inputs])  # before the inputs are read, not after
+    items, errors, notes = collect_inputs(run_dir, inputs, split=split, redact_paths=redact_paths, progress=progress)
+    if not items:  # what each folder held and skipped, else why each file failed
+        why = "; ".join(notes[:3] or [f"{e['input']}: {e['reason']}" for e in errors[:3]]) or "no image found"
+        raise NoInputError(None, f"the inputs hold no image to explain: {why}")
+    with output_folder(out_dir, "explain", inputs=[run_dir, *inputs], overwrite=overwrite) as out:
         layered = [m for m in names if m in LAYER_METHODS]
         grid = explainer.cam_grid() if layered else ()
         if layered and min(grid) < 4:
             notes.append(f"{' and '.join(layered)} read a feature map of only {'x'.join(map(str, grid))} cells at the "
                          f"run's input size {'x'.join(map(str, explainer.spec.size))}: their maps cannot point finer "
                          "than one cell; ig, smoothgrad and occlusion work at the input's resolution")  # fmt: skip
-        if not items and not errors:
-            raise ConfigError(None, "no image found in the inputs")
         pool = _Inputs(explainer, items)
         sanity_result = {}
         if sanity:
@@ -325,6 +346,9 @@ def explain(
         if loc_rows:
             result["localization"] = _localization(loc_rows, names, iou_threshold, n_boot, seed)
         write_csv(out / "errors.csv", errors, columns=["input", "reason"])
+        if not inputs_out:
+            raise NoInputError(None, f"none of the {len(items)} input(s) could be explained: the reason for each is "
+                               f"in {out / 'errors.csv'}; the output is left unfinished")  # fmt: skip
         write_json(out / "explain.json", result)
         mark_complete(out, "explain")
     return result

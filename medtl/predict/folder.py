@@ -40,8 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, ImageReadError, MedtlError, OutputError
-from ..rundir import environment_versions, weights_digest
+from ..errors import ConfigError, ImageReadError, MedtlError, NoInputError, OutputError, is_fatal
+from ..rundir import describe, environment_versions, mark_complete, output_folder, weights_digest, write_json
 
 __all__ = ["predict_folder", "parse_shard", "Input", "collect_inputs", "encode_csv", "ERROR_COLUMNS", "PREDICTIONS",
            "ERRORS", "SUMMARY", "inputs_fingerprint"]  # fmt: skip
@@ -51,7 +51,9 @@ PREDICTIONS, ERRORS, SUMMARY = "predictions.csv", "errors.csv", "summary.json"
 ERROR_COLUMNS = ("index", "key", "path", "stage", "error", "reason")
 # Internal state of an output folder: what the job is (checked on resume) and which chunks are done.
 JOB, JOURNAL = ".predict-job.json", ".predict-journal"
-_ID_COLUMNS = ("index", "key", "path", "patient", "study", "series", "modality", "kind")
+_ID_COLUMNS = ("index", "key", "path", "patient", "study", "series", "modality", "kind", "pixel_digest")
+#: How inputs are keyed (:func:`input_key`); recorded in each job so a report finds old outputs' images.
+KEY_SCHEME = "image"
 
 
 @dataclass
@@ -100,17 +102,29 @@ def _torchrun_shard() -> tuple[int, int, int] | None:
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def input_key(rel: str, series: str = "", scheme: str = "image") -> str:
+    """The key of an input: :func:`medtl.data.splits.image_key` (what every command calls an image),
+    or for a predict output written before keys were shared (``scheme="input"``), its own."""
+    if scheme == "input":
+        from ..io.phi import pseudonym
+
+        return pseudonym(f"{rel}\x00{series}", "input")
+    from ..data.splits import image_key
+
+    return image_key(rel, series or None)
+
+
 def collect_inputs(
     root: str | os.PathLike,
     *,
     workers: int | None = None,
     progress: bool = False,
     exclude: str | os.PathLike | None = None,
+    key_scheme: str = KEY_SCHEME,
 ):
     """``(inputs, scan_result)``: the work list of a folder (or one file), sorted by relative path
-    and series, each with its index and salted key. Anything under ``exclude`` (the output folder,
-    when it lies inside the input tree) is left out: its maps are images, but not inputs."""
-    from ..io.phi import pseudonym
+    and series, each with its index and salted key (:func:`input_key`). Anything under ``exclude``
+    (a predict output that an older medtl let lie inside the input tree) is left out."""
     from ..io.scan import scan
 
     root = os.path.abspath(os.fspath(root))
@@ -130,7 +144,7 @@ def collect_inputs(
     inputs = []
     for k, (r, series, row, error) in enumerate(entries):
         full = os.path.join(base, r) if r != "." else base
-        inputs.append(Input(k, pseudonym(f"{r}\x00{series}", "input"), r, full, series, row, error))
+        inputs.append(Input(k, input_key(r, series, key_scheme), r, full, series, row, error))
     return inputs, result
 
 
@@ -180,7 +194,7 @@ class _Items:
         try:
             img = load_image(it.full, series=it.series or None)
             x, _ = prepare_input(img, self.spec)
-            return {"index": i, "x": x[0]}
+            return {"index": i, "x": x[0], "digest": img.digest()}
         except MedtlError as exc:
             reason = exc.reason_for(it.full, shown)
             return {"index": i, "stage": "load", "error": type(exc).__name__,
@@ -200,6 +214,7 @@ def _collate(items: list[dict]) -> dict[str, Any]:
     good = [d for d in items if "x" in d]
     return {
         "indices": [d["index"] for d in good],
+        "digests": [d["digest"] for d in good],
         "x": torch.stack([d["x"] for d in good]) if good else None,
         "errors": [d for d in items if "x" not in d],
         "all": [d["index"] for d in items],
@@ -217,24 +232,18 @@ def encode_csv(rows) -> bytes:
 
 class _Output:
     """``predictions.csv`` and ``errors.csv`` appended chunk by chunk, with a journal of their
-    lengths after each chunk, so a resumed job cuts both back to the last finished chunk."""
+    lengths after each chunk, so a resumed job cuts both back to the last finished chunk. Every
+    write reaches the disk before the journal says so; a failed one raises
+    :class:`~medtl.errors.WriteError` (the job stops, unfinished, and ``--resume`` goes on)."""
 
     def __init__(self, out: Path, columns: list[str], resume: bool):
+        from ..files import open_append
+
         self.out = out
         self.paths = {"pred": out / PREDICTIONS, "err": out / ERRORS}
         self.headers = {"pred": columns, "err": list(ERROR_COLUMNS)}
         self.done: set[int] = set()
-        journal = out / JOURNAL
-        offsets = None
-        if resume and journal.is_file():
-            # a line without its newline was cut by the kill: its digits may be a prefix of the truth
-            for line in journal.read_text().split("\n")[:-1]:
-                parts = line.split()
-                if len(parts) == 3 and all(p.lstrip("-").isdigit() for p in parts):
-                    chunk, pred, err = (int(p) for p in parts)
-                    if chunk >= 0:
-                        self.done.add(chunk)
-                    offsets = {"pred": pred, "err": err}
+        offsets = self._journal() if resume else None
         for name, path in self.paths.items():
             if offsets is not None and path.is_file() and path.stat().st_size >= offsets[name]:
                 with open(path, "r+b") as fh:
@@ -245,24 +254,38 @@ class _Output:
                 break
         if offsets is None:  # a new job (or state that cannot be trusted): headers only
             for name, path in self.paths.items():
-                path.write_bytes(encode_csv([self.headers[name]]))
-            self._journal_line(-1, mode="w")
-        self.fh = {name: open(path, "ab") for name, path in self.paths.items()}
+                with open_append(path, truncate=True) as fh:
+                    fh.write(encode_csv([self.headers[name]]))
+            self._journal_line(-1, truncate=True)
+        self.fh = {name: open_append(path) for name, path in self.paths.items()}
 
-    def _journal_line(self, chunk: int, mode: str = "a") -> None:
+    def _journal(self) -> dict[str, int] | None:
+        """The lengths of both files after the last finished chunk (and which chunks are done)."""
+        journal = self.out / JOURNAL
+        offsets = None
+        if journal.is_file():
+            # a line without its newline was cut by the kill: its digits may be a prefix of the truth
+            for line in journal.read_text().split("\n")[:-1]:
+                parts = line.split()
+                if len(parts) == 3 and all(p.lstrip("-").isdigit() for p in parts):
+                    chunk, pred, err = (int(p) for p in parts)
+                    if chunk >= 0:
+                        self.done.add(chunk)
+                    offsets = {"pred": pred, "err": err}
+        return offsets
+
+    def _journal_line(self, chunk: int, truncate: bool = False) -> None:
+        from ..files import open_append
+
         sizes = [self.paths[n].stat().st_size for n in ("pred", "err")]
-        with open(self.out / JOURNAL, mode) as fh:
-            fh.write(f"{chunk} {sizes[0]} {sizes[1]}\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        with open_append(self.out / JOURNAL, truncate=truncate) as fh:
+            fh.write(f"{chunk} {sizes[0]} {sizes[1]}\n".encode())
 
     def write_chunk(self, chunk: int, rows: list[dict], errors: list[dict]) -> None:
         for name, data in (("pred", rows), ("err", errors)):
             if data:
                 cols = self.headers[name]
                 self.fh[name].write(encode_csv([[r.get(c, "") for c in cols] for r in data]))
-            self.fh[name].flush()
-            os.fsync(self.fh[name].fileno())
         self._journal_line(chunk)
         self.done.add(chunk)
 
@@ -285,38 +308,57 @@ def _columns(labels: list[str], saliency: str | None, ensemble: bool = False) ->
     return cols
 
 
-def _job_record(predictor, inputs, shard, batch_size, saliency, redact, columns) -> dict[str, Any]:
+def _job_record(predictor, input_dir: str, inputs, scanned, shard, batch_size, saliency, redact, columns) -> dict:
+    """Everything that makes a job this job: a finished or resumed output must match it whole."""
+    from ..io.phi import pseudonym
+
     return {
         "run_weights": weights_digest(predictor.run_dir),
+        # which folder, as a pseudonym: the job file names no path, --redact-paths or not
+        "input": pseudonym(os.path.realpath(input_dir), "input-folder"),
         "input_fingerprint": inputs_fingerprint(inputs),
+        "input_content": scanned.content_digest(),
         "inputs": len(inputs),
         "shard": list(shard),
         "batch_size": batch_size,
         "saliency": saliency,
         "redact_paths": redact,
         "columns": columns,
+        "key_scheme": KEY_SCHEME,
     }
+
+
+_DIFFERS = {
+    "run_weights": "another run", "input": "another input folder",
+    "input_fingerprint": "other inputs (files were added, removed or renamed since)",
+    "input_content": "inputs that have changed since (a file was added, removed, replaced or edited)",
+    "inputs": "another number of inputs", "shard": "another --shard", "batch_size": "another --batch-size",
+    "saliency": "another --saliency", "redact_paths": "another --redact-paths", "columns": "other output columns",
+    "key_scheme": "an older medtl",
+}  # fmt: skip
 
 
 def _check_resume(out: Path, job: dict[str, Any], resume: bool) -> dict[str, Any] | None:
     """The previous job in ``out`` when it is continued (``None`` for a new one); refuse one that
-    is a different job. Its thread count is kept: float sums in another order could change the
-    last printed digit, and a resumed file must equal an uninterrupted one."""
-    path = out / JOB
-    if not (resume and path.is_file()):
+    is not this job, naming every difference. Its thread count is kept: float sums in another order
+    could change the last printed digit, and a resumed file must equal an uninterrupted one."""
+    from ..rundir import read_json
+
+    if not resume:
         return None
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, ValueError):
+    old = read_json(out / JOB, "predict job record")
+    finished = bool((describe(out) or {}).get("complete"))
+    if old is None:
+        if finished:
+            raise OutputError(out, f"holds a finished job without its record ({JOB}), so it cannot be checked to "
+                              "be this job: pass --overwrite to predict again, or give another -o")  # fmt: skip
         return None
     differ = [k for k in job if k != "threads" and old.get(k) != job[k]]
     if differ:
-        what = {"run_weights": "another run", "input_fingerprint": "a different set of inputs (files were added, "
-                "removed or renamed since)", "inputs": "a different number of inputs", "shard": "another --shard",
-                "batch_size": f"--batch-size {old.get('batch_size')}", "saliency": "another --saliency",
-                "redact_paths": "another --redact-paths", "columns": "other output columns"}  # fmt: skip
-        raise OutputError(out, f"was started with {what[differ[0]]}; resume with the same run, input and options, "
-                          "pass --overwrite to start again, or give another -o")  # fmt: skip
+        said = "; ".join(_DIFFERS.get(k, k) for k in differ)
+        state = "finished" if finished else "unfinished"
+        raise OutputError(out, f"holds a {state} job that differs from this one ({said}): resume only the same run, "
+                          "input and options; pass --overwrite to start again, or give another -o")  # fmt: skip
     return old
 
 
@@ -359,7 +401,8 @@ def predict_folder(
             probability per output ``p_<name>``, the decision, ``ood_score`` and ``ood``),
             ``errors.csv`` (every input that failed, with the stage and the reason) and
             ``summary.json`` (counts, timing, the run, versions).
-        resume: continue an interrupted job in ``out_dir`` (same run, inputs and options).
+        resume: continue an interrupted job in ``out_dir``, or confirm a finished one, only when it
+            is the same job: same run, input folder, inputs (names, sizes, times) and options.
         overwrite: replace a finished or unfinished ``medtl predict`` output in ``out_dir``.
         batch_size: images per network batch (also the unit of resuming and sharding).
         workers: DataLoader processes that read and preprocess (default: half the CPU cores this
@@ -382,8 +425,14 @@ def predict_folder(
     Raises:
         ConfigError: not a finished run; a bad ``shard`` or ``saliency``; ``batch_size`` < 1.
         ImageReadError: ``input_dir`` does not exist.
-        OutputError: ``out_dir`` holds other output (unless ``overwrite``), or an unfinished
-            job that is resumed with another run, input or options.
+        NoInputError: ``input_dir`` holds no image (empty, only non-images or unreadable files),
+            or none of its inputs could be predicted (the output stays unfinished).
+        OutputError: ``out_dir`` is, holds or sits inside the run or the input, sits inside other
+            medtl output, holds files medtl did not write, or other output (unless
+            ``overwrite``); ``resume`` of a job (finished or not) with another run, input folder,
+            inputs or options.
+        WriteError: a write failed (a full disk): the output stays unfinished; free space and
+            resume.
         LockedError: another process is writing ``out_dir``.
 
     Example:
@@ -391,12 +440,60 @@ def predict_folder(
         >>> s["counts"]                                                          # doctest: +SKIP
         {'predicted': 48, 'failed': 0, 'flagged': 0, 'saliency_failed': 0}
     """
-    import torch
-
-    from ..rundir import mark_complete, output_folder, write_json
+    from ..outputs import check_destination
     from .predictor import Predictor
 
     start = time.perf_counter()
+    shard_ix, out_dir, device = _shard_and_folder(shard, out_dir, device)
+    saliency = _check_options(batch_size, saliency)
+    input_dir = os.path.abspath(os.fspath(input_dir))
+    if not os.path.exists(input_dir):
+        raise ImageReadError(input_dir, "no such file or folder")
+    predictor = Predictor(run_dir, device=device)
+    check_destination(out_dir, inputs=[run_dir, input_dir])  # before a long scan, not after it
+    cores = _cores()
+    if workers is None:  # on the CPU the network needs cores too; on a GPU reading is the whole CPU job
+        workers = (cores // 2 if cores > 1 else 0) if predictor.device.type == "cpu" else min(8, cores)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ConfigError(None, f"--workers must be 0 or more, not {workers!r}")
+    labels = [str(n) for n in predictor.labels]
+    columns = _columns(labels, saliency, ensemble=hasattr(predictor.model, "members"))
+    t_scan = time.perf_counter()
+    inputs, scanned = collect_inputs(input_dir, workers=None, progress=progress)
+    scan_seconds = time.perf_counter() - t_scan
+    if not scanned.rows:
+        raise NoInputError(input_dir, scanned.why_empty())
+    job = _job_record(predictor, input_dir, inputs, scanned, shard_ix, batch_size, saliency, redact_paths, columns)
+    job["threads"] = max(1, cores - workers) if predictor.device.type == "cpu" else None
+    settings = {"batch_size": batch_size, "workers": workers, "device": str(predictor.device),
+                "saliency": saliency, "redact_paths": redact_paths,
+                # where `medtl report` finds the images again (never written with --redact-paths)
+                "input": None if redact_paths else input_dir}  # fmt: skip
+    with output_folder(out_dir, "predict", inputs=[run_dir, input_dir], overwrite=overwrite, resume=resume) as out:
+        previous_job = _check_resume(out, job, resume)
+        if previous_job is not None and (describe(out) or {}).get("complete") and (out / SUMMARY).is_file():
+            summary = json.loads((out / SUMMARY).read_text())
+            summary["note"] = "already complete: nothing to do (the same run, input and options)"
+            return summary
+        if previous_job is not None and previous_job.get("threads"):
+            job["threads"] = previous_job["threads"]
+        write_json(out / JOB, job)
+        timing = _run_job(predictor, inputs, input_dir, out, job, columns, labels, workers, run_dir, progress,
+                          resume=previous_job is not None)  # fmt: skip
+        timing.update(seconds=round(time.perf_counter() - start, 3), scan_seconds=round(scan_seconds, 3))
+        summary = _summary(out, predictor, inputs, scanned, shard_ix, timing, settings, job)
+        if shard_ix[1] == 1 and not summary["counts"]["predicted"]:  # a shard's share may fail whole: merge judges
+            raise NoInputError(input_dir, f"none of its {len(inputs)} input(s) could be predicted: the reason for "
+                               f"each is in {out / ERRORS}; the output is left unfinished")  # fmt: skip
+        write_json(out / SUMMARY, summary)
+        mark_complete(out, "predict", **summary["counts"])
+    return summary
+
+
+def _shard_and_folder(shard, out_dir, device) -> tuple[tuple[int, int], Path, str | None]:
+    """``--shard`` as ``(I, N)``; under ``torchrun`` the rank's share, its own sub-folder and GPU."""
+    import torch
+
     shard_ix = parse_shard(shard)
     ranked = _torchrun_shard() if shard is None else None
     if ranked is not None:
@@ -405,112 +502,78 @@ def predict_folder(
         out_dir = Path(out_dir) / f"rank-{rank}-of-{world}"
         if device is None and torch.cuda.is_available():
             device = f"cuda:{local}"
-    if not isinstance(batch_size, int) or batch_size < 1:
+    return shard_ix, Path(out_dir), device
+
+
+def _check_options(batch_size, saliency: str | None) -> str | None:
+    """Refuse a bad ``batch_size``; the saliency method's canonical name."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(None, f"--batch-size must be a positive number, not {batch_size!r}")
-    if saliency is not None:
-        from ..explain.methods import check_methods
+    if saliency is None:
+        return None
+    from ..explain.methods import check_methods
 
-        methods = check_methods([saliency])
-        if len(methods) != 1:
-            raise ConfigError(None, f"--saliency takes one method, not {', '.join(methods)}")
-        saliency = methods[0]
-    input_dir = os.path.abspath(os.fspath(input_dir))
-    if not os.path.exists(input_dir):
-        raise ImageReadError(input_dir, "no such file or folder")
-    out_real, in_real = os.path.realpath(out_dir), os.path.realpath(input_dir)
-    if os.path.commonpath([out_real, in_real]) == out_real:
-        # --overwrite empties the output folder: it must never hold the images
-        raise OutputError(out_dir, "holds the input images: give an output folder outside them (inside the input "
-                          "folder is fine, e.g. INPUT/predictions)")  # fmt: skip
-    predictor = Predictor(run_dir, device=device)
-    cores = _cores()
-    if workers is None:  # on the CPU the network needs cores too; on a GPU reading is the whole CPU job
-        workers = (cores // 2 if cores > 1 else 0) if predictor.device.type == "cpu" else min(8, cores)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise ConfigError(None, f"--workers must be 0 or more, not {workers!r}")
-    labels = [str(n) for n in predictor.labels]
-    columns = _columns(labels, saliency, ensemble=hasattr(predictor.model, "members"))
+    methods = check_methods([saliency])
+    if len(methods) != 1:
+        raise ConfigError(None, f"--saliency takes one method, not {', '.join(methods)}")
+    return methods[0]
 
-    with output_folder(out_dir, "predict", overwrite=overwrite, resume=resume) as out:
-        from ..rundir import describe
 
-        if resume and (describe(out) or {}).get("complete") and (out / SUMMARY).is_file():
-            summary = json.loads((out / SUMMARY).read_text())
-            if summary.get("job", {}).get("run_weights") != weights_digest(predictor.run_dir):
-                raise OutputError(out, "holds a finished job of another run; pass --overwrite to replace it, or "
-                                  "give another -o")  # fmt: skip
-            summary["note"] = "already complete: nothing to do"
-            return summary
-        t_scan = time.perf_counter()
-        inputs, scanned = collect_inputs(input_dir, workers=None, progress=progress, exclude=out)
-        scan_seconds = time.perf_counter() - t_scan
-        job = _job_record(predictor, inputs, shard_ix, batch_size, saliency, redact_paths, columns)
-        job["threads"] = max(1, cores - workers) if predictor.device.type == "cpu" else None
-        previous_job = _check_resume(out, job, resume)
-        if previous_job is not None and previous_job.get("threads"):
-            job["threads"] = previous_job["threads"]
-        write_json(out / JOB, job)
-        output = _Output(out, columns, resume=previous_job is not None)
-        previous = len(output.done)
-        n_chunks = (len(inputs) + batch_size - 1) // batch_size
-        members = [list(range(c * batch_size, min(len(inputs), (c + 1) * batch_size))) for c in range(n_chunks)]
-        mine = [c for c in range(n_chunks) if c % shard_ix[1] == shard_ix[0]]
-        todo = [c for c in mine if c not in output.done]
-        total = sum(len(members[c]) for c in mine)
+def _run_job(predictor, inputs, input_dir, out, job, columns, labels, workers, run_dir, progress, *, resume):
+    """Predict the chunks of this shard that are not done yet, appending each as it finishes.
+    Returns the timing of this session."""
+    import torch
+
+    batch_size, shard_ix, saliency = job["batch_size"], job["shard"], job["saliency"]
+    output = _Output(out, columns, resume=resume)
+    previous = len(output.done)
+    n_chunks = (len(inputs) + batch_size - 1) // batch_size
+    members = [list(range(c * batch_size, min(len(inputs), (c + 1) * batch_size))) for c in range(n_chunks)]
+    mine = [c for c in range(n_chunks) if c % shard_ix[1] == shard_ix[0]]
+    todo = [c for c in mine if c not in output.done]
+    total = sum(len(members[c]) for c in mine)
+    explainer = None
+    if saliency:
+        from ..explain import Explainer
+
+        explainer = Explainer(run_dir)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
         done_items = total - sum(len(members[c]) for c in todo)
-        explainer = None
-        if saliency:
-            from ..explain import Explainer
-
-            explainer = Explainer(run_dir)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=total, initial=done_items, unit="image", desc="predict", dynamic_ncols=True)
-        infer_seconds, n_new = 0.0, 0
-        threads = _thread_budget(job["threads"])
-        try:
-            if todo:
-                loader = torch.utils.data.DataLoader(
-                    _Items(predictor.spec, inputs, input_dir, redact_paths),
-                    batch_sampler=[members[c] for c in todo],
-                    num_workers=workers, collate_fn=_collate, pin_memory=predictor.device.type == "cuda",
-                    **({"prefetch_factor": 2, "persistent_workers": False} if workers else {}),
-                )  # fmt: skip
-                for chunk, batch in zip(todo, loader, strict=True):
-                    t0 = time.perf_counter()
-                    rows, errors = _chunk_rows(predictor, batch, inputs, input_dir, redact_paths, explainer, saliency,
-                                               out, labels)  # fmt: skip
-                    infer_seconds += time.perf_counter() - t0
-                    output.write_chunk(chunk, rows, errors)
-                    n_new += len(batch["all"])
-                    if bar is not None:
-                        bar.update(len(batch["all"]))
-        finally:
-            threads.close()
-            output.close()
-            if bar is not None:
-                bar.close()
-        timing = {
-            "seconds": round(time.perf_counter() - start, 3),
-            "scan_seconds": round(scan_seconds, 3),
-            "model_seconds": round(infer_seconds, 3),
-            "inputs_this_session": n_new,
-            "resumed_chunks": previous,
-        }
-        settings = {"batch_size": batch_size, "workers": workers, "device": str(predictor.device),
-                    "saliency": saliency, "redact_paths": redact_paths,
-                    # where `medtl report` finds the images again (never written with --redact-paths)
-                    "input": None if redact_paths else input_dir}  # fmt: skip
-        summary = _summary(out, predictor, inputs, scanned, total, shard_ix, timing, settings, job)
-        write_json(out / SUMMARY, summary)
-        mark_complete(out, "predict", **summary["counts"])
-    return summary
+        bar = tqdm(total=total, initial=done_items, unit="image", desc="predict", dynamic_ncols=True)
+    infer_seconds, n_new = 0.0, 0
+    threads = _thread_budget(job["threads"])
+    redact = job["redact_paths"]
+    try:
+        if todo:
+            loader = torch.utils.data.DataLoader(
+                _Items(predictor.spec, inputs, input_dir, redact), batch_sampler=[members[c] for c in todo],
+                num_workers=workers, collate_fn=_collate, pin_memory=predictor.device.type == "cuda",
+                **({"prefetch_factor": 2, "persistent_workers": False} if workers else {}),
+            )  # fmt: skip
+            for chunk, batch in zip(todo, loader, strict=True):
+                t0 = time.perf_counter()
+                rows, errors = _chunk_rows(predictor, batch, inputs, input_dir, redact, explainer, saliency, out,
+                                           labels)  # fmt: skip
+                infer_seconds += time.perf_counter() - t0
+                output.write_chunk(chunk, rows, errors)
+                n_new += len(batch["all"])
+                if bar is not None:
+                    bar.update(len(batch["all"]))
+    finally:
+        threads.close()
+        output.close()
+        if bar is not None:
+            bar.close()
+    return {"model_seconds": round(infer_seconds, 3), "inputs_this_session": n_new,
+            "resumed_chunks": previous, "in_this_shard": total}  # fmt: skip
 
 
-def _summary(out: Path, predictor, inputs, scanned, total: int, shard_ix, timing, settings, job) -> dict[str, Any]:
+def _summary(out: Path, predictor, inputs, scanned, shard_ix, timing, settings, job) -> dict[str, Any]:
     """``summary.json``: counts from the finished files (so a resumed job counts every session)."""
+    total = timing.pop("in_this_shard")
     seconds = timing["seconds"]
     timing["inputs_per_second"] = round(timing["inputs_this_session"] / seconds, 3) if seconds > 0 else None
     labels = [str(n) for n in predictor.labels]
@@ -594,6 +657,7 @@ def _chunk_rows(predictor, batch, inputs, root, redact, explainer, method, out, 
         row = {"index": it.index, "key": it.key, "path": "" if redact else it.rel}
         src = it.row or {}
         row.update({c: src.get(c, "") for c in ("patient", "study", "series", "modality", "kind")})
+        row["pixel_digest"] = batch["digests"][pos]  # the report shows the image only while it matches
         row.update({f"p_{n}": _fmt(p.probabilities[n], 6) for n in labels})
         row["decision"] = "|".join(p.decision)
         row["ood_score"] = "" if p.ood_score is None else _fmt(p.ood_score, 4)
@@ -601,13 +665,9 @@ def _chunk_rows(predictor, batch, inputs, root, redact, explainer, method, out, 
         if p.spread is not None:
             row["member_spread"] = _fmt(p.spread, 4)
         if explainer is not None:
-            try:
-                row.update(_saliency(explainer, it, method, out, redact, p))
-            except MedtlError as exc:
-                errors.append(_error_row(it, "saliency", type(exc).__name__, exc.reason_for(it.full, it.shown(redact)),
-                                         redact))  # fmt: skip
-            except Exception as exc:  # noqa: BLE001 - the prediction stands without its map
-                errors.append(_error_row(it, "saliency", type(exc).__name__, f"unexpected failure: {exc}", redact))
+            fields, failed = _saliency_or_error(explainer, it, method, out, redact, p)
+            row.update(fields)
+            errors.extend(failed)
         rows.append(row)
     errors = [dict(e, reason=_scrub(e["reason"], inputs[e["index"]], root, redact))
               for e in errors]  # fmt: skip
@@ -639,6 +699,22 @@ def _outputs(predictor, x):
 def _error_row(it: Input, stage: str, error: str, reason: str, redact: bool) -> dict[str, Any]:
     return {"index": it.index, "key": it.key, "path": "" if redact else it.rel, "stage": stage, "error": error,
             "reason": reason}  # fmt: skip
+
+
+def _saliency_or_error(explainer, it: Input, method: str, out: Path, redact: bool, pred) -> tuple[dict, list[dict]]:
+    """The map's columns, or the row of ``errors.csv`` saying why it could not be drawn (the
+    prediction stands without it). A failed write is no fault of the image: it is raised, and the
+    job stops unfinished."""
+    try:
+        return _saliency(explainer, it, method, out, redact, pred), []
+    except Exception as exc:  # noqa: BLE001 - one map must not stop thousands of predictions
+        if is_fatal(exc):
+            raise
+        if isinstance(exc, MedtlError):
+            reason = exc.reason_for(it.full, it.shown(redact))
+        else:
+            reason = f"unexpected failure: {exc}"
+        return {}, [_error_row(it, "saliency", type(exc).__name__, reason, redact)]
 
 
 def _saliency(explainer, it: Input, method: str, out: Path, redact: bool, pred) -> dict[str, str]:

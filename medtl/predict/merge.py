@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import OutputError
+from ..errors import NoInputError, OutputError
 from .folder import ERRORS, PREDICTIONS, SUMMARY, encode_csv
 
 __all__ = ["merge_outputs"]
@@ -37,7 +37,9 @@ def merge_outputs(
 
     Raises:
         OutputError: a folder is not a finished ``medtl predict`` output; the shards come from
-            different runs, inputs or options; a shard is missing or given twice.
+            different runs, inputs or options; a shard is missing or given twice; ``out_dir``
+            breaks the output rule (:func:`medtl.outputs.output_folder`).
+        NoInputError: no shard predicted anything.
     """
     from ..rundir import describe, mark_complete, output_folder, write_bytes, write_json
 
@@ -55,7 +57,8 @@ def merge_outputs(
     first = summaries[0]["job"]
     for d, s in zip(dirs, summaries, strict=True):
         job = s["job"]
-        for key in ("run_weights", "input_fingerprint", "inputs", "batch_size", "columns", "saliency", "redact_paths"):
+        for key in ("run_weights", "input", "input_fingerprint", "input_content", "inputs", "batch_size", "columns",
+                    "saliency", "redact_paths", "key_scheme"):  # fmt: skip
             if job.get(key) != first.get(key):
                 raise OutputError(d, f"comes from a different job than {dirs[0]} ({key} differs): shards must share "
                                   "the run, the input folder and the options")  # fmt: skip
@@ -67,12 +70,7 @@ def merge_outputs(
         raise OutputError(dirs[0], f"the shards of a split into {count} are needed once each"
                           + (f"; missing {', '.join(map(str, missing))}" if missing else "")
                           + (f"; given twice {', '.join(map(str, twice))}" if twice else ""))  # fmt: skip
-    target = os.path.realpath(out_dir)
-    for d in dirs:
-        if os.path.commonpath([target, os.path.realpath(d)]) == target:
-            # --overwrite empties the output folder before the shards are read
-            raise OutputError(out_dir, f"holds the shard {d}: merge into another folder")
-    with output_folder(out_dir, "predict", overwrite=overwrite) as out:
+    with output_folder(out_dir, "predict", inputs=dirs, overwrite=overwrite) as out:
         for name in (PREDICTIONS, ERRORS):
             header, rows = None, []
             for d in dirs:
@@ -84,9 +82,11 @@ def merge_outputs(
             rows.sort(key=lambda r: (int(r[0]), r[header.index("stage")] == "saliency" if "stage" in header else 0))
             write_bytes(out / name, encode_csv([header, *rows]))
         for d in dirs:
-            if (d / "maps").is_dir():
-                shutil.copytree(d / "maps", out / "maps", dirs_exist_ok=True)
+            _copy_maps(d, out)
         counts = {k: sum(s["counts"][k] for s in summaries) for k in summaries[0]["counts"]}
+        if not counts["predicted"]:
+            raise NoInputError(None, f"none of the {summaries[0]['inputs']['inputs']} input(s) of the shards could be "
+                               "predicted: the reasons are in their errors.csv; the merged output is left unfinished")  # fmt: skip
         summary = dict(summaries[0])
         summary.update(
             counts=counts,
@@ -100,3 +100,17 @@ def merge_outputs(
         write_json(out / SUMMARY, summary)
         mark_complete(out, "predict", merged=count, **counts)
     return summary
+
+
+def _copy_maps(shard: Path, out: Path) -> None:
+    """A shard's saliency maps into the merged output, each recorded as the merge's own file."""
+    from ..files import claim
+
+    if not (shard / "maps").is_dir():
+        return
+    for source in sorted((shard / "maps").rglob("*")):
+        if source.is_file():
+            target = out / source.relative_to(shard)
+            claim(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)

@@ -29,7 +29,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, OutputError
+from ..errors import ConfigError
 
 __all__ = ["build_report", "REPORT_FILE", "VERDICTS_FILE", "environment"]
 
@@ -164,7 +164,7 @@ def build_report(
     ...
     medtl.errors.ConfigError: no-such-run: not a run directory (no config.yaml): train one with `medtl train`
     """
-    from ..predict.folder import collect_inputs, inputs_fingerprint
+    from ..outputs import check_destination
     from ..rundir import mark_complete, output_folder, read_config, read_spec, weights_digest, write_json, write_text
     from .model import model_summary
 
@@ -180,9 +180,8 @@ def build_report(
         raise ConfigError(pred, f"was predicted by another run ({summary.get('run', {}).get('name', '?')}, weights "
                           f"{summary.get('run', {}).get('weights_sha256_16', '?')}), not {run.name} ({digest})")  # fmt: skip
     out = Path(out_dir)
-    for inside in (pred, run):
-        if os.path.commonpath([os.path.realpath(out), os.path.realpath(inside)]) == os.path.realpath(out):
-            raise OutputError(out, f"holds {inside}: --overwrite would empty it; give another -o")
+    report_inputs = [run, pred, evaluation, explanation, input_dir]
+    check_destination(out, inputs=report_inputs)
     settings = summary.get("settings", {})
     method = settings.get("saliency")
     model = model_summary(run, evaluation, explanation, method)
@@ -192,26 +191,9 @@ def build_report(
     task = model["task"]
     notes: list[str] = []
 
-    root = os.fspath(input_dir) if input_dir is not None else settings.get("input")
-    by_key: dict[str, Any] = {}
-    by_path: dict[str, Any] = {}
-    if root is None:
-        notes.append("the predictions were made with --redact-paths and no --input was given: cases are shown "
-                     "without their images")  # fmt: skip
-    elif not os.path.exists(root):
-        notes.append("the input folder the predictions recorded is gone: give --input where the images are now; "
-                     "cases are shown without their images")  # fmt: skip
-        root = None
-    else:
-        inputs, _ = collect_inputs(root, progress=progress, exclude=pred)
-        by_key = {it.key: it for it in inputs}
-        # a file broken since prediction is a scan error now (no series, so another key): found by path
-        by_path = {it.rel: it for it in inputs if it.error is not None}
-        if inputs_fingerprint(inputs) != summary.get("job", {}).get("input_fingerprint"):
-            notes.append("the input folder has changed since the predictions were made (files added, moved or "
-                         "removed): images are read as they are now, and cases no longer there are shown without them")  # fmt: skip
+    root, by_key, by_path = _find_images(input_dir, settings, summary.get("job", {}), rows, pred, notes, progress)
 
-    with output_folder(out, "report", overwrite=overwrite) as folder:
+    with output_folder(out, "report", inputs=report_inputs, overwrite=overwrite) as folder:
         latest = _verdicts(folder)
         nonce = secrets.token_urlsafe(18)
         cases, jobs = [], []
@@ -238,7 +220,8 @@ def build_report(
                 continue
             jobs.append(None if it is None else {
                 "full": it.full, "rel": it.rel, "series": it.series, "spec": spec, "dims": dims,
-                "nifti": os.fspath(pred / nifti) if nifti else None, "identifiers": show_identifiers})  # fmt: skip
+                "nifti": os.fspath(pred / nifti) if nifti else None, "identifiers": show_identifiers,
+                "digest": row.get("pixel_digest") or None})  # fmt: skip
         failed = []
         for e in errors:
             it = by_key.get(e.get("key", ""))
@@ -249,7 +232,7 @@ def build_report(
         page = env.get_template("case.html")
         order = sorted(range(len(cases)), key=lambda i: cases[i]["index"])
         ordered = [cases[i] for i in order]
-        n_missing_maps = 0
+        n_missing_maps = n_changed = 0
         # pages are written as their pictures arrive: a report of thousands of cases never holds
         # more than a few cases' pictures in memory
         for pos, drawn in enumerate(_drawn([jobs[i] for i in order], workers, progress)):
@@ -260,6 +243,9 @@ def build_report(
             if case["saliency"] == "shown" and drawn.get("map_note"):
                 case["saliency"] = "missing"
                 n_missing_maps += 1
+            if drawn.get("changed"):
+                case["status"] = "changed"
+                n_changed += 1
             html = page.render(
                 case=case, drawn=drawn, model=model, method=method, task=task, labels=labels, nonce=nonce,
                 threshold=model["threshold"], show_identifiers=show_identifiers,
@@ -270,7 +256,10 @@ def build_report(
             write_text(folder / case["page"], html)
         counts = {"cases": len(cases), "errors": len(failed), "ood": sum(bool(c["ood"]) for c in cases),
                   "maps": sum(c["saliency"] == "shown" for c in cases), "missing_maps": n_missing_maps,
-                  "reviewed": sum(c["review"] != "not reviewed" for c in cases)}  # fmt: skip
+                  "reviewed": sum(c["review"] != "not reviewed" for c in cases), "changed": n_changed}  # fmt: skip
+        if n_changed:
+            notes.append(f"{n_changed} image(s) have changed since they were predicted: their pages show no image and "
+                         "say so; predict them again")  # fmt: skip
         built = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         index = env.get_template("index.html").render(
             rows=sorted(ordered + failed, key=lambda c: c["index"]), model=model, counts=counts, notes=notes,
@@ -289,6 +278,38 @@ def build_report(
         write_json(folder / REPORT_FILE, record)
         mark_complete(folder, "report", cases=len(cases), errors=len(failed))
     return record
+
+
+def _find_images(input_dir, settings: dict, job: dict, rows: list[dict], pred: Path, notes: list[str], progress: bool):
+    """``(root, by_key, by_path)``: the predicted inputs found again under ``input_dir`` (default: the
+    folder predict read), by key, and the unreadable ones by path. A folder given and mistyped, or
+    holding none of the predicted images, is an error; a recorded folder that is gone is a note."""
+    from ..predict.folder import collect_inputs, inputs_fingerprint
+
+    root = os.fspath(input_dir) if input_dir is not None else settings.get("input")
+    if root is None:
+        notes.append("the predictions were made with --redact-paths and no --input was given: cases are shown "
+                     "without their images")  # fmt: skip
+        return None, {}, {}
+    if not os.path.exists(root):
+        if input_dir is not None:
+            raise ConfigError(root, "no such file or folder (--input): give the folder the images are in now")
+        notes.append("the input folder the predictions recorded is gone: give --input where the images are now; "
+                     "cases are shown without their images")  # fmt: skip
+        return None, {}, {}
+    # outputs of an older medtl keyed inputs their own way
+    inputs, _ = collect_inputs(root, progress=progress, exclude=pred, key_scheme=job.get("key_scheme", "input"))
+    by_key = {it.key: it for it in inputs}
+    # a file broken since prediction is a scan error now (no series, so another key): found by path
+    by_path = {it.rel: it for it in inputs if it.error is not None}
+    if input_dir is not None and rows and not any(r["key"] in by_key or (r.get("path") or "\0") in by_path
+                                                  for r in rows):  # fmt: skip
+        raise ConfigError(root, f"holds none of the {len(rows)} predicted images (--input): give the folder "
+                          "`medtl predict` read, or where it was moved to")  # fmt: skip
+    if inputs_fingerprint(inputs) != job.get("input_fingerprint"):
+        notes.append("the input folder has changed since the predictions were made (files added, moved or "
+                     "removed): images are read as they are now, and cases no longer there are shown without them")  # fmt: skip
+    return root, by_key, by_path
 
 
 def _drawn(jobs: list[dict | None], workers: int | None, progress: bool) -> Iterator[dict | None]:

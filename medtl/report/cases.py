@@ -126,7 +126,8 @@ def safe_render_case(job: dict[str, Any] | None) -> dict[str, Any] | None:
 def render_case(job: dict[str, Any]) -> dict[str, Any]:
     """Pictures and facts of one case. ``job``: ``full`` (the input's path), ``rel``, ``series``,
     ``spec`` (the run's preprocessing), ``dims``, ``nifti`` (the map's path or ``None``),
-    ``identifiers`` (read identifying fields and show paths).
+    ``identifiers`` (read identifying fields and show paths), ``digest`` (the pixels' digest
+    recorded at prediction: an image that no longer matches is not drawn, ``changed`` is set).
 
     Returns ``figures`` (``2d``: image and heat pictures with the width and height in mm; ``3d``:
     three planes and a slice strip), ``meta``, ``identifiers`` and ``notes``; on failure ``error``
@@ -150,6 +151,13 @@ def render_case(job: dict[str, Any]) -> dict[str, Any]:
         return out
     except Exception as exc:  # noqa: BLE001 - one unreadable case must not stop the report
         out["error"] = f"the image could not be read again ({type(exc).__name__})"
+        return out
+    expected = job.get("digest")
+    if expected and img.digest() != expected:  # never a new image beside an old probability
+        out["error"] = ("the image has changed since it was predicted (its pixels or geometry differ from what the "
+                        "model saw): it is not shown, and the probability on this page is not about the image as it "
+                        "is now; predict it again")  # fmt: skip
+        out["changed"] = True
         return out
     out["meta"] = _meta(img)
     smap, why = _read_map(job.get("nifti"), tuple(img.spatial_shape))
