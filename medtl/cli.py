@@ -426,15 +426,16 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
         threshold, rule = threshold_from_csv(args.threshold_from, args.label, args.score, rule=args.threshold_rule,
                                              target=args.target_sensitivity, positive=args.positive)  # fmt: skip
-    from .rundir import mark_complete, output_folder
+    from .outputs import check_destination, mark_complete, output_folder
 
-    with output_folder(args.output, "audit", inputs=[args.predictions, args.threshold_from],
-                       overwrite=args.overwrite) as out:
-        res = audit(args.predictions, args.label, args.score, _split_names(args.groups), threshold=threshold,
-                    threshold_rule=rule, patient=None if args.no_patient else (args.patient or "auto"),
-                    intersections=args.intersections, n_boot=args.n_boot, seed=args.seed,
-                    min_group=args.min_group, min_gap=args.min_gap, positive=args.positive,
-                    **({"age_bins": bins} if bins else {}))  # fmt: skip
+    inputs = [args.predictions, args.threshold_from]
+    check_destination(args.output, inputs=inputs)  # before the bootstrap, not after it
+    res = audit(args.predictions, args.label, args.score, _split_names(args.groups), threshold=threshold,
+                threshold_rule=rule, patient=None if args.no_patient else (args.patient or "auto"),
+                intersections=args.intersections, n_boot=args.n_boot, seed=args.seed,
+                min_group=args.min_group, min_gap=args.min_gap, positive=args.positive,
+                **({"age_bins": bins} if bins else {}))  # fmt: skip
+    with output_folder(args.output, "audit", inputs=inputs, overwrite=args.overwrite) as out:
         res.save(out)
         mark_complete(out, "audit")
     if str(res.settings.get("threshold_rule", "")).startswith("youden on the audited rows"):
