@@ -157,13 +157,18 @@ def read_ledger(folder: str | os.PathLike) -> tuple[set[str], set[str]]:
     trees: set[str] = set()
     if path.is_file():
         for line in path.read_text(encoding="utf-8", errors="replace").split("\n"):
-            if line.startswith("#"):
-                continue
-            if line.endswith("/"):
-                trees.add(line.rstrip("/"))
-            elif line:
-                files.add(line)
+            entry = line.rstrip("/")
+            if line.startswith("#") or not _plain_relative(entry):
+                continue  # an edited ledger names nothing outside its folder
+            (trees if line.endswith("/") else files).add(entry)
     return files, trees
+
+
+def _plain_relative(entry: str) -> bool:
+    """A path below a folder, as medtl records it: relative, no ``..``, no empty or ``.`` part."""
+    parts = entry.split("/")
+    return bool(entry) and not entry.startswith("/") and "\0" not in entry and all(
+        p not in ("", ".", "..") for p in parts)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- atomic writes

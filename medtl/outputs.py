@@ -236,9 +236,12 @@ def _remove_own(folder: Path, *, nested: bool = False) -> None:
     stay, and a folder still holding them keeps its marker. ``nested``: an output inside the one
     being replaced, which goes whole (marker, ledger and lock too) unless verdicts keep it."""
     files, trees = read_ledger(folder)
+    root = _real(folder)
     parents: set[Path] = set()
     for rel in sorted(files - _INFRASTRUCTURE):
         path = folder / rel
+        if not _within(root, path):  # reached through a link that leads out: not this folder's to remove
+            continue
         for leftover in path.parent.glob(f".{_glob_escape(path.name)}.*.tmp") if path.parent.is_dir() else ():
             leftover.unlink(missing_ok=True)
         if path.is_symlink() or path.is_file():
@@ -246,6 +249,8 @@ def _remove_own(folder: Path, *, nested: bool = False) -> None:
         parents.update(p for p in path.parents if folder in p.parents)
     for rel in sorted(trees):
         path = folder / rel
+        if not _within(root, path):
+            continue
         if path.is_symlink():
             path.unlink()
         elif (path / MARKER).is_file():
@@ -266,6 +271,13 @@ def _remove_own(folder: Path, *, nested: bool = False) -> None:
             (folder / name).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             folder.rmdir()
+
+
+def _within(root: Path, path: Path) -> bool:
+    """True when ``path``'s folder, links followed, is ``root`` or below it (the entry itself may
+    be a link: removing a link removes the link only)."""
+    parent = _real(path.parent)
+    return parent == root or root in parent.parents
 
 
 def _glob_escape(name: str) -> str:

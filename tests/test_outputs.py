@@ -371,3 +371,25 @@ def test_every_file_of_every_output_is_recorded_as_medtl_s(report_inputs, report
         assert _not_ours(folder) is None, folder
     assert {"model.pt", "calibration.json", "threshold.json", "ood.npz"} <= read_ledger(run)[0]
     assert {"logs", "tensorboard", "cache"} <= read_ledger(run)[1]
+
+
+def test_an_edited_ledger_cannot_make_overwrite_remove_anything_outside_its_folder(tmp_path):
+    out = tmp_path / "eval"
+    with output_folder(out, "evaluate") as folder:
+        write_json(folder / "metrics.json", {})
+        mark_complete(folder, "evaluate")
+    precious = tmp_path / "precious.txt"
+    precious.write_text("not medtl's")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "data.csv").write_text("a user's table")
+    (out / "link").symlink_to(elsewhere, target_is_directory=True)  # a link out of the folder
+    with pytest.raises(OutputError, match=r"holds link \(medtl did not write it\)"):
+        with output_folder(out, "evaluate", overwrite=True):
+            pass
+    with open(out / ".medtl-files", "a") as fh:  # a hostile edit: the link, paths through it and out of the folder
+        fh.write(f"../precious.txt\n{precious}\nlink\nlink/data.csv\nlink/\n./metrics.json\n")
+    with output_folder(out, "evaluate", overwrite=True):
+        pass
+    assert precious.read_text() == "not medtl's" and (elsewhere / "data.csv").read_text() == "a user's table"
+    assert not (out / "metrics.json").exists() and not (out / "link").exists()  # the link itself, not its target
