@@ -32,8 +32,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_scan(args: argparse.Namespace) -> int:
     from .io import scan
-    from .io.scan import ERROR_COLUMNS, MANIFEST_COLUMNS, check_output_file
+    from .io.scan import ERROR_COLUMNS, MANIFEST_COLUMNS, check_output_file, check_two_targets
 
+    check_two_targets(args.output, args.errors)
     for target, columns in ((args.output, MANIFEST_COLUMNS), (args.errors, ERROR_COLUMNS)):
         if target:  # before a long scan, not after it
             check_output_file(target, args.dir, overwrite=args.overwrite, columns=columns)
@@ -192,6 +193,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       progress=sys.stderr.isatty())  # fmt: skip
     if os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) != "0":
         return 0  # DDP: the other processes trained too; one reports
+    if result.already_complete:
+        print(f"note: {result.run_dir} already holds this run, finished: nothing to do (--restart trains it anew; "
+              "more epochs continue it)")  # fmt: skip
     print(f"Input: {result.channels_rule}")
     what = f"ensemble of {cfg.ensemble}" if cfg.ensemble > 1 else "best"
     epochs = ", ".join(map(str, result.best_epoch)) if isinstance(result.best_epoch, list) else result.best_epoch
@@ -689,11 +693,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_ALIASES = {"predict-merge": "predict merge", "review-import": "review import", "review-export": "review export"}
+
+
 def _how_to_go_on(command: str, exc: BaseException) -> str:
     """After a failed write: that nothing was marked finished, and how to continue."""
-    from .errors import is_fatal
+    from .errors import WriteError
 
-    if not is_fatal(exc):
+    if not (isinstance(exc, WriteError) or isinstance(exc, OSError)):  # an unsafe salt is fatal, but no write
         return ""
     again = {"train": "run the same command again to resume", "predict": "add --resume to the same command"}
     return (f"; the output is not marked finished: free space (or fix the device), then "
@@ -711,6 +718,8 @@ def main(argv: list[str] | None = None) -> int:
         if not argv[i].startswith("-"):
             break
     args = parser.parse_args(argv)
+    if args.command in _ALIASES:  # errors name the command as it was typed
+        args.command = _ALIASES[args.command]
     if not log.handlers:  # medtl's own logger only: other libraries keep their configuration
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))

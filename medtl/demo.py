@@ -197,22 +197,22 @@ def _incoming(out: Path, data: Path) -> Path:
     from PIL import Image as PILImage
     from skimage import data as skdata
 
-    from .files import claim
+    from .files import claim, write_bytes
+
+    def copy(source: str, target: str) -> None:  # each copied file recorded as the demo's own
+        claim(target)
+        shutil.copy2(source, target)
 
     folder = out / "incoming"
-    claim(folder, tree=True)  # the demo's own copy, replaced by the next demo
-    shutil.copytree(data / "cxr", folder / "cxr")
-    broken = folder / BROKEN_FILE
-    broken.parent.mkdir(parents=True)
+    shutil.copytree(data / "cxr", folder / "cxr", copy_function=copy)
     dicoms = sorted(p for p in (data / "cxr").rglob("*") if p.is_file())
     if not dicoms:
         raise ConfigError(data / "cxr", "holds no radiographs to predict: the demo needs sample_data's layout")
-    first = dicoms[0]
-    raw = first.read_bytes()
-    broken.write_bytes(raw[: len(raw) // 2])  # the header survives; the pixel data stops halfway
-    photo = folder / FOREIGN_FILE
-    photo.parent.mkdir(parents=True)
-    PILImage.fromarray(np.asarray(skdata.camera())).save(photo)
+    raw = dicoms[0].read_bytes()
+    write_bytes(folder / BROKEN_FILE, raw[: len(raw) // 2])  # the header survives; the pixel data stops halfway
+    photo = io.BytesIO()
+    PILImage.fromarray(np.asarray(skdata.camera())).save(photo, format="PNG")
+    write_bytes(folder / FOREIGN_FILE, photo.getvalue())
     return folder
 
 

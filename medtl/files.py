@@ -56,6 +56,9 @@ __all__ = [
     "hold",
     "release",
     "adding_to",
+    "settle",
+    "MARKER",
+    "INFRASTRUCTURE",
     "held_folder",
     "read_ledger",
     "now",
@@ -63,9 +66,17 @@ __all__ = [
 
 #: The lock file held while a command writes a folder.
 LOCK = ".medtl.lock"
+#: The file that says which command wrote a folder (:mod:`medtl.outputs`).
+MARKER = "medtl.json"
 #: The ledger of an output folder: one path (relative, ``/``-separated) per line of every file
-#: medtl wrote there; a line ending in ``/`` records a whole sub-folder.
+#: medtl wrote there. A line ending in ``/`` records an output nested in this one (it has its own
+#: ledger); one starting with ``~`` a folder a library writes into (Lightning's logs), whose files
+#: are recorded one by one when the output is finished (:func:`settle`).
 LEDGER = ".medtl-files"
+# each folder's own bookkeeping: never recorded, never a user's
+INFRASTRUCTURE = frozenset({LOCK, LEDGER, MARKER})
+# what atomic writes name their temporary files: `.NAME.medtl-<8 random>.tmp` beside NAME
+TEMPORARY_INFIX = ".medtl-"
 
 # folders this process holds as outputs: resolved path -> the entries already in their ledger
 _HELD: dict[Path, set[str]] = {}
@@ -87,8 +98,14 @@ def _resolved(path: str | os.PathLike) -> Path:
 def hold(folder: str | os.PathLike) -> None:
     """Start recording, in ``folder``'s ledger, every file written into it from this process."""
     root = Path(os.path.realpath(folder))
-    files, trees = read_ledger(root)
-    _HELD[root] = files | {t + "/" for t in trees}
+    ledger = root / LEDGER
+    if ledger.is_file() and ledger.stat().st_size:
+        with open(ledger, "rb+") as fh:  # a line cut by a full disk: the next entry starts on its own
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                fh.write(b"\n")
+    files, trees, pending = read_ledger(root, pending=True)
+    _HELD[root] = files | {t + "/" for t in trees} | {"~" + t + "/" for t in pending}
 
 
 def release(folder: str | os.PathLike) -> None:
@@ -123,20 +140,21 @@ def held_folder(path: str | os.PathLike) -> Path | None:
     return best
 
 
-def claim(path: str | os.PathLike, *, tree: bool = False) -> None:
+def claim(path: str | os.PathLike, *, tree: bool = False, pending: bool = False) -> None:
     """Record ``path`` as written by medtl in the ledger of the output folder holding it (nothing
     when no held folder does). Called before the file is created, so a kill at any moment leaves
-    no file of medtl's unrecorded. ``tree=True`` records a whole sub-folder (Lightning's logs,
-    a cache, an output nested in this one).
+    no file of medtl's unrecorded. ``tree=True`` records an output nested in this one;
+    ``pending=True`` a folder a library writes into, settled file by file at the end.
 
     Raises:
         WriteError: the ledger cannot be written (a full disk).
     """
     target = _resolved(path)
     root = held_folder(target)
-    if root is None or target == root:
+    if root is None or target == root or target.name in INFRASTRUCTURE:  # each output's own bookkeeping
         return
-    entry = target.relative_to(root).as_posix() + ("/" if tree else "")
+    rel = target.relative_to(root).as_posix()
+    entry = f"~{rel}/" if pending else rel + ("/" if tree else "")
     if "\n" in entry:
         raise WriteError(path, "a file name with a line break cannot be recorded")
     seen = _HELD[root]
@@ -150,18 +168,34 @@ def claim(path: str | os.PathLike, *, tree: bool = False) -> None:
     seen.add(entry)
 
 
-def read_ledger(folder: str | os.PathLike) -> tuple[set[str], set[str]]:
-    """``(files, trees)`` a folder's ledger records (empty sets when it has none)."""
+def read_ledger(folder: str | os.PathLike, *, pending: bool = False):
+    """``(files, nested outputs)`` a folder's ledger records, and with ``pending`` the library
+    folders not yet settled as a third set (empty sets when it has no ledger)."""
     path = Path(folder) / LEDGER
     files: set[str] = set()
     trees: set[str] = set()
+    waiting: set[str] = set()
     if path.is_file():
-        for line in path.read_text(encoding="utf-8", errors="replace").split("\n"):
-            entry = line.rstrip("/")
+        # the last line without its newline was cut by a failed write: its file was never made
+        for line in path.read_text(encoding="utf-8", errors="replace").split("\n")[:-1]:
+            entry = line.lstrip("~").rstrip("/")
             if line.startswith("#") or not _plain_relative(entry):
                 continue  # an edited ledger names nothing outside its folder
-            (trees if line.endswith("/") else files).add(entry)
-    return files, trees
+            (waiting if line.startswith("~") else trees if line.endswith("/") else files).add(entry)
+    return (files, trees, waiting) if pending else (files, trees)
+
+
+def settle(folder: str | os.PathLike) -> None:
+    """Record one by one the files that libraries wrote into ``folder``'s pending sub-folders
+    (Lightning's logs): from now on a file added there is a user's, never removed by medtl."""
+    folder = Path(folder)
+    _, _, waiting = read_ledger(folder, pending=True)
+    for rel in sorted(waiting):
+        top = folder / rel
+        if top.is_dir() and not top.is_symlink():
+            for dirpath, _, names in os.walk(top):
+                for name in sorted(names):
+                    claim(Path(dirpath) / name)
 
 
 def _plain_relative(entry: str) -> bool:
@@ -192,7 +226,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         claim(path)
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TEMPORARY_INFIX}", suffix=".tmp")
         share_like_open(fd)
         os.close(fd)
         tmp = Path(name)
@@ -337,12 +371,15 @@ def _plain(value: Any) -> Any:
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` atomically (weights, checkpoints)."""
+    """``torch.save`` atomically (weights, checkpoints). Serialised in memory first: torch's own
+    writer reports a full disk as an opaque ``RuntimeError``, the file system as ``ENOSPC``."""
+    import io
+
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-    return Path(path)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return write_bytes(path, buffer.getvalue())
 
 
 # ----------------------------------------------------------------------------- one writer at a time

@@ -31,7 +31,7 @@ This module imports neither torch nor Lightning.
 ...     _ = write_json(out / "metrics.json", {"auroc": 0.9})
 ...     mark_complete(out, "evaluate")
 >>> describe(out)["command"], describe(out)["complete"], sorted(read_ledger(out)[0])
-('evaluate', True, ['medtl.json', 'metrics.json'])
+('evaluate', True, ['metrics.json'])
 """
 
 from __future__ import annotations
@@ -47,7 +47,22 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import OutputError
-from .files import LEDGER, LOCK, RunLock, claim, held_folder, hold, now, read_ledger, release, write_json
+from .files import (
+    INFRASTRUCTURE,
+    LEDGER,
+    LOCK,
+    MARKER,
+    TEMPORARY_INFIX,
+    RunLock,
+    claim,
+    held_folder,
+    hold,
+    now,
+    read_ledger,
+    release,
+    settle,
+    write_json,
+)
 
 __all__ = [
     "MARKER",
@@ -58,13 +73,12 @@ __all__ = [
     "what",
     "output_folder",
     "check_destination",
+    "check_not_reading",
     "mark_complete",
     "check_output_file",
     "csv_with_header",
 ]
 
-#: The file that says which command wrote a folder.
-MARKER = "medtl.json"
 # Commands whose output is a run directory (evaluate, explain, predict and report only read runs).
 RUN_COMMANDS = ("train", "adapt")
 # Commands whose unfinished output holds finished work: it is resumed (--resume), never cleared unasked.
@@ -74,11 +88,11 @@ REPEATABLE_COMMANDS = ("demo",)
 #: Files that no ``--overwrite`` deletes: reviewers' verdicts are data, not output. A report rebuilt
 #: in place keeps them; any other command refuses a folder holding them.
 KEPT_FILES = frozenset({"verdicts.sqlite", "verdicts.sqlite-wal", "verdicts.sqlite-shm", "verdicts.sqlite-journal"})
-_INFRASTRUCTURE = frozenset({MARKER, LEDGER, LOCK})
+_INFRASTRUCTURE = INFRASTRUCTURE
 # first line of the ledger of an output an older medtl began (resumed since): what it wrote is unknown
 _UNRECORDED = "# begun by a medtl that did not record its files"
-# what atomic writes leave behind when killed: `.NAME.<8 random>.tmp` beside NAME
-_TEMPORARY = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")
+# what atomic writes leave behind when killed: `.NAME.medtl-<8 random>.tmp` beside NAME
+_TEMPORARY = re.compile(rf"\.(?P<name>.+){re.escape(TEMPORARY_INFIX)}[a-z0-9_]{{8}}\.tmp")
 
 
 # ----------------------------------------------------------------------------- what a folder is
@@ -126,7 +140,7 @@ def what(found: dict[str, Any]) -> str:
     >>> what({"command": "report", "complete": True})
     'a finished `medtl report` output'
     """
-    command = found.get("command", "unknown")
+    command = {"predict-merge": "predict merge"}.get(found.get("command", "unknown"), found.get("command", "unknown"))
     state = "a finished" if found.get("complete") else "an unfinished"
     return f"{state} run (medtl {command})" if command in RUN_COMMANDS else f"{state} `medtl {command}` output"
 
@@ -181,6 +195,25 @@ def check_destination(folder: str | os.PathLike, *, inputs: Iterable[str | os.Pa
     _check_enclosing(folder)
 
 
+def check_not_reading(folder: str | os.PathLike, paths: Iterable[str | os.PathLike]) -> None:
+    """Refuse an output that a command would also read from: an input reached through a link
+    that leads into ``folder`` (a scan follows linked folders).
+
+    Raises:
+        OutputError: one of ``paths``, links followed, lies inside ``folder``.
+    """
+    target = _real(folder)
+    if not target.is_dir():
+        return  # a new folder holds nothing yet
+    for path in paths:
+        if os.fspath(path).startswith("npz://"):
+            continue
+        real = _real(path)
+        if real == target or target in real.parents:
+            raise OutputError(folder, f"is read as an input too: {path} leads into it (a link in an input folder?); "
+                              "give an output the inputs do not reach")  # fmt: skip
+
+
 def _check_writable(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -200,12 +233,15 @@ def _is_temporary_of(rel: str, files: set[str]) -> bool:
 def _not_ours(folder: Path) -> tuple[str, str] | None:
     """The first thing in ``folder`` that its ledger does not record as medtl's: ``(path relative
     to folder, why)``, or ``None`` when everything there is medtl's. Outputs nested in it are
-    checked against their own ledgers."""
+    checked against their own ledgers; a library's folder (Lightning's logs) is the output's whole
+    only while the output is unfinished (a killed run's last files), file by file once finished."""
     ledger = folder / LEDGER
     if not ledger.is_file() or ledger.read_text(encoding="utf-8", errors="replace").startswith(_UNRECORDED):
         return (LEDGER, "missing: written by a medtl that did not record its files, so they cannot be told from "
                 "yours; delete what you no longer need yourself")  # fmt: skip
-    files, trees = read_ledger(folder)
+    files, nested, pending = read_ledger(folder, pending=True)
+    if (describe(folder) or {}).get("complete"):
+        pending = set()
     for dirpath, dirnames, filenames in os.walk(folder):
         here = Path(dirpath)
         rel_dir = here.relative_to(folder).as_posix()
@@ -215,11 +251,13 @@ def _not_ours(folder: Path) -> tuple[str, str] | None:
             if path.is_symlink():  # a link to a folder is judged like a file: medtl's only if recorded
                 dirnames.remove(name)
                 filenames.append(name)
-            elif rel in trees:
+            elif rel in nested and (path / MARKER).is_file():
                 dirnames.remove(name)
-                inner = _not_ours(path) if (path / MARKER).is_file() else None
+                inner = _not_ours(path)
                 if inner is not None:
                     return (f"{rel}/{inner[0]}", inner[1])
+            elif rel in pending:
+                dirnames.remove(name)
             elif (found := describe(path)) is not None:
                 return (rel + "/", f"{what(found)} that this one did not write")
         for name in sorted(filenames):
@@ -232,34 +270,35 @@ def _not_ours(folder: Path) -> tuple[str, str] | None:
 
 
 def _remove_own(folder: Path, *, nested: bool = False) -> None:
-    """Remove every file ``folder``'s ledger records (and the folders they leave empty); verdicts
-    stay, and a folder still holding them keeps its marker. ``nested``: an output inside the one
-    being replaced, which goes whole (marker, ledger and lock too) unless verdicts keep it."""
-    files, trees = read_ledger(folder)
+    """Remove every file ``folder``'s ledger records (and the folders they leave empty); reviewers'
+    verdicts stay wherever they are, and a folder still holding them keeps its marker. Outputs
+    nested in it go first, each by its own ledger. ``nested``: this is such an output, which goes
+    whole (marker, ledger and lock too) unless verdicts keep it."""
+    files, trees, pending = read_ledger(folder, pending=True)
+    unfinished = not (describe(folder) or {}).get("complete")
     root = _real(folder)
-    parents: set[Path] = set()
+    emptied: set[Path] = set()
+    for rel in sorted(trees):  # nested outputs first: their markers say what they are
+        path = folder / rel
+        if _within(root, path) and not path.is_symlink() and (path / MARKER).is_file():
+            _remove_own(path, nested=True)
+            emptied.add(path)
     for rel in sorted(files - _INFRASTRUCTURE):
         path = folder / rel
-        if not _within(root, path):  # reached through a link that leads out: not this folder's to remove
+        if path.name in KEPT_FILES or not _within(root, path):  # verdicts; a link that leads out
             continue
-        for leftover in path.parent.glob(f".{_glob_escape(path.name)}.*.tmp") if path.parent.is_dir() else ():
+        for leftover in path.parent.glob(f".{_glob_escape(path.name)}{TEMPORARY_INFIX}*.tmp") if path.parent.is_dir() else ():
             leftover.unlink(missing_ok=True)
         if path.is_symlink() or path.is_file():
             path.unlink()
-        parents.update(p for p in path.parents if folder in p.parents)
-    for rel in sorted(trees):
+        emptied.add(path.parent)
+    for rel in sorted(pending):  # a killed run's library folders: theirs whole, as _not_ours judged
         path = folder / rel
-        if not _within(root, path):
-            continue
-        if path.is_symlink():
-            path.unlink()
-        elif (path / MARKER).is_file():
-            _remove_own(path, nested=True)
-        elif path.is_dir():
+        if unfinished and _within(root, path) and path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
-        parents.update(p for p in path.parents if folder in p.parents)
-        parents.add(path)
-    for path in sorted(parents, key=lambda p: len(p.parts), reverse=True):
+        emptied.add(path)
+    for path in sorted({p for e in emptied for p in (e, *e.parents) if folder in p.parents},
+                       key=lambda p: len(p.parts), reverse=True):  # fmt: skip
         with contextlib.suppress(OSError):
             path.rmdir()  # only when empty: a folder a user made files in stays
     kept = any(n in KEPT_FILES for n in os.listdir(folder))
@@ -287,7 +326,7 @@ def _glob_escape(name: str) -> str:
     return glob.escape(name)
 
 
-def _prepare(folder: Path, command: str, overwrite: bool, resume: bool) -> None:
+def _prepare(folder: Path, command: str, overwrite: bool, resume: bool, restart: bool = False) -> None:
     """The checks and the clean-up of :func:`output_folder`, under its lock."""
     found = describe(folder)
     if found is None:
@@ -312,7 +351,8 @@ def _prepare(folder: Path, command: str, overwrite: bool, resume: bool) -> None:
         # keep, and refusing it would block the corrected command; a run is resumed instead (above)
         same = found.get("command") == command
         unfinished = same and not found.get("complete")
-        retry = (unfinished and command not in RESUMABLE_COMMANDS) or (same and command in REPEATABLE_COMMANDS)
+        retry = (unfinished and command not in RESUMABLE_COMMANDS) or (same and (restart or command in
+                                                                               REPEATABLE_COMMANDS))  # fmt: skip
         if not (overwrite or retry):
             hint = "--resume to finish it, " if unfinished and command in RESUMABLE_COMMANDS else ""
             raise OutputError(folder, f"already holds {what(found)}; pass {hint}--overwrite to replace it (medtl "
@@ -339,6 +379,7 @@ def output_folder(
     inputs: Iterable[str | os.PathLike | None] = (),
     overwrite: bool = False,
     resume: bool = False,
+    restart: bool = False,
 ) -> Iterator[Path]:
     """Hold ``folder`` for ``command``'s output: refuse what must not be written, lock it, remove
     the earlier output's own files when told to, record every file written into it, and mark it
@@ -354,6 +395,8 @@ def output_folder(
             unless ``command`` writes runs): exactly the files it recorded are removed.
         resume: keep output of the same command in place (``train`` continuing its run,
             ``predict --resume``; the caller checks that the job matches).
+        restart: replace an earlier output of the same command (``train --restart``), and only
+            that: another command's output still needs ``overwrite``.
 
     Raises:
         OutputError: ``folder`` is a file or cannot be written; it is, holds or sits inside an
@@ -380,7 +423,7 @@ def output_folder(
     _check_writable(folder)
     with RunLock(folder, command):
         try:
-            _prepare(folder, command, overwrite, resume)
+            _prepare(folder, command, overwrite, resume, restart)
             hold(folder)
             yield folder
         finally:
@@ -391,6 +434,7 @@ def mark_complete(folder: str | os.PathLike, command: str, **extra: Any) -> None
     """Record in ``medtl.json`` that ``command`` finished writing ``folder`` (``extra`` is added).
     Call it last: a write that fails before it leaves the output unfinished."""
     folder = Path(folder)
+    settle(folder)  # Lightning's log files, one by one: a file added there later is a user's
     record = describe(folder) or {}
     record.update(command=command, complete=True, finished=now(), medtl_version=_version(), **extra)
     record.setdefault("argv", _argv())

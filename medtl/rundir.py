@@ -70,6 +70,7 @@ __all__ = [
     "read_spec",
     "read_json",
     "weights_digest",
+    "decision_digest",
     "KEPT_FILES",
 ]
 
@@ -168,6 +169,27 @@ def weights_digest(run_dir: str | os.PathLike) -> str:
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
+    return h.hexdigest()[:16]
+
+
+#: The files that decide what a run answers besides its weights: a prediction made before any of
+#: them changed (``medtl calibrate-ood --overwrite``) is not the run's answer now.
+DECISION_FILES = ("preprocess.json", "labels.json", "calibration.json", "threshold.json", "ood.npz")
+
+
+def decision_digest(run_dir: str | os.PathLike) -> str:
+    """The first 16 hex digits of a SHA-256 over the run's weights and :data:`DECISION_FILES`
+    (a file that is absent counts as absent): equal digests, equal answers.
+
+    Raises:
+        ConfigError: the run holds no ``model.pt``.
+    """
+    run_dir = Path(run_dir)
+    h = hashlib.sha256(weights_digest(run_dir).encode())
+    for name in DECISION_FILES:
+        path = run_dir / name
+        h.update(f"\n{name}\n".encode())
+        h.update(path.read_bytes() if path.is_file() else b"<absent>")
     return h.hexdigest()[:16]
 
 

@@ -1,43 +1,17 @@
-"""No command destroys a user's files, or calls a stale or failed job done (docs/runs.md, "Output
-folders"): what ``--overwrite`` may remove, where an output may go, when a job is finished, and that
-a report never shows an image other than the one that was predicted."""
+"""No command destroys a user's files (docs/runs.md, "Output folders: the rule"): what ``--overwrite``
+may remove, where an output may go, and what a single-file output may replace."""
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import shutil
-import subprocess
-from pathlib import Path
 
-import numpy as np
-import pydicom
 import pytest
+from output_helpers import SAMPLE, cli, predict_args, tree
 
-import medtl.files as files
-from medtl.cli import main
-from medtl.errors import ConfigError, NoInputError, OutputError
+from medtl.errors import OutputError
 from medtl.files import read_ledger, write_json
 from medtl.outputs import describe, mark_complete, output_folder
-
-SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
-
-
-def _cli(capsys, *args) -> tuple[int, str]:
-    code = main([os.fspath(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.err
-
-
-def _tree(folder: Path) -> dict[str, bytes]:
-    """Every file under ``folder`` and its bytes (the lock file aside: it is rewritten by every try)."""
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != ".medtl.lock"}  # fmt: skip
-
-
-def _predict(run, archive, out, *extra) -> list[str]:
-    return ["predict", run, archive, "-o", out, "--batch-size", "4", "--workers", "0", *extra]
 
 
 # ----------------------------------------------------------------------------- the rule itself
@@ -49,7 +23,7 @@ def test_a_folder_of_files_medtl_did_not_write_is_refused_with_overwrite_too(tmp
         with pytest.raises(OutputError, match=r"holds files medtl did not write \(notes.txt\)"):
             with output_folder(mine, "evaluate", overwrite=overwrite):
                 pass
-    assert _tree(mine) == {"notes.txt": b"three months of notes"}
+    assert tree(mine) == {"notes.txt": b"three months of notes"}
 
 
 def test_overwrite_removes_exactly_the_files_the_output_recorded(tmp_path):
@@ -58,8 +32,8 @@ def test_overwrite_removes_exactly_the_files_the_output_recorded(tmp_path):
         write_json(folder / "metrics.json", {"auroc": 0.9})
         write_json(folder / "plots" / "roc.json", {})
         mark_complete(folder, "evaluate")
-    assert read_ledger(out)[0] == {"medtl.json", "metrics.json", "plots/roc.json"}
-    (out / ".metrics.json.k3j4h5g6.tmp").write_text("torn by a kill")  # an atomic write's leftover is medtl's
+    assert read_ledger(out)[0] == {"metrics.json", "plots/roc.json"}
+    (out / ".metrics.json.medtl-k3j4h5g6.tmp").write_text("torn by a kill")  # an atomic write's leftover is medtl's
     with output_folder(out, "evaluate", overwrite=True) as folder:
         assert sorted(p.name for p in folder.iterdir()) == [".medtl-files", ".medtl.lock", "medtl.json"]
         write_json(folder / "metrics.json", {"auroc": 0.8})
@@ -82,7 +56,7 @@ def test_an_output_of_an_older_medtl_without_a_ledger_is_never_emptied(tmp_path)
     with pytest.raises(OutputError, match="did not record its files"):
         with output_folder(old, "evaluate", overwrite=True):
             pass
-    assert sorted(_tree(old)) == ["medtl.json", "metrics.json", "notes.txt"]
+    assert sorted(tree(old)) == ["medtl.json", "metrics.json", "notes.txt"]
 
 
 # ----------------------------------------------------------------------------- every command
@@ -91,13 +65,13 @@ def test_explain_into_its_own_input_folder_is_refused_and_the_images_stay(report
     data = tmp_path / "data"
     shutil.copytree(SAMPLE / "cxr" / "p001", data)
     (data / "notes.txt").write_text("reading notes")
-    before = _tree(data)
+    before = tree(data)
     for extra in ([], ["--overwrite"]):
-        code, err = _cli(capsys, "explain", run, data, "-o", data, *extra)
+        code, err = cli(capsys, "explain", run, data, "-o", data, *extra)
         assert code == 1 and "is an input of this command" in err and err.count("\n") == 1
-    code, err = _cli(capsys, "explain", run, data, "-o", data / "maps")
+    code, err = cli(capsys, "explain", run, data, "-o", data / "maps")
     assert code == 1 and "sits inside the input" in err
-    assert _tree(data) == before
+    assert tree(data) == before
 
 
 def test_no_command_writes_into_a_run_a_folder_of_runs_or_user_files(report_inputs, tmp_path, capsys):
@@ -112,13 +86,13 @@ def test_no_command_writes_into_a_run_a_folder_of_runs_or_user_files(report_inpu
               runs / "a" / "checkpoints": "sits inside a finished run (medtl train)",
               runs / "a": "never writes into a run's own files"}  # fmt: skip
     for target, needle in checks.items():
-        before = _tree(target)
+        before = tree(target)
         for extra in ([], ["--overwrite"]):
-            code, err = _cli(capsys, *_predict(run, archive, target, *extra))
+            code, err = cli(capsys, *predict_args(run, archive, target, *extra))
             assert code == 1 and needle in err, err
-            code, err = _cli(capsys, "explain", run, archive, "-o", target, *extra)
+            code, err = cli(capsys, "explain", run, archive, "-o", target, *extra)
             assert code == 1 and needle in err, err
-        assert _tree(target) == before
+        assert tree(target) == before
 
 
 def test_overwrite_of_predictions_holding_a_report_with_verdicts_is_refused(report_inputs, report_folder, tmp_path,
@@ -128,11 +102,11 @@ def test_overwrite_of_predictions_holding_a_report_with_verdicts_is_refused(repo
     shutil.copytree(predictions, pred)
     shutil.copytree(report_folder, pred / "report")  # where an older medtl let a report go
     (pred / "report" / "verdicts.sqlite").write_bytes(b"SQLite format 3\x00 two weeks of reading")
-    before = _tree(pred)
-    code, err = _cli(capsys, *_predict(run, archive, pred, "--overwrite"))
+    before = tree(pred)
+    code, err = cli(capsys, *predict_args(run, archive, pred, "--overwrite"))
     assert code == 1 and "holds report/ (a finished `medtl report` output that this one did not write)" in err
-    assert _tree(pred) == before
-    code, err = _cli(capsys, "report", run, predictions, "-o", predictions / "report")
+    assert tree(pred) == before
+    code, err = cli(capsys, "report", run, predictions, "-o", predictions / "report")
     assert code == 1 and "sits inside the input" in err and not (predictions / "report").exists()
 
 
@@ -146,219 +120,35 @@ def test_a_single_file_output_never_replaces_what_medtl_reads(report_inputs, rep
         store.record("case-key", "dr_lee", "agree", comment="as I read it")
     labelled = tmp_path / "labels.csv"
     labelled.write_text("path,label\ncxr/p001/IM000101,1\n")
-    before = {**{f"r/{k}": v for k, v in _tree(report).items()}, "labels": labelled.read_bytes()}
+    before = {**{f"r/{k}": v for k, v in tree(report).items()}, "labels": labelled.read_bytes()}
     for target, needle in ((report / "verdicts.sqlite", "sits inside the input"),
                            (report / "export.csv", "sits inside the input"),
                            (run / "verdicts.csv", "sits inside a finished run"),
                            (labelled, "exists: pass --overwrite")):  # fmt: skip
-        code, err = _cli(capsys, "review", "export", report, "-o", target)
+        code, err = cli(capsys, "review", "export", report, "-o", target)
         assert code == 1 and needle in err, err
-    code, err = _cli(capsys, "review", "export", report, "-o", labelled, "--overwrite")
+    code, err = cli(capsys, "review", "export", report, "-o", labelled, "--overwrite")
     assert code == 1 and "is a CSV with other columns (path, label ...)" in err
-    code, err = _cli(capsys, "scan", SAMPLE / "cxr" / "p001", "-o", labelled, "--overwrite")
+    code, err = cli(capsys, "scan", SAMPLE / "cxr" / "p001", "-o", labelled, "--overwrite")
     assert code == 1 and "is a CSV with other columns" in err
-    assert {**{f"r/{k}": v for k, v in _tree(report).items()}, "labels": labelled.read_bytes()} == before
+    assert {**{f"r/{k}": v for k, v in tree(report).items()}, "labels": labelled.read_bytes()} == before
     # an earlier file of its own kind is replaced when asked
     export = tmp_path / "verdicts.csv"
-    assert _cli(capsys, "review", "export", report, "-o", export)[0] == 0
-    assert _cli(capsys, "review", "export", report, "-o", export)[0] == 1
-    assert _cli(capsys, "review", "export", report, "-o", export, "--overwrite")[0] == 0
+    assert cli(capsys, "review", "export", report, "-o", export)[0] == 0
+    assert cli(capsys, "review", "export", report, "-o", export)[0] == 1
+    assert cli(capsys, "review", "export", report, "-o", export, "--overwrite")[0] == 0
 
 
 def test_scan_writes_its_manifest_outside_the_scanned_folder_and_replaces_only_its_own(tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(SAMPLE / "cxr" / "p001", data)
-    code, err = _cli(capsys, "scan", data, "-o", data / "manifest.csv")
+    code, err = cli(capsys, "scan", data, "-o", data / "manifest.csv")
     assert code == 1 and "sits inside the input" in err and not (data / "manifest.csv").exists()
     manifest = tmp_path / "manifest.csv"
-    assert _cli(capsys, "scan", data, "-o", manifest)[0] == 0
-    code, err = _cli(capsys, "scan", data, "-o", manifest)
+    assert cli(capsys, "scan", data, "-o", manifest)[0] == 0
+    code, err = cli(capsys, "scan", data, "-o", manifest)
     assert code == 1 and "exists: pass --overwrite" in err
-    assert _cli(capsys, "scan", data, "-o", manifest, "--overwrite")[0] == 0
-
-
-# ----------------------------------------------------------------------------- finished means this job
-def test_resume_of_a_finished_job_must_be_the_whole_same_job(report_inputs, tmp_path, capsys):
-    run = report_inputs[0]
-    archive = tmp_path / "archive"
-    shutil.copytree(report_inputs[1], archive)
-    out = tmp_path / "pred"
-    assert _cli(capsys, *_predict(run, archive, out))[0] == 0
-    finished = _tree(out)
-    capsys.readouterr()
-    assert main([os.fspath(a) for a in _predict(run, archive, out, "--resume")]) == 0
-    assert "already complete: nothing to do" in capsys.readouterr().out
-    other = tmp_path / "other-archive"
-    shutil.copytree(archive, other)
-    changes = {("--batch-size", "8"): "another --batch-size", ("--saliency", "gradcam"): "another --saliency",
-               ("--redact-paths",): "another --redact-paths", ("--shard", "0/2"): "another --shard"}  # fmt: skip
-    for extra, needle in changes.items():
-        args = _predict(run, archive, out, "--resume")
-        args = args[:5] + ["--batch-size", extra[1]] + args[7:] if extra[0] == "--batch-size" else args + list(extra)
-        code, err = _cli(capsys, *args)
-        assert code == 1 and needle in err and "finished job" in err, (extra, err)
-    code, err = _cli(capsys, *_predict(run, other, out, "--resume"))
-    assert code == 1 and "another input folder" in err
-    dicom = next(archive.rglob("IM*"))
-    dicom.write_bytes(dicom.read_bytes() + b"\0")  # edited in place: same names, same count
-    code, err = _cli(capsys, *_predict(run, archive, out, "--resume"))
-    assert code == 1 and "inputs that have changed since" in err
-    assert _tree(out) == finished and describe(out)["complete"]
-
-
-def _fail_writes_after(monkeypatch, n: int) -> None:
-    """Every write after the ``n``-th fails as a full disk does."""
-    real, calls = files._write_all, {"n": 0}
-
-    def write(fh, data):
-        calls["n"] += 1
-        if calls["n"] > n:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real(fh, data)
-
-    monkeypatch.setattr(files, "_write_all", write)
-
-
-@pytest.mark.parametrize("saliency", [None, "gradcam"])
-def test_a_full_disk_stops_predict_unfinished_and_resume_finishes_it(report_inputs, tmp_path, capsys, monkeypatch,
-                                                                     saliency):  # fmt: skip
-    run, archive = report_inputs[:2]
-    extra = ["--saliency", saliency] if saliency else []
-    reference = tmp_path / "reference"
-    assert _cli(capsys, *_predict(run, archive, reference, *extra))[0] == 0
-    out = tmp_path / "pred"
-    with monkeypatch.context() as m:
-        _fail_writes_after(m, 12)
-        code, err = _cli(capsys, *_predict(run, archive, out, *extra))
-    assert code == 1 and "No space left on device" in err and "add --resume to the same command" in err
-    assert err.count("\n") == 1 and "Traceback" not in err and "internal error" not in err
-    assert not describe(out)["complete"] and not (out / "summary.json").exists()
-    assert _cli(capsys, *_predict(run, archive, out, "--resume", *extra))[0] == 0
-    assert (out / "predictions.csv").read_bytes() == (reference / "predictions.csv").read_bytes()
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["counts"]["saliency_failed"] == 0 and describe(out)["complete"]
-
-
-@pytest.mark.parametrize("command", ["explain", "report", "evaluate"])
-def test_a_full_disk_leaves_every_other_output_unfinished_too(report_inputs, tmp_path, capsys, monkeypatch, command):
-    run, archive, predictions = report_inputs[:3]
-    args = {"explain": ["explain", run, archive], "report": ["report", run, predictions],
-            "evaluate": ["evaluate", run, SAMPLE / "cxr.csv", "--n-boot", "20"]}[command]  # fmt: skip
-    out = tmp_path / command
-    with monkeypatch.context() as m:
-        _fail_writes_after(m, 3)
-        code, err = _cli(capsys, *args, "-o", out)
-    assert code == 1 and "No space left on device" in err and "run the same command again" in err
-    assert not describe(out)["complete"]
-    assert _cli(capsys, *args, "-o", out)[0] == 0 and describe(out)["complete"]  # the retry needs no --overwrite
-
-
-def _mount_tmpfs(where: Path, size: str) -> bool:
-    where.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", os.fspath(where)],
-                          capture_output=True).returncode == 0  # fmt: skip
-
-
-def test_a_real_full_disk_during_predict_with_maps(report_inputs, tmp_path, capsys):
-    run, archive = report_inputs[:2]
-    reference = tmp_path / "reference"
-    assert _cli(capsys, *_predict(run, archive, reference, "--saliency", "gradcam"))[0] == 0
-    need = sum(p.stat().st_size for p in reference.rglob("*") if p.is_file())
-    disk = tmp_path / "disk"
-    if os.geteuid() != 0 or not _mount_tmpfs(disk, str(need // 2)):
-        pytest.skip("mounting a small tmpfs needs root (CAP_SYS_ADMIN); the patched-write test covers the rest")
-    try:
-        code, err = _cli(capsys, *_predict(run, archive, disk / "pred", "--saliency", "gradcam"))
-        assert code == 1 and "No space left on device" in err and "--resume" in err
-        assert not describe(disk / "pred")["complete"]
-        subprocess.run(["mount", "-o", f"remount,size={need * 4}", os.fspath(disk)], check=True)  # space freed
-        assert _cli(capsys, *_predict(run, archive, disk / "pred", "--saliency", "gradcam", "--resume"))[0] == 0
-        assert (disk / "pred" / "predictions.csv").read_bytes() == (reference / "predictions.csv").read_bytes()
-    finally:
-        subprocess.run(["umount", os.fspath(disk)], capture_output=True)
-
-
-@pytest.mark.parametrize("content", ["empty", "no images", "only broken files"])
-def test_an_input_without_a_usable_image_is_an_error_in_every_command(report_inputs, tmp_path, capsys, content):
-    run = report_inputs[0]
-    data = tmp_path / "in"
-    data.mkdir()
-    if content == "no images":
-        (data / "notes.txt").write_text("not an image")
-        (data / "labels.csv").write_text("path,label\n")
-    elif content == "only broken files":
-        (data / "IM1.dcm").write_bytes(b"DICM but not really" * 10)
-    why = {"empty": "holds no files", "no images": "2 skipped as not images (labels.csv, notes.txt)",
-           "only broken files": "1 unreadable (e.g. IM1.dcm"}[content]  # fmt: skip
-    for args in (_predict(run, data, tmp_path / "pred"), ["explain", run, data, "-o", tmp_path / "explain"],
-                 ["scan", data, "-o", tmp_path / "manifest.csv"]):  # fmt: skip
-        code, err = _cli(capsys, *args)
-        assert code == 1 and why in err and err.count("\n") == 1, (args[0], err)
-    for name in ("pred", "explain", "manifest.csv"):
-        assert not (tmp_path / name).exists()  # nothing that looks like a result
-
-
-def test_an_input_nothing_of_which_can_be_predicted_leaves_the_output_unfinished(tmp_path, capsys):
-    from report_setup import train_run
-
-    from medtl.predict import predict_folder
-
-    run = train_run(tmp_path)  # a 2D run
-    data = tmp_path / "ct"
-    shutil.copytree(SAMPLE / "ct" / "p101", data)  # a 3D series only: it reads, but the run cannot take it
-    with pytest.raises(NoInputError, match="none of its 1 input"):
-        predict_folder(run, data, tmp_path / "pred", workers=0)
-    assert not describe(tmp_path / "pred")["complete"]
-
-
-# ----------------------------------------------------------------------------- the image that was predicted
-def test_the_report_never_shows_an_image_changed_since_prediction(report_inputs, tmp_path):
-    from medtl.predict import predict_folder
-    from medtl.report import build_report
-
-    run = report_inputs[0]
-    archive = tmp_path / "archive"
-    shutil.copytree(report_inputs[1], archive)
-    pred = tmp_path / "pred"
-    predict_folder(run, archive, pred, batch_size=4, workers=0)
-    target = archive / "cxr" / "p001" / "IM000101"
-    ds = pydicom.dcmread(target)
-    ds.PixelData = np.zeros_like(ds.pixel_array).tobytes()  # zeroed after prediction
-    ds.save_as(target)
-    record = build_report(run, pred, tmp_path / "report", workers=0)
-    assert record["counts"]["changed"] == 1 and any("changed since they were predicted" in n for n in record["notes"])
-    rows = {r["path"]: r for r in __import__("csv").DictReader(open(pred / "predictions.csv"))}
-    page = (tmp_path / "report" / "cases" / f"{rows['cxr/p001/IM000101']['key']}.html").read_text()
-    assert "has changed since it was predicted" in page and "case-image" not in page
-    other = (tmp_path / "report" / "cases" / f"{rows['cxr/p002/IM000102.dcm']['key']}.html").read_text()
-    assert "case-image" in other and "changed since" not in other
-    assert "image changed since prediction" in (tmp_path / "report" / "index.html").read_text()
-    with pytest.raises(ConfigError, match="no such file or folder .--input."):
-        build_report(run, pred, tmp_path / "report2", input_dir=tmp_path / "archvie", workers=0)
-    with pytest.raises(ConfigError, match="holds none of the .* predicted images"):
-        build_report(run, pred, tmp_path / "report3", input_dir=SAMPLE / "ct", workers=0)
-
-
-# ----------------------------------------------------------------------------- explain's own mistakes
-def test_explain_refuses_a_run_folder_and_a_split_of_a_folder(report_inputs, tmp_path, capsys):
-    run, archive = report_inputs[:2]
-    code, err = _cli(capsys, "explain", run, archive, "-o", run / "explain")
-    assert code == 1 and "sits inside" in err and not (run / "explain").exists()
-    code, err = _cli(capsys, "explain", run, archive, "--split", "test", "-o", tmp_path / "e")
-    assert code == 1 and "--split test chooses rows of a manifest" in err and not (tmp_path / "e").exists()
-
-
-def test_one_image_has_one_key_in_predict_explain_and_the_report(report_inputs, tmp_path):
-    from medtl.explain import explain
-    from medtl.predict import predict_folder
-
-    run, archive = report_inputs[:2]
-    predict_folder(run, archive, tmp_path / "pred", workers=0, redact_paths=True)
-    result = explain(run, [archive], tmp_path / "explain", redact_paths=True, deletion_samples=0)
-    predicted = {r["key"] for r in __import__("csv").DictReader(open(tmp_path / "pred" / "predictions.csv"))}
-    explained = {r["input"] for r in result["inputs"]}
-    assert explained == predicted and len(predicted) >= 7
-    assert not any("/" in key for key in explained)  # keys, not paths
+    assert cli(capsys, "scan", data, "-o", manifest, "--overwrite")[0] == 0
 
 
 def test_every_file_of_every_output_is_recorded_as_medtl_s(report_inputs, report_folder):
@@ -369,8 +159,10 @@ def test_every_file_of_every_output_is_recorded_as_medtl_s(report_inputs, report
     run, _, predictions, evaluation, explanation = report_inputs
     for folder in (run, predictions, evaluation, explanation, report_folder):
         assert _not_ours(folder) is None, folder
-    assert {"model.pt", "calibration.json", "threshold.json", "ood.npz"} <= read_ledger(run)[0]
-    assert {"logs", "tensorboard", "cache"} <= read_ledger(run)[1]
+    recorded = read_ledger(run)[0]
+    assert {"model.pt", "calibration.json", "threshold.json", "ood.npz", "checkpoints/last.ckpt"} <= recorded
+    for library in ("logs/", "tensorboard/", "cache/"):  # Lightning's and MONAI's files, one by one
+        assert any(f.startswith(library) for f in recorded), library
 
 
 def test_an_edited_ledger_cannot_make_overwrite_remove_anything_outside_its_folder(tmp_path):
@@ -393,3 +185,145 @@ def test_an_edited_ledger_cannot_make_overwrite_remove_anything_outside_its_fold
         pass
     assert precious.read_text() == "not medtl's" and (elsewhere / "data.csv").read_text() == "a user's table"
     assert not (out / "metrics.json").exists() and not (out / "link").exists()  # the link itself, not its target
+
+
+# ----------------------------------------------------------------------------- found by a hostile probe
+def test_replacing_an_output_keeps_the_verdicts_and_user_files_of_the_outputs_nested_in_it(tmp_path):
+    def demo(notes: bool = False) -> None:
+        with output_folder(tmp_path / "demo", "demo") as held:
+            with output_folder(held / "report", "report", overwrite=True) as report:
+                write_json(report / "report.json", {})
+                mark_complete(report, "report")
+            mark_complete(held, "demo")
+
+    demo()
+    (tmp_path / "demo" / "report" / "verdicts.sqlite").write_bytes(b"SQLite format 3\x00 two weeks of reading")
+    assert "report/medtl.json" not in read_ledger(tmp_path / "demo")[0]  # a nested marker is the nested output's
+    demo()  # a second demo: the report is rebuilt, its verdicts stay
+    assert (tmp_path / "demo" / "report" / "verdicts.sqlite").read_bytes().endswith(b"two weeks of reading")
+    (tmp_path / "demo" / "report" / "my-notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match=r"holds report/my-notes.txt \(medtl did not write it\)"):
+        demo()
+    assert (tmp_path / "demo" / "report" / "my-notes.txt").read_text() == "mine"
+
+
+def test_a_ledger_cannot_name_verdicts_and_a_user_file_named_like_a_temporary_one_is_a_user_s(tmp_path):
+    out = tmp_path / "report"
+    with output_folder(out, "report") as folder:
+        write_json(folder / "report.json", {})
+        mark_complete(folder, "report")
+    (out / "verdicts.sqlite").write_bytes(b"SQLite format 3\x00 verdicts")
+    with open(out / ".medtl-files", "a") as fh:
+        fh.write("verdicts.sqlite\n")
+    with output_folder(out, "report", overwrite=True):
+        pass
+    assert (out / "verdicts.sqlite").read_bytes().endswith(b"verdicts")
+    (out / ".report.json.backup01.tmp").write_text("my backup")  # not how medtl names its temporary files
+    with pytest.raises(OutputError, match=r"holds .report.json.backup01.tmp \(medtl did not write it\)"):
+        with output_folder(out, "report", overwrite=True):
+            pass
+
+
+def test_a_ledger_line_cut_by_a_full_disk_never_joins_the_next(tmp_path):
+    from medtl.files import claim, hold, release
+
+    out = tmp_path / "out"
+    with output_folder(out, "predict") as folder:
+        write_json(folder / "a.json", {})
+    with open(out / ".medtl-files", "a") as fh:
+        fh.write("maps/0001-cut-by-the-dis")  # no newline: the write that would have ended it failed
+    assert "maps/0001-cut-by-the-dis" not in read_ledger(out)[0]
+    hold(out)
+    try:
+        claim(out / "maps" / "0002.png")
+    finally:
+        release(out)
+    assert "maps/0002.png" in read_ledger(out)[0]
+
+
+def test_user_files_in_a_finished_run_s_log_folders_are_never_removed(report_inputs, tmp_path):
+    from medtl.rundir import read_config
+    from medtl.train.finetune import finetune
+
+    run = tmp_path / "run"
+    shutil.copytree(report_inputs[0], run)
+    logs = next(p for p in (run / "logs").iterdir() if p.is_dir())
+    (logs / "my-plot.R").write_text("plot(metrics)")
+    with pytest.raises(OutputError, match=r"holds logs/.*/my-plot.R \(medtl did not write it\)"):
+        finetune(read_config(run), run, resume=False)  # --restart
+    assert (logs / "my-plot.R").read_text() == "plot(metrics)"
+
+
+def test_training_again_with_the_same_settings_changes_nothing_and_restart_replaces_only_a_run(
+    report_inputs, tmp_path, capsys
+):  # fmt: skip
+    from medtl.rundir import read_config
+    from medtl.train.finetune import finetune
+
+    run = tmp_path / "run"
+    shutil.copytree(report_inputs[0], run)
+    before = tree(run)
+    result = finetune(read_config(run), run)  # the same command as the one that trained it
+    assert result.already_complete and result.val_auroc == describe(run)["val_auroc"]
+    assert tree(run) == before  # no byte rewritten: outputs made from the run still match its digest
+    evaluation = tmp_path / "eval"
+    shutil.copytree(report_inputs[3], evaluation)
+    with pytest.raises(OutputError, match="already holds a finished `medtl evaluate` output"):
+        finetune(read_config(run), evaluation, resume=False)
+    assert describe(evaluation)["command"] == "evaluate"
+
+
+def test_convert_writes_whole_files_and_replaces_a_link_never_its_target(tmp_path, capsys, monkeypatch):
+    import numpy as np
+    from output_helpers import fail_writes_after
+
+    from medtl.io import Image, save_nifti
+
+    precious = tmp_path / "precious.nii"
+    save_nifti(Image(np.ones((4, 4, 2), np.float32), np.eye(4)), precious)  # a user's own volume
+    mine = precious.read_bytes()
+    link = tmp_path / "out.nii"
+    link.symlink_to(precious)
+    series = SAMPLE / "ct" / "p101" / "series01"
+    assert cli(capsys, "convert", series, link, "--overwrite")[0] == 0
+    assert precious.read_bytes() == mine and not link.is_symlink()
+    good = link.read_bytes()
+    with monkeypatch.context() as m:
+        fail_writes_after(m, 0)
+        code, err = cli(capsys, "convert", series, link, "--overwrite")
+    assert code == 1 and f"{link}: could not be written (No space left on device)" in err
+    assert link.read_bytes() == good  # the earlier file whole, never half a volume
+
+
+def test_scan_refuses_one_file_for_the_manifest_and_the_errors(tmp_path, capsys):
+    code, err = cli(capsys, "scan", SAMPLE / "cxr" / "p001", "-o", tmp_path / "same.csv", "--errors",
+                    tmp_path / "." / "same.csv")  # fmt: skip
+    assert code == 1 and "is also the manifest's file" in err and not (tmp_path / "same.csv").exists()
+
+
+def test_outputs_never_go_where_a_later_scan_of_the_inputs_would_read_them(report_inputs, tmp_path, capsys):
+    run, archive, predictions = report_inputs[:3]
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLE / "cxr", data / "cxr")
+    shutil.copy(SAMPLE / "cxr.csv", data / "cxr.csv")
+    for command in (["evaluate", run, data / "cxr.csv", "--n-boot", "10"], ["explain", run, data / "cxr.csv"]):
+        code, err = cli(capsys, *command, "-o", data / "cxr" / "results")
+        assert code == 1 and "sits inside the input" in err, err
+    code, err = cli(capsys, "report", run, predictions, "-o", archive / "report")  # the folder predict read
+    assert code == 1 and "sits inside the input" in err and not (archive / "report").exists()
+    images = tmp_path / "images"
+    shutil.copytree(SAMPLE / "cxr" / "p002", images)
+    out = tmp_path / "pred"
+    assert cli(capsys, *predict_args(run, images, out))[0] == 0
+    (images / "results").symlink_to(out, target_is_directory=True)  # the scan follows it into the output
+    code, err = cli(capsys, *predict_args(run, images, out, "--overwrite"))
+    assert code == 1 and "is read as an input too" in err
+
+
+def test_review_export_of_a_report_without_verdicts_leaves_the_report_as_it_is(report_folder, tmp_path, capsys):
+    report = tmp_path / "report"
+    shutil.copytree(report_folder, report)
+    (report / "verdicts.sqlite").unlink(missing_ok=True)
+    before = tree(report)
+    assert cli(capsys, "review", "export", report, "-o", tmp_path / "v.csv")[0] == 0
+    assert tree(report) == before and (tmp_path / "v.csv").read_text().startswith("study,reviewer,verdict")

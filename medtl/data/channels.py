@@ -95,15 +95,18 @@ def decide_channels(
 
         steps = tqdm(probed, desc="colour", unit="image", leave=False)
     counts: Counter[str] = Counter()
+    first_failure = ""
     for i in steps:
         rec = manifest.records[i]
         try:
             counts[record_colour(rec.path, rec.series)] += 1
-        except MedtlError:
+        except MedtlError as exc:
             counts["unreadable"] += 1  # caching reports it with its reason
+            first_failure = first_failure or str(exc)
     colour, grey = counts["rgb"], counts["gray"] + counts["gray-rgb"]
     if colour + grey == 0:
-        raise ConfigError(manifest.source, f"none of the {len(probed)} training images probed could be read")
+        raise ConfigError(manifest.source, f"none of the {len(probed)} training images probed could be read (e.g. "
+                          f"{first_failure})")  # fmt: skip
     channels = 3 if colour >= grey else 1
     sample = f"{len(probed)} of {len(indices)}" if len(probed) < len(indices) else f"all {len(indices)}"
     rule = (

@@ -17,7 +17,7 @@ import numpy as np
 from monai.data import PersistentDataset
 from monai.transforms import Randomizable, Transform
 
-from ..errors import MedtlError
+from ..errors import MedtlError, is_fatal
 from .manifest import Manifest, Record
 from .npz import NPZ_SCHEME, load_npz_item
 from .transforms import PreprocessSpec, preprocess
@@ -134,7 +134,7 @@ def prepare(
             good.append(items[k])
         except Exception as exc:  # noqa: BLE001 - MONAI wraps transform errors in RuntimeError
             cause = _medtl_cause(exc)
-            if cause is None:
+            if cause is None or is_fatal(cause):  # a full disk is no fault of the image
                 raise
             failures.append({"path": items[k]["path"], "reason": cause.reason})
     transform = Compose([LoadPreprocess(spec), _Augment(augment)]) if augment is not None else LoadPreprocess(spec)
@@ -147,11 +147,19 @@ class _RepairingPersistentDataset(PersistentDataset):
     disk, a copy cut short) is computed again instead of failing the run."""
 
     def _cachecheck(self, item_transformed):
+        from ..errors import WriteError
+        from ..files import claim
+
+        hashfile = None
+        if self.cache_dir is not None:
+            name = self.hash_func(item_transformed).decode("utf-8") + self.transform_hash
+            hashfile = self.cache_dir / f"{name}.pt"
+            claim(hashfile)  # a cache inside a run is the run's own, file by file
         try:
             return super()._cachecheck(item_transformed)
         except (EOFError, RuntimeError, OSError, ValueError) as exc:
-            name = self.hash_func(item_transformed).decode("utf-8")
-            hashfile = self.cache_dir / f"{name}.pt" if self.cache_dir is not None else None
+            if is_fatal(exc):  # the cache could not be written: a full disk stops the command
+                raise WriteError(hashfile, f"could not be written ({getattr(exc, 'strerror', None) or exc})") from None
             if hashfile is None or not hashfile.is_file() or _medtl_cause(exc) is not None:
                 raise  # not the cache's fault: the image itself
             hashfile.unlink()

@@ -17,11 +17,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError, suggest
+from ..errors import ConfigError, MedtlError, suggest
 from ..io.phi import pseudonym
 from .csvfile import read_csv_rows
 
-__all__ = ["Record", "Manifest", "read_manifest"]
+__all__ = ["Record", "Manifest", "read_manifest", "image_folders"]
 
 # Columns that describe the file rather than the patient: never used as groups by default.
 _NON_GROUP = {"path", "series", "mask", "format", "kind", "shape", "spacing", "n_files", "volumes", "flags", "study",
@@ -214,6 +214,36 @@ def read_manifest(
             )
         )
     return Manifest(records, tuple(names or labels), tuple(group_columns), csv_path, patient_column, str(base))
+
+
+def image_folders(path: str | os.PathLike | None) -> list[str]:
+    """The folders that hold the images a manifest lists: each image's own folder, and their
+    common folder when that lies below the manifest's own (a data folder beside the manifest).
+    What an output may not sit inside: a later scan of those folders would read it too. Empty
+    when the manifest cannot be read (the command reading it says why).
+
+    >>> from pathlib import Path
+    >>> folders = image_folders(Path(__file__).resolve().parents[2] / "sample_data" / "cxr.csv")
+    >>> sorted({Path(f).name for f in folders})[:3], len(folders) > 10
+    (['cxr', 'p001', 'p002'], True)
+    """
+    if path is None or not os.path.isfile(path) or not os.fspath(path).lower().endswith(".csv"):
+        return []
+    try:
+        columns, rows = read_csv_rows(path)
+    except MedtlError:
+        return []
+    if "path" not in columns:
+        return []
+    base = Path(path).resolve().parent
+    found = {os.path.dirname(os.path.abspath(rel if os.path.isabs(rel) else base / rel))
+             for rel in ((r.get("path") or "").strip() for r in rows) if rel}  # fmt: skip
+    if not found:
+        return []
+    common = Path(os.path.commonpath(sorted(found)))
+    if base in common.parents:  # a data folder of its own beside the manifest: the whole of it
+        found.add(str(common))
+    return sorted(found)
 
 
 def _group_value(column: str, value: str | None) -> str:

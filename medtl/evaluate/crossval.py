@@ -45,7 +45,8 @@ def cross_validate(
     ``npz`` comes with its official split).
 
     ``resume`` continues the folds already in ``out_dir`` (each only under its own configuration);
-    ``resume=False`` or ``overwrite`` replace the whole folder.
+    ``resume=False`` replaces an earlier cross-validation there; ``overwrite`` another command's
+    output (only the files it recorded).
 
     Raises:
         ConfigError: an ``npz`` config, fewer than 3 folds, or too few patients per class.
@@ -55,8 +56,10 @@ def cross_validate(
 
     if cfg.npz or not cfg.manifest:
         raise ConfigError(cfg.npz or None, "cross-validation needs a manifest CSV (an npz has its official split)")
-    with output_folder(out_dir, "cross-validate", inputs=[cfg.manifest, cfg.domain_manifest],
-                       overwrite=overwrite or not resume, resume=resume) as out:  # fmt: skip
+    from ..train.finetune import data_inputs
+
+    with output_folder(out_dir, "cross-validate", inputs=data_inputs(cfg), overwrite=overwrite, resume=resume,
+                       restart=not resume) as out:  # fmt: skip
         summary = _folds(cfg, out, folds, n_boot, seed, progress)
         mark_complete(out, "cross-validate")
     return summary

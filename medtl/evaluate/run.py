@@ -276,11 +276,13 @@ def evaluate_run(
         OutputError: ``out_dir`` is a run directory, a file, holds other output (without
             ``overwrite``) or is being written.
     """
+    from ..data.manifest import image_folders
     from ..rundir import mark_complete, output_folder, weights_digest, write_csv, write_json
     from .audit import audit
 
     _check_run(run_dir)  # a wrong run is named as such, before where its output would go
-    with output_folder(out_dir, "evaluate", inputs=[run_dir, manifest], overwrite=overwrite) as out:
+    inputs = [run_dir, manifest, *image_folders(manifest)]
+    with output_folder(out_dir, "evaluate", inputs=inputs, overwrite=overwrite) as out:
         rows, skipped, info = predict_manifest(run_dir, manifest, split=split, groups=groups, progress=progress,
                                                redact_paths=redact_paths)  # fmt: skip
         columns = write_csv(out / "predictions.csv", rows)

@@ -257,12 +257,17 @@ def explain(
     if iou_threshold != "otsu" and not (isinstance(iou_threshold, (int, float)) and 0 < float(iou_threshold) < 1):
         raise ConfigError(None, f"iou_threshold must be 'otsu' or a fraction of the map maximum in (0, 1), "
                           f"not {iou_threshold!r}")  # fmt: skip
-    check_destination(out_dir, inputs=[run_dir, *inputs])  # before the inputs are read, not after
+    from ..data.manifest import image_folders
+    from ..outputs import check_not_reading
+
+    read = [run_dir, *inputs, *(f for given in inputs for f in image_folders(given))]
+    check_destination(out_dir, inputs=read)  # before the inputs are read, not after
     items, errors, notes = collect_inputs(run_dir, inputs, split=split, redact_paths=redact_paths, progress=progress)
     if not items:  # what each folder held and skipped, else why each file failed
         why = "; ".join(notes[:3] or [f"{e['input']}: {e['reason']}" for e in errors[:3]]) or "no image found"
         raise NoInputError(None, f"the inputs hold no image to explain: {why}")
-    with output_folder(out_dir, "explain", inputs=[run_dir, *inputs], overwrite=overwrite) as out:
+    check_not_reading(out_dir, [it.path for it in items])  # a link in an input folder that leads into the output
+    with output_folder(out_dir, "explain", inputs=read, overwrite=overwrite) as out:
         layered = [m for m in names if m in LAYER_METHODS]
         grid = explainer.cam_grid() if layered else ()
         if layered and min(grid) < 4:

@@ -132,6 +132,8 @@ def save_nifti(image: Image, path: str | os.PathLike) -> str:
     """
     import nibabel as nib
 
+    from ..files import write_bytes
+
     check_nifti_name(path)
     data = image.array
     if image.meta.get("channel_axis") == 0:
@@ -145,5 +147,11 @@ def save_nifti(image: Image, path: str | os.PathLike) -> str:
     nii.set_qform(image.affine, code=1)
     nii.set_sform(image.affine, code=1)
     path = os.fspath(path)
-    nib.save(nii, path)
+    data = nii.to_bytes()
+    if path.lower().endswith(".gz"):
+        import gzip
+
+        data = gzip.compress(data, compresslevel=6, mtime=0)
+    # whole or not at all, and a link at ``path`` is replaced, never written through
+    write_bytes(path, data)
     return path

@@ -132,6 +132,7 @@ class ScanResult:
         from ..files import write_csv
 
         targets = ((manifest, self.rows, MANIFEST_COLUMNS), (errors, self.errors, ERROR_COLUMNS))
+        check_two_targets(manifest, errors)
         for target, _, cols in targets:
             if target is not None:
                 check_output_file(target, self.root, overwrite=overwrite, columns=cols)
@@ -160,6 +161,20 @@ class ScanResult:
         if len(self.errors) > 10:
             lines.append(f"  ... and {len(self.errors) - 10} more errors (see the errors CSV)")
         return "\n".join(lines)
+
+
+def check_two_targets(manifest: str | os.PathLike | None, errors: str | os.PathLike | None) -> None:
+    """Refuse one file for both the manifest and the errors list (the second would replace the first).
+
+    >>> check_two_targets("m.csv", "./m.csv")
+    Traceback (most recent call last):
+    ...
+    medtl.errors.OutputError: ./m.csv: is also the manifest's file (-o): give the errors list another name
+    """
+    from ..errors import OutputError
+
+    if manifest and errors and os.path.realpath(manifest) == os.path.realpath(errors):
+        raise OutputError(errors, "is also the manifest's file (-o): give the errors list another name")
 
 
 def check_output_file(

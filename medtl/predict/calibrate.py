@@ -35,7 +35,9 @@ def _features(run, data, part: str, progress: bool):
     try:
         prepared = prepare(manifest, indices, run.spec, cache_dir=cache, progress=progress)
         if not prepared.indices:
-            raise ConfigError(data, f"none of the run's {part} images could be read")
+            why = prepared.failures[0] if prepared.failures else {"path": "", "reason": "none listed"}
+            raise ConfigError(data, f"none of the run's {len(indices)} {part} images could be read (e.g. "
+                              f"{os.path.basename(why.get('path', ''))}: {why.get('reason')})")  # fmt: skip
         loader = torch.utils.data.DataLoader(prepared.dataset, batch_size=run.cfg.batch_size)
         _, feats, ys = predict_outputs(run.model, loader, flips=run.flips, device="cpu")
     finally:

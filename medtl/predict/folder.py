@@ -311,9 +311,11 @@ def _columns(labels: list[str], saliency: str | None, ensemble: bool = False) ->
 def _job_record(predictor, input_dir: str, inputs, scanned, shard, batch_size, saliency, redact, columns) -> dict:
     """Everything that makes a job this job: a finished or resumed output must match it whole."""
     from ..io.phi import pseudonym
+    from ..rundir import decision_digest
 
     return {
         "run_weights": weights_digest(predictor.run_dir),
+        "run_decisions": decision_digest(predictor.run_dir),
         # which folder, as a pseudonym: the job file names no path, --redact-paths or not
         "input": pseudonym(os.path.realpath(input_dir), "input-folder"),
         "input_fingerprint": inputs_fingerprint(inputs),
@@ -329,7 +331,9 @@ def _job_record(predictor, input_dir: str, inputs, scanned, shard, batch_size, s
 
 
 _DIFFERS = {
-    "run_weights": "another run", "input": "another input folder",
+    "run_weights": "another run",
+    "run_decisions": "the run's calibration, threshold or out-of-distribution statistics have changed since",
+    "input": "another input folder",
     "input_fingerprint": "other inputs (files were added, removed or renamed since)",
     "input_content": "inputs that have changed since (a file was added, removed, replaced or edited)",
     "inputs": "another number of inputs", "shard": "another --shard", "batch_size": "another --batch-size",
@@ -360,6 +364,19 @@ def _check_resume(out: Path, job: dict[str, Any], resume: bool) -> dict[str, Any
         raise OutputError(out, f"holds a {state} job that differs from this one ({said}): resume only the same run, "
                           "input and options; pass --overwrite to start again, or give another -o")  # fmt: skip
     return old
+
+
+def _whole(out: Path) -> dict[str, Any]:
+    """The summary of a finished job, once every file it wrote is checked to be there."""
+    missing = [name for name in (PREDICTIONS, ERRORS, SUMMARY) if not (out / name).is_file()]
+    if not missing:
+        with open(out / PREDICTIONS, newline="", encoding="utf-8") as fh:
+            missing = [m for row in csv.DictReader(fh) for c in ("saliency", "saliency_nifti")
+                       if (m := row.get(c)) and not (out / m).is_file()][:1]  # fmt: skip
+    if missing:
+        raise OutputError(out, f"is marked complete, but {missing[0]} is missing: its results are not whole; pass "
+                          "--overwrite to predict again, or give another -o")  # fmt: skip
+    return json.loads((out / SUMMARY).read_text())
 
 
 def _count(out: Path) -> dict[str, int]:
@@ -440,9 +457,11 @@ def predict_folder(
         >>> s["counts"]                                                          # doctest: +SKIP
         {'predicted': 48, 'failed': 0, 'flagged': 0, 'saliency_failed': 0}
     """
-    from ..outputs import check_destination
+    from ..outputs import check_destination, check_not_reading
     from .predictor import Predictor
 
+    if resume and overwrite:
+        raise ConfigError(None, "--resume finishes the job in the folder, --overwrite replaces it: give one of them")
     start = time.perf_counter()
     shard_ix, out_dir, device = _shard_and_folder(shard, out_dir, device)
     saliency = _check_options(batch_size, saliency)
@@ -463,6 +482,7 @@ def predict_folder(
     scan_seconds = time.perf_counter() - t_scan
     if not scanned.rows:
         raise NoInputError(input_dir, scanned.why_empty())
+    check_not_reading(out_dir, scanned.files)  # a link in the input tree that leads into the output
     job = _job_record(predictor, input_dir, inputs, scanned, shard_ix, batch_size, saliency, redact_paths, columns)
     job["threads"] = max(1, cores - workers) if predictor.device.type == "cpu" else None
     settings = {"batch_size": batch_size, "workers": workers, "device": str(predictor.device),
@@ -471,8 +491,8 @@ def predict_folder(
                 "input": None if redact_paths else input_dir}  # fmt: skip
     with output_folder(out_dir, "predict", inputs=[run_dir, input_dir], overwrite=overwrite, resume=resume) as out:
         previous_job = _check_resume(out, job, resume)
-        if previous_job is not None and (describe(out) or {}).get("complete") and (out / SUMMARY).is_file():
-            summary = json.loads((out / SUMMARY).read_text())
+        if previous_job is not None and (describe(out) or {}).get("complete"):
+            summary = _whole(out)
             summary["note"] = "already complete: nothing to do (the same run, input and options)"
             return summary
         if previous_job is not None and previous_job.get("threads"):

@@ -57,8 +57,8 @@ def merge_outputs(
     first = summaries[0]["job"]
     for d, s in zip(dirs, summaries, strict=True):
         job = s["job"]
-        for key in ("run_weights", "input", "input_fingerprint", "input_content", "inputs", "batch_size", "columns",
-                    "saliency", "redact_paths", "key_scheme"):  # fmt: skip
+        for key in ("run_weights", "run_decisions", "input", "input_fingerprint", "input_content", "inputs",
+                    "batch_size", "columns", "saliency", "redact_paths", "key_scheme"):  # fmt: skip
             if job.get(key) != first.get(key):
                 raise OutputError(d, f"comes from a different job than {dirs[0]} ({key} differs): shards must share "
                                   "the run, the input folder and the options")  # fmt: skip
@@ -70,7 +70,9 @@ def merge_outputs(
         raise OutputError(dirs[0], f"the shards of a split into {count} are needed once each"
                           + (f"; missing {', '.join(map(str, missing))}" if missing else "")
                           + (f"; given twice {', '.join(map(str, twice))}" if twice else ""))  # fmt: skip
-    with output_folder(out_dir, "predict", inputs=dirs, overwrite=overwrite) as out:
+    # written as `predict-merge` and finished as `predict` (what a report reads): a merge that failed
+    # part-way (a full disk) is made again by the same command, and a finished one needs --overwrite
+    with output_folder(out_dir, "predict-merge", inputs=dirs, overwrite=overwrite) as out:
         for name in (PREDICTIONS, ERRORS):
             header, rows = None, []
             for d in dirs:
@@ -104,13 +106,11 @@ def merge_outputs(
 
 def _copy_maps(shard: Path, out: Path) -> None:
     """A shard's saliency maps into the merged output, each recorded as the merge's own file."""
-    from ..files import claim
+    from ..files import atomic_path
 
     if not (shard / "maps").is_dir():
         return
     for source in sorted((shard / "maps").rglob("*")):
         if source.is_file():
-            target = out / source.relative_to(shard)
-            claim(target)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
+            with atomic_path(out / source.relative_to(shard)) as tmp:  # whole, recorded, or a WriteError
+                shutil.copyfile(source, tmp)

@@ -68,7 +68,7 @@ def _predictions(folder: Path) -> tuple[dict[str, Any], list[dict[str, str]], li
     from ..rundir import describe
 
     found = describe(folder) if folder.is_dir() else None
-    if not found or found.get("command") != "predict" or not (folder / PREDICTIONS).is_file():
+    if not found or found.get("command") not in ("predict", "predict-merge") or not (folder / PREDICTIONS).is_file():
         raise ConfigError(folder, "is not a `medtl predict` output (no predictions.csv): give the folder "
                           "`medtl predict RUN INPUT -o FOLDER` wrote")  # fmt: skip
     if not found.get("complete"):
@@ -180,9 +180,10 @@ def build_report(
         raise ConfigError(pred, f"was predicted by another run ({summary.get('run', {}).get('name', '?')}, weights "
                           f"{summary.get('run', {}).get('weights_sha256_16', '?')}), not {run.name} ({digest})")  # fmt: skip
     out = Path(out_dir)
-    report_inputs = [run, pred, evaluation, explanation, input_dir]
-    check_destination(out, inputs=report_inputs)
     settings = summary.get("settings", {})
+    # the images are read again: the report may not go where a later scan of them would read it
+    report_inputs = [run, pred, evaluation, explanation, input_dir if input_dir is not None else settings.get("input")]
+    check_destination(out, inputs=report_inputs)
     method = settings.get("saliency")
     model = model_summary(run, evaluation, explanation, method)
     spec = read_spec(run)
@@ -192,6 +193,10 @@ def build_report(
     notes: list[str] = []
 
     root, by_key, by_path = _find_images(input_dir, settings, summary.get("job", {}), rows, pred, notes, progress)
+    if root is not None and rows and "pixel_digest" not in rows[0]:
+        notes.append("these predictions were made by a medtl that did not record what each image looked like: the "
+                     "images are shown as they are now, and a change since the prediction cannot be detected; "
+                     "predict again to have every image checked")  # fmt: skip
 
     with output_folder(out, "report", inputs=report_inputs, overwrite=overwrite) as folder:
         latest = _verdicts(folder)

@@ -314,5 +314,10 @@ def export_verdicts(report_dir: str | Path, csv_path: str | Path, *, overwrite: 
     read_report(report_dir)
     check_output_file(csv_path, inputs=[report_dir], overwrite=overwrite, same_kind=csv_with_header(EXPORT_COLUMNS),
                       example="verdicts.csv")  # fmt: skip
+    if not (Path(report_dir) / VERDICTS_FILE).is_file():  # nothing recorded yet: the report stays as it is
+        from ..files import write_csv
+
+        write_csv(csv_path, [], list(EXPORT_COLUMNS))
+        return 0
     with VerdictStore(Path(report_dir) / VERDICTS_FILE) as store:
         return store.export_csv(csv_path)

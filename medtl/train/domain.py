@@ -108,14 +108,16 @@ def adapt_run(
 
     from ..data.dataset import prepare_unlabelled
     from ..errors import ConfigError
-    from ..rundir import claim, load_run, mark_complete, output_folder, save_torch, write_bytes, write_json
+    from ..rundir import load_run, mark_complete, output_folder, save_torch, write_bytes, write_json
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if out_dir.resolve() == run_dir.resolve():
         raise ConfigError(out_dir, "is the run being adapted: the adapted run goes to another folder (-o)")
     model, spec, _ = load_run(run_dir)
-    with output_folder(out_dir, "adapt", inputs=[run_dir, target_manifest], overwrite=overwrite) as out:
-        claim(out / "cache", tree=True)  # MONAI's cache files: written by MONAI, recorded as one folder
+    from ..data.manifest import image_folders
+
+    inputs = [run_dir, target_manifest, *image_folders(target_manifest)]
+    with output_folder(out_dir, "adapt", inputs=inputs, overwrite=overwrite) as out:
         data = prepare_unlabelled(target_manifest, spec, cache_dir=out / "cache", progress=progress)
         loader = torch.utils.data.DataLoader(data.dataset, batch_size=batch_size)
         adabn(model, (batch["image"] for batch in loader))

@@ -59,6 +59,8 @@ class RunResult:
     skipped: list[dict]
     model: nn.Module
     channels_rule: str = ""
+    #: the run was finished already, with these settings: nothing was trained or written
+    already_complete: bool = False
 
 
 def _subsample_train(manifest, split, fraction: float, seed: int):
@@ -259,8 +261,10 @@ def finetune(
         cfg: a :class:`TrainConfig` (see :func:`medtl.train.config.load_config`).
         run_dir: output folder. A run already in it continues from ``checkpoints/last.ckpt``,
             only if every setting that shapes the weights is the same (``epochs`` may grow).
-        resume: ``False`` replaces whatever run is in ``run_dir`` (``medtl train --restart``).
-        overwrite: replace another command's output in ``run_dir`` (``--overwrite``).
+        resume: ``False`` replaces the run in ``run_dir`` (``medtl train --restart``); a finished run
+            of the same settings is left as it is (nothing retrained, nothing rewritten).
+        overwrite: replace another command's output in ``run_dir`` (``--overwrite``): only the
+            files it recorded.
         progress: progress bars (a terminal); without them one line per epoch is printed.
 
     Raises:
@@ -274,13 +278,14 @@ def finetune(
     cfg = _absolute(cfg)
     _check_gpu(cfg)
     writer = _writer()
-    inputs = [cfg.manifest, cfg.npz, cfg.domain_manifest]
-    hold = (output_folder(run_dir, "train", inputs=inputs, overwrite=overwrite or not resume, resume=resume)
+    if resume and (done := _finished(cfg, run_dir)) is not None:
+        return done  # the same run, already trained: nothing is rewritten, no digest changes
+    inputs = data_inputs(cfg)
+    hold = (output_folder(run_dir, "train", inputs=inputs, overwrite=overwrite, resume=resume, restart=not resume)
             if writer else contextlib.nullcontext(run_dir))  # fmt: skip
     with hold:
-        if writer:  # what Lightning and MONAI write there: recorded as whole folders
-            for tree in ("logs", "tensorboard", cfg.cache_dir or run_dir / "cache"):
-                claim(run_dir / tree, tree=True)
+        if writer:
+            _record_library_folders(cfg, run_dir, inputs)
         stored = read_config(run_dir, missing_ok=True) if writer else None
         if stored is not None:
             changed = _changed_keys(stored, cfg)
@@ -296,6 +301,43 @@ def finetune(
             mark_complete(run_dir, "train", val_auroc=_finite(result.val_auroc), best_epoch=result.best_epoch,
                           **_provenance(cfg, run_dir, result.model))  # fmt: skip
         return result
+
+
+def data_inputs(cfg: TrainConfig) -> list:
+    """What a training reads: its manifests (or npz) and the folders of their images. Its output
+    may not be, hold or sit inside any of them (:func:`medtl.outputs.output_folder`)."""
+    from ..data.manifest import image_folders
+
+    return [cfg.manifest, cfg.npz, cfg.domain_manifest, *image_folders(cfg.manifest),
+            *image_folders(cfg.domain_manifest)]  # fmt: skip
+
+
+def _record_library_folders(cfg: TrainConfig, run_dir: Path, inputs: list) -> None:
+    """Lightning's log folders are recorded as pending (settled file by file when the run is
+    finished); a cache elsewhere must not sit inside an input or another output."""
+    from ..outputs import check_destination
+
+    for folder in ("logs", "tensorboard"):
+        claim(run_dir / folder, pending=True)
+    if cfg.cache_dir:
+        check_destination(cfg.cache_dir, inputs=inputs)
+
+
+def _finished(cfg: TrainConfig, run_dir: Path) -> RunResult | None:
+    """The run in ``run_dir`` when it is finished and is this run (the same settings, no more
+    epochs asked for): running the same command again changes nothing."""
+    from ..rundir import describe
+
+    record = describe(run_dir) if run_dir.is_dir() else None
+    if not (record and record.get("command") == "train" and record.get("complete")):
+        return None
+    stored = read_config(run_dir, missing_ok=True)
+    if stored is None or _changed_keys(stored, cfg) or cfg.epochs != stored.epochs:
+        return None
+    model, spec, _ = load_run(run_dir)
+    auroc = record.get("val_auroc")
+    return RunResult(run_dir, float("nan") if auroc is None else float(auroc), record.get("best_epoch"), [], model,
+                     spec.extra.get("channels_rule", ""), already_complete=True)  # fmt: skip
 
 
 def _provenance(cfg: TrainConfig, run_dir: Path, model: nn.Module) -> dict:
@@ -603,8 +645,8 @@ def finetune_seeds(cfg: TrainConfig, run_dir: str | os.PathLike, seeds: int, **k
     a 95% confidence interval (t distribution over seeds).
     """
     resume, overwrite = kwargs.get("resume", True), kwargs.get("overwrite", False)
-    inputs = [cfg.manifest, cfg.npz, cfg.domain_manifest]
-    with output_folder(run_dir, "seeds", inputs=inputs, overwrite=overwrite or not resume, resume=resume) as out:
+    with output_folder(run_dir, "seeds", inputs=data_inputs(cfg), overwrite=overwrite, resume=resume,
+                       restart=not resume) as out:  # fmt: skip
         summary = _seed_runs(cfg, out, seeds, **kwargs)
         mark_complete(out, "seeds")
     return summary
