@@ -219,8 +219,10 @@ def read_manifest(
 def image_folders(path: str | os.PathLike | None) -> list[str]:
     """The folders that hold the images a manifest lists: each image's own folder, and their
     common folder when that lies below the manifest's own (a data folder beside the manifest).
-    What an output may not sit inside: a later scan of those folders would read it too. Empty
-    when the manifest cannot be read (the command reading it says why).
+    What an output may not sit inside: a later scan of those folders would read it too. The
+    manifest's own folder and those above it are left out: a project folder that holds the
+    manifest, a few images and the runs is a layout of its own. Empty when the manifest cannot be
+    read (the command reading it says why).
 
     >>> from pathlib import Path
     >>> folders = image_folders(Path(__file__).resolve().parents[2] / "sample_data" / "cxr.csv")
@@ -243,7 +245,8 @@ def image_folders(path: str | os.PathLike | None) -> list[str]:
     common = Path(os.path.commonpath(sorted(found)))
     if base in common.parents:  # a data folder of its own beside the manifest: the whole of it
         found.add(str(common))
-    return sorted(found)
+    project = {str(base), *map(str, base.parents)}
+    return sorted(found - project)
 
 
 def _group_value(column: str, value: str | None) -> str:

@@ -241,7 +241,8 @@ def explain(
                          methods="gradcam,ig", sanity=True)
         result["sanity"]["ig"]["passed"], result["localization"]["ig"]["pointing_game"]["value"]
     """
-    from ..outputs import check_destination
+    from ..data.manifest import image_folders
+    from ..outputs import check_destination, check_not_reading
     from ..rundir import mark_complete, output_folder, weights_digest, write_csv, write_json
     from .explainer import Explainer
 
@@ -257,9 +258,6 @@ def explain(
     if iou_threshold != "otsu" and not (isinstance(iou_threshold, (int, float)) and 0 < float(iou_threshold) < 1):
         raise ConfigError(None, f"iou_threshold must be 'otsu' or a fraction of the map maximum in (0, 1), "
                           f"not {iou_threshold!r}")  # fmt: skip
-    from ..data.manifest import image_folders
-    from ..outputs import check_not_reading
-
     read = [run_dir, *inputs, *(f for given in inputs for f in image_folders(given))]
     check_destination(out_dir, inputs=read)  # before the inputs are read, not after
     items, errors, notes = collect_inputs(run_dir, inputs, split=split, redact_paths=redact_paths, progress=progress)
