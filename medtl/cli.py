@@ -32,13 +32,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_scan(args: argparse.Namespace) -> int:
     from .io import scan
-    from .io.scan import ERROR_COLUMNS, MANIFEST_COLUMNS, check_output_file, check_two_targets
+    from .io.scan import ERROR_COLUMNS, MANIFEST_COLUMNS, check_not_reading_file, check_output_file, check_two_targets
 
     check_two_targets(args.output, args.errors)
     for target, columns in ((args.output, MANIFEST_COLUMNS), (args.errors, ERROR_COLUMNS)):
         if target:  # before a long scan, not after it
             check_output_file(target, args.dir, overwrite=args.overwrite, columns=columns)
     result = scan(args.dir, workers=args.workers, progress=not args.quiet and sys.stderr.isatty())
+    for target in (args.output, args.errors):
+        if target:  # a link in the scanned tree that leads to the output's folder
+            check_not_reading_file(target, result.files)
     if not result.rows:
         from .errors import NoInputError
 

@@ -80,6 +80,8 @@ TEMPORARY_INFIX = ".medtl-"
 
 # folders this process holds as outputs: resolved path -> the entries already in their ledger
 _HELD: dict[Path, set[str]] = {}
+# per held folder: files a user put in its library folders, which settling must not record
+_FOREIGN: dict[Path, set[str]] = {}
 
 
 def now() -> str:
@@ -106,11 +108,35 @@ def hold(folder: str | os.PathLike) -> None:
                 fh.write(b"\n")
     files, trees, pending = read_ledger(root, pending=True)
     _HELD[root] = files | {t + "/" for t in trees} | {"~" + t + "/" for t in pending}
+    # a finished output continued (a run given more epochs): what its library folders hold that it
+    # never recorded is a user's, and stays unrecorded when the output is settled again
+    _FOREIGN[root] = set()
+    if _finished(root):
+        for rel in pending:
+            for path in _files_under(root / rel):
+                if path.relative_to(root).as_posix() not in files:
+                    _FOREIGN[root].add(path.relative_to(root).as_posix())
+
+
+def _finished(root: Path) -> bool:
+    try:
+        return bool(json.loads((root / MARKER).read_text()).get("complete"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _files_under(top: Path) -> list[Path]:
+    """Every file below ``top`` (links not followed); nothing when it is not a real folder."""
+    if not top.is_dir() or top.is_symlink():
+        return []
+    return [Path(d) / n for d, _, names in os.walk(top) for n in sorted(names)]
 
 
 def release(folder: str | os.PathLike) -> None:
     """Stop recording writes into ``folder``."""
-    _HELD.pop(Path(os.path.realpath(folder)), None)
+    root = Path(os.path.realpath(folder))
+    _HELD.pop(root, None)
+    _FOREIGN.pop(root, None)
 
 
 @contextlib.contextmanager
@@ -190,12 +216,11 @@ def settle(folder: str | os.PathLike) -> None:
     (Lightning's logs): from now on a file added there is a user's, never removed by medtl."""
     folder = Path(folder)
     _, _, waiting = read_ledger(folder, pending=True)
+    foreign = _FOREIGN.get(Path(os.path.realpath(folder)), set())
     for rel in sorted(waiting):
-        top = folder / rel
-        if top.is_dir() and not top.is_symlink():
-            for dirpath, _, names in os.walk(top):
-                for name in sorted(names):
-                    claim(Path(dirpath) / name)
+        for path in _files_under(folder / rel):
+            if path.relative_to(folder).as_posix() not in foreign:
+                claim(path)
 
 
 def _plain_relative(entry: str) -> bool:

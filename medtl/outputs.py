@@ -302,7 +302,9 @@ def _remove_own(folder: Path, *, nested: bool = False) -> None:
         with contextlib.suppress(OSError):
             path.rmdir()  # only when empty: a folder a user made files in stays
     kept = any(n in KEPT_FILES for n in os.listdir(folder))
-    (folder / LEDGER).write_text("")
+    # an output nested here that verdicts kept stays this folder's own
+    survivors = [f"{rel}/\n" for rel in sorted(trees) if ((folder / rel) / MARKER).is_file()]
+    (folder / LEDGER).write_text("".join(survivors))
     if not kept:
         (folder / MARKER).unlink(missing_ok=True)
     if nested and not kept:  # nobody holds its lock: this process holds the folder around it

@@ -253,3 +253,16 @@ def test_a_full_disk_while_saving_weights_is_a_write_error_naming_the_file(tmp_p
     with pytest.raises(WriteError, match=r"model.pt: could not be written \(No space left on device\)"):
         save_torch({"w": torch.zeros(3)}, tmp_path / "model.pt")
     assert not (tmp_path / "model.pt").exists()
+
+
+def test_resume_never_marks_a_job_complete_with_a_map_missing(report_inputs, tmp_path, capsys):
+    run, archive = report_inputs[:2]
+    out = tmp_path / "pred"
+    assert cli(capsys, *predict_args(run, archive, out, "--saliency", "gradcam"))[0] == 0
+    marker = json.loads((out / "medtl.json").read_text())
+    (out / "medtl.json").write_text(json.dumps(dict(marker, complete=False)))  # as a job stopped before its end
+    gone = sorted((out / "maps").glob("*.png"))[0]
+    gone.unlink()  # a map of a chunk done in the first session
+    code, err = cli(capsys, *predict_args(run, archive, out, "--saliency", "gradcam", "--resume"))
+    assert code == 1 and f"holds a job whose maps/{gone.name} is missing" in err
+    assert not describe(out)["complete"]

@@ -327,3 +327,69 @@ def test_review_export_of_a_report_without_verdicts_leaves_the_report_as_it_is(r
     before = tree(report)
     assert cli(capsys, "review", "export", report, "-o", tmp_path / "v.csv")[0] == 0
     assert tree(report) == before and (tmp_path / "v.csv").read_text().startswith("study,reviewer,verdict")
+
+
+def test_a_replaced_output_that_stopped_half_way_keeps_its_reviewed_nested_report(tmp_path):
+    def demo(crash: bool = False) -> None:
+        with output_folder(tmp_path / "demo", "demo") as held:
+            if crash:  # stopped after the old output went, before the report was made again
+                raise KeyboardInterrupt
+            with output_folder(held / "report", "report", overwrite=True) as report:
+                write_json(report / "report.json", {})
+                mark_complete(report, "report")
+            mark_complete(held, "demo")
+
+    demo()
+    (tmp_path / "demo" / "report" / "verdicts.sqlite").write_bytes(b"SQLite format 3\x00 verdicts")
+    with pytest.raises(KeyboardInterrupt):
+        demo(crash=True)
+    demo()  # the same command again finishes it: the report and its verdicts are still the demo's own
+    assert (tmp_path / "demo" / "report" / "verdicts.sqlite").read_bytes().endswith(b"verdicts")
+    assert describe(tmp_path / "demo")["complete"]
+
+
+def test_a_run_given_more_epochs_never_takes_a_user_s_log_files_as_its_own(report_inputs, tmp_path):
+    import dataclasses
+
+    from medtl.rundir import read_config
+    from medtl.train.finetune import finetune
+
+    run = tmp_path / "run"
+    shutil.copytree(report_inputs[0], run)
+    logs = next(p for p in (run / "logs").iterdir() if p.is_dir())
+    (logs / "my_notes.txt").write_text("mine")
+    cfg = read_config(run)
+    finetune(dataclasses.replace(cfg, epochs=cfg.epochs + 1), run)  # extended by one epoch
+    assert describe(run)["complete"] and not any("my_notes" in f for f in read_ledger(run)[0])
+    with pytest.raises(OutputError, match=r"holds logs/.*/my_notes.txt \(medtl did not write it\)"):
+        finetune(cfg, run, resume=False)
+    assert (logs / "my_notes.txt").read_text() == "mine"
+
+
+def test_the_same_train_on_changed_data_is_refused_not_called_finished(tmp_path):
+    from medtl.errors import ConfigError
+    from medtl.train.config import TrainConfig
+    from medtl.train.finetune import finetune
+
+    manifest = tmp_path / "cxr.csv"
+    rows = (SAMPLE / "cxr.csv").read_text().splitlines()
+    manifest.write_text("\n".join(rows).replace("cxr/", f"{SAMPLE}/cxr/") + "\n")
+    cfg = TrainConfig(manifest=str(manifest), size=[32, 32], batch_size=8, epochs=1, val_fraction=0.25,
+                      test_fraction=0.25, seed=0)  # fmt: skip
+    run = tmp_path / "run"
+    finetune(cfg, run)
+    assert finetune(cfg, run).already_complete
+    manifest.write_text("\n".join(r for r in rows if "p001/" not in r and "p002/" not in r).replace(
+        "cxr/", f"{SAMPLE}/cxr/") + "\n")  # fmt: skip
+    with pytest.raises(ConfigError, match="the data changed since this run started"):
+        finetune(cfg, run)
+
+
+def test_scan_refuses_a_manifest_in_a_folder_it_reads_through_a_link(tmp_path, capsys):
+    images = tmp_path / "images"
+    shutil.copytree(SAMPLE / "cxr" / "p002", images)
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(SAMPLE / "cxr" / "p003", elsewhere)
+    (images / "link").symlink_to(elsewhere, target_is_directory=True)
+    code, err = cli(capsys, "scan", images, "-o", elsewhere / "manifest.csv")
+    assert code == 1 and "is in a folder the scan reads" in err and not (elsewhere / "manifest.csv").exists()

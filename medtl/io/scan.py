@@ -163,6 +163,18 @@ class ScanResult:
         return "\n".join(lines)
 
 
+def check_not_reading_file(target: str | os.PathLike, files: Iterable[str]) -> None:
+    """Refuse an output file in a folder the scan read files from (through a link in the scanned
+    tree): the next scan would list it, and it would sit among the inputs."""
+    from ..errors import OutputError
+
+    folder = os.path.realpath(os.path.dirname(os.path.abspath(target)))
+    for path in files:
+        if os.path.realpath(os.path.dirname(path)) == folder:
+            raise OutputError(target, f"is in a folder the scan reads ({path} is there): give a path outside "
+                              "the scanned tree")  # fmt: skip
+
+
 def check_two_targets(manifest: str | os.PathLike | None, errors: str | os.PathLike | None) -> None:
     """Refuse one file for both the manifest and the errors list (the second would replace the first).
 

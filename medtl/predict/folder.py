@@ -368,15 +368,21 @@ def _check_resume(out: Path, job: dict[str, Any], resume: bool) -> dict[str, Any
 
 def _whole(out: Path) -> dict[str, Any]:
     """The summary of a finished job, once every file it wrote is checked to be there."""
-    missing = [name for name in (PREDICTIONS, ERRORS, SUMMARY) if not (out / name).is_file()]
+    _check_whole(out, (PREDICTIONS, ERRORS, SUMMARY), "is marked complete, but")
+    return json.loads((out / SUMMARY).read_text())
+
+
+def _check_whole(out: Path, names: tuple[str, ...], state: str) -> None:
+    """Refuse a job whose files (``names``, and every map its rows name) are not all there: a map
+    deleted from a chunk done in an earlier session is not made again by ``--resume``."""
+    missing = [name for name in names if not (out / name).is_file()]
     if not missing:
         with open(out / PREDICTIONS, newline="", encoding="utf-8") as fh:
             missing = [m for row in csv.DictReader(fh) for c in ("saliency", "saliency_nifti")
                        if (m := row.get(c)) and not (out / m).is_file()][:1]  # fmt: skip
     if missing:
-        raise OutputError(out, f"is marked complete, but {missing[0]} is missing: its results are not whole; pass "
-                          "--overwrite to predict again, or give another -o")  # fmt: skip
-    return json.loads((out / SUMMARY).read_text())
+        raise OutputError(out, f"{state} {missing[0]} is missing: its results are not whole; pass --overwrite to "
+                          "predict again, or give another -o")  # fmt: skip
 
 
 def _count(out: Path) -> dict[str, int]:
@@ -501,6 +507,7 @@ def predict_folder(
         timing = _run_job(predictor, inputs, input_dir, out, job, columns, labels, workers, run_dir, progress,
                           resume=previous_job is not None)  # fmt: skip
         timing.update(seconds=round(time.perf_counter() - start, 3), scan_seconds=round(scan_seconds, 3))
+        _check_whole(out, (PREDICTIONS, ERRORS), "holds a job whose")
         summary = _summary(out, predictor, inputs, scanned, shard_ix, timing, settings, job)
         if shard_ix[1] == 1 and not summary["counts"]["predicted"]:  # a shard's share may fail whole: merge judges
             raise NoInputError(input_dir, f"none of its {len(inputs)} input(s) could be predicted: the reason for "

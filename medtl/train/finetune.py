@@ -334,6 +334,9 @@ def _finished(cfg: TrainConfig, run_dir: Path) -> RunResult | None:
     stored = read_config(run_dir, missing_ok=True)
     if stored is None or _changed_keys(stored, cfg) or cfg.epochs != stored.epochs:
         return None
+    split = read_split(run_dir)
+    if split is None or split.get("keys") != run_data(cfg).record()["keys"]:
+        return None  # the data changed: the resume path says so
     model, spec, _ = load_run(run_dir)
     auroc = record.get("val_auroc")
     return RunResult(run_dir, float("nan") if auroc is None else float(auroc), record.get("best_epoch"), [], model,
@@ -645,10 +648,30 @@ def finetune_seeds(cfg: TrainConfig, run_dir: str | os.PathLike, seeds: int, **k
     a 95% confidence interval (t distribution over seeds).
     """
     resume, overwrite = kwargs.get("resume", True), kwargs.get("overwrite", False)
+    run_dir = Path(run_dir)
+    if resume and (done := _seeds_finished(cfg, run_dir, seeds)) is not None:
+        return done  # every seed is this run, finished: nothing is rewritten
     with output_folder(run_dir, "seeds", inputs=data_inputs(cfg), overwrite=overwrite, resume=resume,
                        restart=not resume) as out:  # fmt: skip
         summary = _seed_runs(cfg, out, seeds, **kwargs)
         mark_complete(out, "seeds")
+    return summary
+
+
+def _seeds_finished(cfg: TrainConfig, run_dir: Path, seeds: int) -> dict | None:
+    """``seeds.json`` of a finished ``--seeds`` output whose every run is this one, finished."""
+    import dataclasses
+
+    from ..rundir import describe, read_json
+
+    record = describe(run_dir) if run_dir.is_dir() else None
+    summary = read_json(run_dir / "seeds.json", "seeds summary") if record and record.get("complete") else None
+    if not summary or record.get("command") != "seeds" or len(summary.get("runs", [])) != seeds:
+        return None
+    for k in range(seeds):
+        seed = cfg.seed + k
+        if _finished(_absolute(dataclasses.replace(cfg, seed=seed)), run_dir / f"seed_{seed}") is None:
+            return None
     return summary
 
 
