@@ -172,7 +172,7 @@ def image_key(rel: str, series: str | None = None) -> str:
     ``--redact-paths``), the report and its verdicts name one image by the same key, so their
     rows join; it names no file, and stays the same when the folder moves.
 
-    >>> image_key("p001/IM1.dcm") == image_key("p001\\IM1.dcm") != image_key("p001/IM1.dcm", "s1")
+    >>> image_key("p001/IM1.dcm") == image_key("p001" + chr(92) + "IM1.dcm") != image_key("p001/IM1.dcm", "s1")
     True
     """
     from ..io.phi import pseudonym
