@@ -7,10 +7,13 @@ with a lesion count.
 * **pointing game** — a hit when the map's maximum falls inside the mask (a map without a
   maximum, all equal, is a miss);
 * **IoU** — of the mask and the map thresholded with Otsu's method (scikit-image) on the map's
-  values, or at a fixed fraction of its maximum.
+  values, or at a fixed fraction of its maximum;
+* **energy-based pointing game** — the share of the map's positive mass inside the mask (Wang et
+  al. 2020, Score-CAM): unlike a hit, it sees how much of the map lies elsewhere.
 
-Both are means over images with a percentile bootstrap CI that resamples patients
-(:func:`summarize`), as every interval in medtl does.
+All are means over images (for the energy score, those whose map has positive mass) with a
+percentile bootstrap CI that resamples patients (:func:`summarize`), as every interval in medtl
+does.
 
 >>> import numpy as np
 >>> mask = np.zeros((8, 8), bool); mask[2:5, 2:5] = True
@@ -26,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from .anatomy import anatomy_share
 from .grid import peak_index
 
-__all__ = ["pointing_hit", "iou", "summarize"]
+__all__ = ["pointing_hit", "iou", "energy_pointing", "summarize"]
 
 
 def pointing_hit(saliency: np.ndarray, mask: np.ndarray) -> bool:
@@ -57,6 +61,19 @@ def iou(saliency: np.ndarray, mask: np.ndarray, threshold: str | float = "otsu")
     chosen = s > cut
     union = np.logical_or(chosen, m).sum()
     return (float(np.logical_and(chosen, m).sum() / union) if union else 0.0), cut
+
+
+def energy_pointing(saliency: np.ndarray, mask: np.ndarray) -> float | None:
+    """Energy-based pointing game (Wang et al. 2020, Score-CAM): the share of the map's positive
+    mass inside ``mask`` (same shape); ``None`` for a map with no positive mass. The same figure
+    as the shortcut check's :func:`medtl.explain.anatomy.anatomy_share`, with a lesion for the body.
+
+    >>> mask = np.zeros((4, 4), bool); mask[1:3, 1:3] = True
+    >>> smap = np.zeros((4, 4)); smap[1, 1] = 3.0; smap[0, 0] = 1.0; smap[3, 3] = -2.0
+    >>> energy_pointing(smap, mask), energy_pointing(np.zeros((4, 4)), mask)
+    (0.75, None)
+    """
+    return anatomy_share(saliency, mask)[0]
 
 
 def summarize(values: Sequence[float], patients: Sequence[Any], *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
