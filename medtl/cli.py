@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -207,6 +208,39 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"{len(result.skipped)} record(s) skipped (unreadable or unsuitable), e.g.:")
         for item in result.skipped[:5]:
             print(f"  {item['path']}: {item['reason']}")
+    _saliency_check_after_training(result.run_dir, cfg.saliency_check)
+    return 0
+
+
+def _saliency_check_after_training(run_dir, images: int) -> None:
+    """Choose the run's default saliency map (``RUN/saliency.json``) unless it has one or the config
+    says 0. The weights are written and sound: a check that cannot run is a note, not a failure."""
+    from .errors import ConfigError
+    from .explain.choice import CHOICE_FILE, choose_default
+
+    if images <= 0 or (Path(run_dir) / CHOICE_FILE).is_file():
+        return
+    try:
+        record = choose_default(run_dir, images=images, progress=sys.stderr.isatty())
+    except ConfigError as exc:
+        print(f"note: no saliency check ({exc}); run `medtl saliency-check {run_dir}` when the data is back")
+        return
+    _print_choice(record)
+
+
+def _print_choice(record: dict) -> None:
+    method = record["method"] or "none"
+    print(f"Saliency map by default: {method} ({record['why']}; {record['n_images']} validation images, "
+          f"{record['seconds']:.0f} s)")  # fmt: skip
+
+
+def _cmd_saliency_check(args: argparse.Namespace) -> int:
+    from .explain.choice import CHOICE_FILE, choose_default
+
+    target = Path(args.run) / CHOICE_FILE
+    if target.is_file() and not args.overwrite:
+        raise ConfigError(target, "the run already has a saliency check; pass --overwrite to score the methods again")
+    _print_choice(choose_default(args.run, images=args.images, seed=args.seed, progress=sys.stderr.isatty()))
     return 0
 
 
@@ -293,7 +327,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from .explain import explain
 
     iou = args.iou_threshold if args.iou_threshold == "otsu" else _fraction(args.iou_threshold)
-    result = explain(args.run, args.inputs, args.output, methods=",".join(args.method or ["gradcam"]),
+    result = explain(args.run, args.inputs, args.output, methods=",".join(args.method or ["auto"]),
                      target=args.target, split=args.split, sanity=args.sanity, sanity_samples=args.sanity_samples,
                      batch_size=args.batch_size, iou_threshold=iou, n_boot=args.n_boot, seed=args.seed,
                      redact_paths=args.redact_paths, overwrite=args.overwrite,
@@ -543,10 +577,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image files, folders (every image and series in them), or a manifest .csv / .npz")
     p.add_argument("-o", "--output", required=True, help="output folder: maps/, explain.json, errors.csv")
     p.add_argument("--method", action="append", metavar="M",
-                   help="gradcam (default), gradcam++, ig, smoothgrad, occlusion, or all; repeat or comma-separate")
+                   help="auto (default: the method the run's saliency check chose), gradcam, gradcam@1/16, "
+                        "gradcam@1/8, gradcam++, ig, ig@blur, ig@mean, smoothgrad, occlusion, or all; repeat or "
+                        "comma-separate")
     p.add_argument("--target", default=None,
-                   help="the output to explain, by index or name (default: the predicted class; multi-label: each "
-                   "finding at 0.5 or above)")
+                   help="the output to explain, by index or name (default: a binary run's finding on every input; "
+                   "multi-class: the predicted class; multi-label: each finding at 0.5 or above)")
     p.add_argument("--split", default=None, choices=["all", "train", "val", "test"],
                    help="rows of a manifest (default all); a CSV's parts are the run's own split")
     p.add_argument("--sanity", action="store_true",
@@ -573,8 +609,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="processes reading images (default: half the cores on CPU, the network takes the rest; min(8, cores) with a GPU)")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="predict only share I of N (0-based) for job arrays; join with `medtl predict merge`")
-    p.add_argument("--saliency", default=None, metavar="METHOD",
-                   help="also write a saliency map per image: gradcam, gradcam++, ig, smoothgrad or occlusion")
+    p.add_argument("--saliency", nargs="?", const="auto", default=None, metavar="METHOD",
+                   help="also write a saliency map per image; alone (or 'auto'): the method the run's saliency check "
+                        "chose; or name one: ig, ig@blur, occlusion, gradcam@1/8 ... (docs/explain.md)")
     p.add_argument("--redact-paths", action="store_true", help="no paths in the outputs: inputs by salted key only")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: a GPU when there is one)")
     p.set_defaults(func=_cmd_predict)
@@ -624,6 +661,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="the CSV to write (never inside the report)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export of verdicts at that path")
     p.set_defaults(func=_cmd_review_export)
+
+    p = sub.add_parser("saliency-check", help="choose the run's default saliency map by evidence on its validation "
+                       "images (medtl train does this; for runs trained before, or with saliency_check: 0)")  # fmt: skip
+    p.add_argument("run", help="a run directory from `medtl train` (its data must be where it was)")
+    p.add_argument("--images", type=int, default=16, help="validation images to score the methods on (16)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the randomization and the random deletion orders")
+    p.add_argument("--overwrite", action="store_true", help="score the methods again")
+    p.set_defaults(func=_cmd_saliency_check)
 
     p = sub.add_parser("calibrate-ood", help="add out-of-distribution statistics to a run trained before they "
                        "existed")  # fmt: skip

@@ -145,13 +145,18 @@ def _train(out: Path, *, manifest: Path, config: Path, progress: bool, **_) -> t
     cfg = load_config(config, [f"manifest={manifest.resolve()}"])
     with _quiet():
         run = finetune(cfg, out / "run", resume=False, overwrite=True, progress=progress)
+    from .explain.choice import choose_default
     from .rundir import read_json
 
+    with _quiet():  # as `medtl train` does when a run finishes: the map clinicians see, chosen by evidence
+        choice = choose_default(out / "run", images=cfg.saliency_check, progress=progress)
     n_train = read_json(out / "run" / "split.json")["counts"]["train"]["images"]
     start = f"{cfg.pretrained} weights" if cfg.pretrained else "from scratch"
     line = (f"{cfg.backbone} ({start}, {cfg.strategy} fine-tuning) on {n_train} radiographs: validation AUROC "
-            f"{run.val_auroc:.2f} at epoch {run.best_epoch} → {out / 'run'}")  # fmt: skip
-    return line, {"val_auroc": run.val_auroc, "best_epoch": run.best_epoch, "n_train": n_train}
+            f"{run.val_auroc:.2f} at epoch {run.best_epoch}; saliency map by default {choice['method']} → "
+            f"{out / 'run'}")  # fmt: skip
+    return line, {"val_auroc": run.val_auroc, "best_epoch": run.best_epoch, "n_train": n_train,
+                  "saliency": choice["method"]}  # fmt: skip
 
 
 def _evaluate(out: Path, *, manifest: Path, progress: bool, **_) -> tuple[str, dict]:
@@ -174,7 +179,7 @@ def _explain(out: Path, *, manifest: Path, progress: bool, **_) -> tuple[str, di
     from .explain import explain
 
     with _quiet():
-        r = explain(out / "run", [os.fspath(manifest)], out / "explanation", methods="gradcam,ig", split="test", sanity=True,
+        r = explain(out / "run", [os.fspath(manifest)], out / "explanation", methods="auto,gradcam", split="test", sanity=True,
                     sanity_samples=4, overwrite=True, progress=progress)  # fmt: skip
     parts, numbers = [], {}
     for method in r["methods"]:
@@ -221,7 +226,7 @@ def _predict(out: Path, *, data: Path, progress: bool, **_) -> tuple[str, dict]:
 
     folder = _incoming(out, data)
     with _quiet():
-        s = predict_folder(out / "run", folder, out / "predictions", overwrite=True, saliency="gradcam",
+        s = predict_folder(out / "run", folder, out / "predictions", overwrite=True, saliency="auto",
                            progress=progress)  # fmt: skip
     c = s["counts"]
     line = (f"{c['predicted'] + c['failed']} files of {folder}: {c['predicted']} predicted, {c['failed']} failed "

@@ -179,8 +179,9 @@ def test_target_rules_binary_multiclass_multilabel():
     ex = object.__new__(Explainer)
     ex.labels, ex.threshold = ["label=0", "label=1"], 0.7
     ex.task = "binary"
-    assert ex.predicted_targets(np.array([0.35, 0.65]))[0] == [0]  # below the run's threshold
-    assert ex.predicted_targets(np.array([0.2, 0.8]))[0] == [1]
+    # a binary run's map is of the finding on every case: a negative shows how little evidence there is
+    assert ex.predicted_targets(np.array([0.35, 0.65]))[0] == [1]  # decided negative (threshold 0.7)
+    assert ex.predicted_targets(np.array([0.9, 0.1]))[0] == [1]
     assert ex.parse_target("label=1") == 1 and ex.parse_target("1") == 1
     with pytest.raises(ConfigError, match="unknown target 'label=3'; the run's outputs are label=0, label=1"):
         ex.parse_target("label=3")
@@ -202,8 +203,8 @@ def _train(tmp_path_factory, name: str, dims: int, size: int, n: int, epochs: in
             "--set", f"spatial_dims={dims}", "--set", f"epochs={epochs}", "--set", "batch_size=16",
             "--set", "val_fraction=0.25", "--set", "test_fraction=0.25", "--set", "augment=false",
             "--set", "patience=50", "--set", "dedup=false"]  # fmt: skip
-    if dims == 3:
-        args += ["--set", "spacing=null"]
+    if dims == 3:  # the saliency check is scored on the 2D run (a 3D one costs minutes)
+        args += ["--set", "spacing=null", "--set", "saliency_check=0"]
     assert main(args) == 0
     return run, manifest
 
@@ -278,6 +279,25 @@ def test_gradcam_of_a_briefly_trained_model_points_at_the_lesion_and_a_random_on
     assert not sanity_check(edges, model, [xt[i : i + 1] for i in positives[:3]], [1] * 3)["passed"]
 
 
+def test_the_run_chose_its_default_map_by_evidence(run2d, tmp_path):
+    """`medtl train` scored the candidates on validation: the lesion masks decide among the methods
+    that passed randomization and faithfulness, and `auto` is the one chosen."""
+    run, manifest = run2d
+    choice = json.loads((run / "saliency.json").read_text())
+    chosen = choice["candidates"][choice["method"]]
+    assert chosen["eligible"] and chosen["passed_randomization"] and chosen["deletion_gain"] > 0
+    assert all(not c["eligible"] for c in choice["candidates"].values() if not c["passed_randomization"])
+    assert choice["n_masked"] >= 5 and "pointing game" in choice["why"]
+    assert chosen["pointing_game"] == max(c["pointing_game"] for c in choice["candidates"].values() if c["eligible"])
+    result = explain(run, [manifest], tmp_path / "e", methods="auto", split="test", n_boot=50, deletion_samples=0)
+    assert result["methods"] == [choice["method"]]
+    loc = result["localization"][choice["method"]]
+    assert loc["pointing_game"]["value"] >= 0.7 and 0 < loc["energy_pointing"]["value"] <= 1
+    assert result["anatomy"][choice["method"]]["n"] == 12  # every test image's map of the finding
+    nifti = nib.load(tmp_path / "e" / result["maps"][0]["nifti"])
+    assert nifti.shape[:2] == (64, 64)  # stored on the network's grid, with its affine
+
+
 def test_explain_on_a_2d_run_from_medtl_train(run2d, tmp_path):
     run, manifest = run2d
     out = tmp_path / "explain"
@@ -287,7 +307,7 @@ def test_explain_on_a_2d_run_from_medtl_train(run2d, tmp_path):
     assert loc["pointing_game"]["n"] == 24 and loc["pointing_game"]["ci"] is not None
     assert loc["pointing_game"]["value"] > 0.5  # the lesion covers about 3 % of the image
     assert set(result["sanity"]) == {"gradcam", "ig"} and result["faithfulness"]["ig"]["n"] >= 4
-    assert any("gradcam read a feature map of only 2x2 cells" in n for n in result["notes"])
+    assert any("gradcam reads a feature map of only 2x2 cells" in n for n in result["notes"])
     for rec in result["maps"]:  # every output of a method says whether it passed
         assert rec["sanity"] == ("passed" if result["sanity"][rec["method"]]["passed"] else "failed")
         assert (out / rec["map"]).read_bytes()[:4] == b"\x89PNG"
@@ -311,13 +331,13 @@ def test_a_3d_map_read_back_with_nibabel_peaks_on_the_lesion_in_world_mm(run3d, 
         assert (out / rec["map"]).read_bytes()[:4] == b"\x89PNG"
         if rec["method"] != "ig" or row["label"] != "1":
             continue
-        nii = nib.load(out / rec["nifti"])
-        assert np.allclose(nii.affine, AFFINE)  # the scan's own grid: it opens over the scan in Slicer
+        nii = nib.load(out / rec["nifti"])  # the network's grid, with its affine: a viewer overlays it in mm
         data = np.asarray(nii.dataobj)
         peak = np.unravel_index(int(np.argmax(data)), data.shape)
-        mask = np.asarray(nib.load(manifest.parent / row["mask"]).dataobj)
-        inside.append(bool(mask[peak]))
         world = (nii.affine @ [*peak, 1])[:3]
+        mask = np.asarray(nib.load(manifest.parent / row["mask"]).dataobj)
+        voxel = np.round(np.linalg.inv(AFFINE) @ [*world, 1])[:3].astype(int)  # the scan's voxel at that point
+        inside.append(bool(mask[tuple(np.clip(voxel, 0, np.array(mask.shape) - 1))]))
         centre = np.array([float(row[k]) for k in ("x_mm", "y_mm", "z_mm")])
         agree.append(np.linalg.norm(np.array(rec["peak_mm"]) - world) <= 2.0 and np.linalg.norm(world - centre) <= 6.5)
     assert len(inside) == 24

@@ -24,7 +24,7 @@ from .csvfile import read_csv_rows
 __all__ = ["Record", "Manifest", "read_manifest", "image_folders"]
 
 # Columns that describe the file rather than the patient: never used as groups by default.
-_NON_GROUP = {"path", "series", "mask", "format", "kind", "shape", "spacing", "n_files", "volumes", "flags", "study",
+_NON_GROUP = {"path", "series", "mask", "anatomy_mask", "format", "kind", "shape", "spacing", "n_files", "volumes", "flags", "study",
               "patient", "patient_id", "photometric", "colour"}  # fmt: skip
 
 
@@ -44,6 +44,10 @@ class Record:
     #: A lesion mask (``mask`` column: a file on the image's grid, 1 = lesion), resolved like
     #: ``path``; ``None`` where the row has none. Saliency localization is scored against it.
     mask: str | None = None
+    #: The anatomy (``anatomy_mask`` column: a lung or organ mask on the image's grid, 1 = inside),
+    #: resolved like ``path``: the saliency shortcut check measures a map's mass inside it, where
+    #: rows without one use the body medtl finds in the image (:mod:`medtl.explain.anatomy`).
+    anatomy: str | None = None
 
 
 @dataclass
@@ -197,6 +201,7 @@ def read_manifest(
             raise ConfigError(csv_path, f"line {line}: empty path")
         full = rel if os.path.isabs(rel) else str(base / rel)
         mask = (row.get("mask") or "").strip()
+        anatomy = (row.get("anatomy_mask") or "").strip()
         patient_raw = (row.get(patient_column) or "").strip() if has_patient else ""
         records.append(
             Record(
@@ -211,6 +216,7 @@ def read_manifest(
                 row=line,
                 ref=rel,
                 mask=(mask if os.path.isabs(mask) else str(base / mask)) if mask else None,
+                anatomy=(anatomy if os.path.isabs(anatomy) else str(base / anatomy)) if anatomy else None,
             )
         )
     return Manifest(records, tuple(names or labels), tuple(group_columns), csv_path, patient_column, str(base))

@@ -37,10 +37,18 @@ class Explainer(RunModel):
 
     def __init__(self, run_dir: str | os.PathLike, settings: Settings | None = None):
         from ..data.transforms import black_input
+        from .choice import read_choice
 
         super().__init__(run_dir, device="cpu")
         self.baseline = torch.from_numpy(black_input(self.spec))[None]
         self.settings = settings or Settings()
+        #: the run's saliency check (``saliency.json``), or ``None``
+        self.choice = read_choice(self.run_dir)
+        #: the constant input of the ``@mean`` baseline, as the saliency check set it
+        self.mean_input = None
+        if self.choice and self.choice.get("baseline_mean"):
+            mean = torch.tensor(self.choice["baseline_mean"], dtype=torch.float32)
+            self.mean_input = mean.reshape(1, -1, *([1] * len(self.spec.size)))
 
     # ------------------------------------------------------------------ inputs
     def display(self, img) -> np.ndarray:
@@ -61,12 +69,19 @@ class Explainer(RunModel):
         lo, hi = self.spec.value_range
         return np.clip((arr - lo) / (hi - lo), 0, 1)
 
-    def cam_grid(self) -> tuple[int, ...]:
-        """The size of the feature map Grad-CAM reads (1/32 of the input for every registered
-        backbone): a map cannot point finer than one of its cells."""
+    def cam_grid(self, method: str = "gradcam") -> tuple[int, ...]:
+        """The grid a method's map can point on: for Grad-CAM the feature map its layer reads (the
+        last is 1/32 of the input for every registered backbone), else the input itself. A map
+        cannot point finer than one of its cells."""
+        from .methods import LAYER_METHODS, split_method
+
+        name, level = split_method(method)
+        if name not in LAYER_METHODS:
+            return tuple(self.spec.size)
+        module, to_input = self.model.cam_module(level)
         seen: dict[str, tuple[int, ...]] = {}
-        hook = self.model.cam_layer().register_forward_hook(
-            lambda module, args, out: seen.update(shape=tuple(args[0].shape[2:]))
+        hook = module.register_forward_hook(
+            lambda m, args, out: seen.update(shape=tuple((args[0] if to_input else out).shape[2:]))
         )
         try:
             with torch.no_grad():
@@ -102,11 +117,12 @@ class Explainer(RunModel):
         raise ConfigError(None, f"unknown target '{s}'; the run's outputs are {', '.join(names)} (or 0..{len(names) - 1})")
 
     def predicted_targets(self, probs: np.ndarray) -> tuple[list[int], str]:
-        """The outputs to explain for one input's probabilities (K,), and the rule used: the predicted
-        class (binary: at the run's threshold), or every finding at 0.5 or above (multi-label; the
-        most probable one when none is)."""
+        """The outputs to explain for one input's probabilities (K,), and the rule used: the finding
+        of a binary run, whatever was decided (a negative case shows what little evidence for it
+        there is); the predicted class of a multi-class run; every finding at 0.5 or above of a
+        multi-label run (the most probable one when none is)."""
         if self.task == "binary":
-            return [int(probs[1] >= self.threshold)], f"predicted class at the run's threshold {self.threshold:.3g}"
+            return [1], "the finding, on every case whatever was decided"
         if self.task == "multiclass":
             return [int(np.argmax(probs))], "predicted class"
         positive = [int(j) for j in np.flatnonzero(probs >= 0.5)]
@@ -127,7 +143,8 @@ class Explainer(RunModel):
     def saliency(self, x: torch.Tensor, target: int, method: str, model=None) -> np.ndarray:
         """One map on the network grid, (*size), ``≥ 0``; ``model`` defaults to the run's."""
         return saliency(model if model is not None else self.model, x, target, method, task=self.task,
-                        flips=self.flips, baseline=self.baseline, settings=self.settings).numpy()  # fmt: skip
+                        flips=self.flips, baseline=self.baseline, mean=self.mean_input,
+                        settings=self.settings).numpy()  # fmt: skip
 
     def deletion(self, x: torch.Tensor, target: int, smap: np.ndarray, steps: int, seed: int) -> dict[str, Any]:
         """Deletion curve of a map and its random-order reference (:mod:`medtl.explain.faithfulness`)."""

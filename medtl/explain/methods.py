@@ -22,6 +22,11 @@ target:
 * ``occlusion`` — the fall of the target's log-odds when a patch (1/8 of each axis, half
   overlapping; 1/4 tiling a volume) is set to the black input, positive part.
 
+A method may name a variant after ``@``: Grad-CAM's layer (``gradcam@1/16``, ``gradcam@1/8``:
+earlier stages, :data:`LAYERS`) and the baseline of integrated gradients and occlusion
+(``ig@blur``, ``ig@mean``, :data:`BASELINES`). Which one a run shows by default is decided by
+evidence on its validation images (:mod:`medtl.explain.choice`).
+
 Test-time flips of the run apply: the pixel methods differentiate the flip-averaged output, the
 layer methods average the maps of each flipped view, flipped back. Memory stays bounded on
 volumes: integrated gradients, SmoothGrad and occlusion evaluate at most ``batch_size`` inputs
@@ -45,11 +50,20 @@ from torch import nn
 
 from ..errors import ConfigError, suggest
 
-__all__ = ["METHODS", "LAYER_METHODS", "Settings", "check_methods", "log_odds", "LogOdds", "saliency",
-           "integrated_gradients"]  # fmt: skip
+__all__ = ["METHODS", "LAYER_METHODS", "LAYERS", "BASELINES", "Settings", "check_methods", "split_method", "log_odds",
+           "LogOdds", "saliency", "integrated_gradients", "make_baseline"]  # fmt: skip
 
 METHODS = ("gradcam", "gradcam++", "ig", "smoothgrad", "occlusion")
 LAYER_METHODS = ("gradcam", "gradcam++")
+BASELINE_METHODS = ("ig", "occlusion")
+#: Grad-CAM's layers (``gradcam@1/8``): the last feature map and the earlier stages each backbone
+#: declares (:attr:`medtl.models.BackboneSpec.cam_stages`).
+LAYERS = ("1/32", "1/16", "1/8")
+#: What integrated gradients and occlusion replace the image with (``ig@blur``): the all-black
+#: input; the image blurred (Gaussian, σ a tenth of the image side), which removes detail but
+#: keeps brightness; a constant at the mean of the images the baseline was set on.
+BASELINES = ("black", "blur", "mean")
+BLUR_SIGMA = 0.1
 
 
 @dataclass(frozen=True)
@@ -75,11 +89,36 @@ class Settings:
     seed: int = 0
 
 
-def check_methods(methods: str | Sequence[str]) -> list[str]:
-    """Method names, validated; ``"all"`` is every method. A comma-separated string is split.
+def split_method(method: str) -> tuple[str, str | None]:
+    """``"ig@blur"`` → ``("ig", "blur")``; a method without a variant has ``None``.
 
-    >>> check_methods("gradcam,ig")
-    ['gradcam', 'ig']
+    >>> split_method("gradcam@1/8"), split_method("occlusion")
+    (('gradcam', '1/8'), ('occlusion', None))
+    """
+    name, _, variant = method.partition("@")
+    return name, (variant or None)
+
+
+def _check_one(method: str) -> str:
+    name, variant = split_method(method)
+    if name not in METHODS:
+        raise ConfigError(None, f"unknown saliency method '{name}'" + suggest(name, METHODS)
+                          + f" (methods: {', '.join(METHODS)})")  # fmt: skip
+    allowed = LAYERS if name in LAYER_METHODS else BASELINES if name in BASELINE_METHODS else ()
+    if variant is not None and variant not in allowed:
+        what = (f"takes a layer ({', '.join(LAYERS)})" if name in LAYER_METHODS else
+                f"takes a baseline ({', '.join(BASELINES)})" if allowed else "has no variants")  # fmt: skip
+        raise ConfigError(None, f"saliency method '{method}': {name} {what}" + suggest(variant, allowed))
+    default = {**dict.fromkeys(LAYER_METHODS, "1/32"), **dict.fromkeys(BASELINE_METHODS, "black")}.get(name)
+    return name if variant in (None, default) else f"{name}@{variant}"
+
+
+def check_methods(methods: str | Sequence[str]) -> list[str]:
+    """Method names, validated and canonical (a default variant is dropped: ``ig@black`` is ``ig``);
+    ``"all"`` is every method. A comma-separated string is split.
+
+    >>> check_methods("gradcam,ig@blur,gradcam@1/32")
+    ['gradcam', 'ig@blur']
     >>> check_methods(["grad-cam"])
     Traceback (most recent call last):
     ...
@@ -88,13 +127,9 @@ def check_methods(methods: str | Sequence[str]) -> list[str]:
     names = [m.strip() for m in (methods.split(",") if isinstance(methods, str) else methods) if m.strip()]
     if names == ["all"]:
         return list(METHODS)
-    for name in names:
-        if name not in METHODS:
-            raise ConfigError(None, f"unknown saliency method '{name}'" + suggest(name, METHODS)
-                              + f" (methods: {', '.join(METHODS)})")  # fmt: skip
     if not names:
         raise ConfigError(None, f"no saliency method given; choose from {', '.join(METHODS)}")
-    return list(dict.fromkeys(names))
+    return list(dict.fromkeys(_check_one(name) for name in names))
 
 
 def log_odds(logits: torch.Tensor, task: str) -> torch.Tensor:
@@ -137,19 +172,19 @@ def _upsample(cam: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return LayerAttribution.interpolate(cam, tuple(size), interpolate_mode=mode)
 
 
-def _gradcam(f: nn.Module, layer: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
+def _gradcam(f: nn.Module, layer: nn.Module, x: torch.Tensor, target: int, to_input: bool) -> torch.Tensor:
     from captum.attr import LayerGradCam
 
-    cam = LayerGradCam(f, layer).attribute(x, target=target, relu_attributions=True, attribute_to_layer_input=True)
+    cam = LayerGradCam(f, layer).attribute(x, target=target, relu_attributions=True, attribute_to_layer_input=to_input)
     return _upsample(cam, x.shape[2:])
 
 
-def _gradcam_pp(f: nn.Module, layer: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
+def _gradcam_pp(f: nn.Module, layer: nn.Module, x: torch.Tensor, target: int, to_input: bool) -> torch.Tensor:
     from captum.attr import LayerActivation, LayerGradientXActivation
 
-    acts = LayerActivation(f, layer).attribute(x, attribute_to_layer_input=True).detach()
+    acts = LayerActivation(f, layer).attribute(x, attribute_to_layer_input=to_input).detach()
     grads = LayerGradientXActivation(f, layer, multiply_by_inputs=False).attribute(
-        x, target=target, attribute_to_layer_input=True
+        x, target=target, attribute_to_layer_input=to_input
     ).detach()
     dims = _spatial(acts)
     g2, g3 = grads.pow(2), grads.pow(3)
@@ -216,13 +251,37 @@ def _layer_map(model, method: str, x: torch.Tensor, target: int, task: str, flip
     if hasattr(model, "members"):
         maps = [_layer_map(m, method, x, target, task, flips) for m in model.members]
         return torch.stack(maps).mean(0)
+    name, level = split_method(method)
     f = LogOdds(model, task)
-    layer = model.cam_layer()
-    fn = _gradcam if method == "gradcam" else _gradcam_pp
-    total = fn(f, layer, x, target)
+    layer, to_input = model.cam_module(level)
+    fn = _gradcam if name == "gradcam" else _gradcam_pp
+    total = fn(f, layer, x, target, to_input)
     for axis in flips:
-        total = total + fn(f, layer, x.flip(axis + 2), target).flip(axis + 2)
+        total = total + fn(f, layer, x.flip(axis + 2), target, to_input).flip(axis + 2)
     return total / (1 + len(flips))
+
+
+def make_baseline(x: torch.Tensor, kind: str | None, black: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
+    """The baseline ``kind`` (:data:`BASELINES`; ``None`` is black) for one input ``x``
+    (1, C, *spatial), broadcast to its shape. ``black`` is the network input of an all-black
+    image, ``mean`` the per-channel mean input the ``"mean"`` baseline was set on (1, C, 1, ...).
+
+    >>> x = torch.zeros(1, 1, 20, 20); x[..., 10, 10] = 1.0
+    >>> b = make_baseline(x, "blur", torch.zeros(1, 1, 1, 1))
+    >>> round(float(b.sum()), 3), float(b.max()) < 0.1
+    (1.0, True)
+    """
+    if kind in (None, "black"):
+        return black.to(x).expand_as(x).contiguous()
+    if kind == "mean":
+        if mean is None:
+            raise ConfigError(None, "the 'mean' baseline needs the mean input it was set on (the run's saliency check)")
+        return mean.to(x).expand_as(x).contiguous()
+    from scipy.ndimage import gaussian_filter
+
+    arr = x.detach().cpu().numpy()[0]
+    sigma = [0] + [BLUR_SIGMA * n for n in arr.shape[1:]]
+    return torch.from_numpy(gaussian_filter(arr.astype("float64"), sigma, mode="nearest")).to(x)[None].contiguous()
 
 
 def saliency(
@@ -234,12 +293,15 @@ def saliency(
     task: str,
     flips: Sequence[int] = (),
     baseline: torch.Tensor | None = None,
+    mean: torch.Tensor | None = None,
     settings: Settings | None = None,
 ) -> torch.Tensor:
     """The ``method`` map of one input ``x`` (1, C, *spatial) for output ``target``: a float tensor
     of shape ``spatial``, ``≥ 0``, on the network's input grid. ``model`` is a
-    :class:`medtl.models.Classifier` (evaluated in eval mode); ``baseline`` (default zeros) is broadcast to
-    ``x``; ``task`` is the run's (:mod:`medtl.tasks`).
+    :class:`medtl.models.Classifier` (evaluated in eval mode); ``baseline`` (default zeros) is the
+    black input, broadcast to ``x``; a method's variant (``ig@blur``, ``gradcam@1/8``) picks
+    another baseline (:func:`make_baseline`; ``mean`` for ``@mean``) or layer; ``task`` is the
+    run's (:mod:`medtl.tasks`).
 
     Raises:
         ConfigError: an unknown method (naming the choices).
@@ -247,7 +309,11 @@ def saliency(
     check_methods([method])
     if x.dim() < 4 or x.shape[0] != 1:
         raise ValueError(f"saliency takes one input of shape (1, C, *spatial), not {tuple(x.shape)}")
-    base = (torch.zeros_like(x) if baseline is None else baseline.to(x).expand_as(x)).contiguous()
+    _, variant = split_method(method)
+    if baseline is None or variant not in (None, "black"):
+        base = make_baseline(x, variant, torch.zeros(1) if baseline is None else baseline, mean)
+    else:
+        base = baseline.to(x).expand_as(x).contiguous()
     x = x.detach().clone()
     was_training = model.training
     model.eval()  # batch statistics of one input would be noise; dropout would make maps random
@@ -259,14 +325,15 @@ def saliency(
 
 
 def _attribute(model, x, target, method, task, flips, base, settings) -> torch.Tensor:
-    if method in LAYER_METHODS:
+    name, _ = split_method(method)
+    if name in LAYER_METHODS:
         out = _layer_map(model, method, x, target, task, flips)
     else:
         f = LogOdds(model, task, flips)
-        if method == "ig":
+        if name == "ig":
             attr, _ = integrated_gradients(f, x, target, base, steps=settings.ig_steps, batch_size=settings.batch_size)
             out = attr.sum(1, keepdim=True).clamp(min=0)
-        elif method == "smoothgrad":
+        elif name == "smoothgrad":
             out = _smoothgrad(f, x, target, settings)
         else:
             out = _occlusion(f, x, target, base, settings)

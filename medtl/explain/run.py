@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, MedtlError, NoInputError
-from .methods import LAYER_METHODS, Settings, check_methods
+from .methods import LAYER_METHODS, Settings, check_methods, split_method
 
 __all__ = ["explain", "Item", "collect_inputs", "render_map", "file_stem"]
 
@@ -44,6 +44,7 @@ class Item:
     patient: str | None = None
     labels: tuple[float, ...] = ()
     mask: str | None = None
+    anatomy: str | None = None
 
 
 def _is_manifest(path: str) -> bool:
@@ -67,7 +68,7 @@ def _manifest_items(run_dir, path: str, split: str | None, redact: bool) -> tupl
     for i in indices:
         rec = data.records[i]
         items.append(Item(shown_path(data, i, redact=redact), rec.path, rec.series, rec.patient, tuple(rec.labels),
-                          rec.mask))  # fmt: skip
+                          rec.mask, rec.anatomy))  # fmt: skip
     return items, notes
 
 
@@ -246,7 +247,7 @@ def explain(
     from ..rundir import mark_complete, output_folder, weights_digest, write_csv, write_json
     from .explainer import Explainer
 
-    names = check_methods(methods)
+    names = check_methods(_auto(methods, run_dir))
     for key, value, least in (("batch_size", batch_size, 1), ("sanity_samples", sanity_samples, 1),
                               ("deletion_steps", deletion_steps, 2), ("deletion_samples", deletion_samples, 0),
                               ("n_boot", n_boot, 1)):  # fmt: skip
@@ -266,12 +267,13 @@ def explain(
         raise NoInputError(None, f"the inputs hold no image to explain: {why}")
     check_not_reading(out_dir, [it.path for it in items])  # a link in an input folder that leads into the output
     with output_folder(out_dir, "explain", inputs=read, overwrite=overwrite) as out:
-        layered = [m for m in names if m in LAYER_METHODS]
-        grid = explainer.cam_grid() if layered else ()
-        if layered and min(grid) < 4:
-            notes.append(f"{' and '.join(layered)} read a feature map of only {'x'.join(map(str, grid))} cells at the "
-                         f"run's input size {'x'.join(map(str, explainer.spec.size))}: their maps cannot point finer "
-                         "than one cell; ig, smoothgrad and occlusion work at the input's resolution")  # fmt: skip
+        for m in (m for m in names if split_method(m)[0] in LAYER_METHODS):
+            grid = explainer.cam_grid(m)
+            if min(grid) < 8:
+                notes.append(f"{m} reads a feature map of only {'x'.join(map(str, grid))} cells at the run's input "
+                             f"size {'x'.join(map(str, explainer.spec.size))}: its maps cannot point finer than one "
+                             "cell (gradcam@1/8 reads an earlier stage; ig and occlusion work at the input's "
+                             "resolution)")  # fmt: skip
         pool = _Inputs(explainer, items)
         sanity_result = {}
         if sanity:
@@ -302,6 +304,7 @@ def explain(
                     mask = _mask_on(img, item.mask)
                 except MedtlError as exc:
                     notes.append(f"{item.key}: mask not used ({_reason(exc, item)})")
+            anatomy = _anatomy_on_network_grid(item, img, x, affine, notes)
             lesion_targets = explainer.labelled_targets(item.labels) if mask is not None and mask.any() else []
             if wanted is not None:
                 lesion_targets = [t for t in lesion_targets if t == wanted]
@@ -314,17 +317,19 @@ def explain(
                 for t in all_targets:
                     steps = deletion_steps if len(inputs_out) <= deletion_samples else 0
                     rec = render_map(explainer, out, i, item, img, x, affine, display, method, t, probs,
-                                   sanity_result.get(method), steps, seed)  # fmt: skip
+                                     sanity_result.get(method), steps, seed, anatomy)  # fmt: skip
                     rec["explained_because"] = "predicted" if t in targets else "labelled lesion (localization)"
                     if "_curve" in rec:
                         deletion[method].append((rec.pop("_curve"), rec.pop("_random")))
                     if t in lesion_targets:
                         smap = rec.pop("_input_grid")
-                        from .localization import iou, pointing_hit
+                        from .localization import energy_pointing, iou, pointing_hit
 
                         rec["pointing_hit"] = pointing_hit(smap, mask)
                         rec["iou"] = round(iou(smap, mask, iou_threshold)[0], 4)
-                        loc_rows.append((method, item.patient or item.key, rec["pointing_hit"], rec["iou"]))
+                        rec["energy_pointing"] = energy_pointing(smap, mask)
+                        loc_rows.append((method, item.patient or item.key, rec["pointing_hit"], rec["iou"],
+                                         rec["energy_pointing"]))  # fmt: skip
                     rec.pop("_input_grid", None)
                     records.append(rec)
                 bar.update(1)
@@ -335,6 +340,7 @@ def explain(
             "methods": names, "settings": _settings_record(explainer, settings, iou_threshold, deletion_steps,
                                                                   deletion_samples),
             "n_inputs": len(items), "n_explained": len(inputs_out), "notes": notes,
+            "default_method": _default_method(explainer),
             "inputs": inputs_out, "maps": records, "errors": len(errors),
         }  # fmt: skip
         if sanity:
@@ -348,6 +354,7 @@ def explain(
             write_bytes(out / "deletion.png", deletion_png(curves))
         if loc_rows:
             result["localization"] = _localization(loc_rows, names, iou_threshold, n_boot, seed)
+        result["anatomy"] = _anatomy(records, items, names, n_boot, seed)
         write_csv(out / "errors.csv", errors, columns=["input", "reason"])
         if not inputs_out:
             raise NoInputError(None, f"none of the {len(items)} input(s) could be explained: the reason for each is "
@@ -355,6 +362,20 @@ def explain(
         write_json(out / "explain.json", result)
         mark_complete(out, "explain")
     return result
+
+
+def _default_method(explainer) -> dict[str, Any] | None:
+    """The run's saliency check in brief (``RUN/saliency.json``): what ``auto`` means, and why."""
+    c = explainer.choice
+    return None if c is None else {"method": c.get("method"), "why": c.get("why"), "n_images": c.get("n_images")}
+
+
+def _auto(methods: str | Sequence[str], run_dir) -> list[str]:
+    """``auto`` among the methods becomes the run's chosen one (:func:`medtl.explain.choice.resolve`)."""
+    from .choice import read_choice, resolve
+
+    names = [m.strip() for m in (methods.split(",") if isinstance(methods, str) else methods)]
+    return [resolve(m, read_choice(run_dir), run_dir)[0] if m == "auto" else m for m in names]
 
 
 def _bar(progress: bool, total: int):
@@ -405,12 +426,16 @@ def _sanity(explainer, pool: _Inputs, names, wanted, samples: int, seed: int, pr
 
 
 def render_map(explainer, out: Path, index: int, item: Item, img, x, affine, display, method: str, target: int,
-               probs, sanity: dict | None, deletion_steps: int = 0, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+               probs, sanity: dict | None, deletion_steps: int = 0, seed: int = 0,
+               anatomy: np.ndarray | None = None) -> dict[str, Any]:  # fmt: skip
     """One map of ``item`` written under ``out/maps/`` (a PNG overlay, and the map as NIfTI on the
-    image's grid) and its record: file names, peak in mm, seconds, and the deletion curve when
+    network's grid, with its affine) and its record: file names, peak in mm and its value, the
+    share of the map inside the anatomy (``anatomy``, on the network grid; default the body
+    :func:`medtl.explain.anatomy.body_mask` finds), seconds, and the deletion curve when
     ``deletion_steps``. ``x``/``affine`` come from :meth:`Explainer.prepare`, ``display`` from
     :meth:`Explainer.display`, ``probs`` are the input's calibrated probabilities."""
     from ..rundir import write_bytes
+    from .anatomy import body_mask
     from .grid import peak_index, resample, world
     from .render import display_order, overlay_png, planes_png
 
@@ -435,11 +460,14 @@ def render_map(explainer, out: Path, index: int, item: Item, img, x, affine, dis
         spacing = np.linalg.norm(affine[:3, :3], axis=0)
         png = planes_png(explainer.unnormalised(x), smap, peak, spacing, title)
     write_bytes(out / "maps" / f"{stem}.png", png)
-    # the map itself on the image's grid: a viewer overlays it, a report redraws it
-    write_bytes(out / "maps" / f"{stem}.nii.gz", nifti_bytes(on_input, img.affine))
+    # the map itself on the network's grid with that grid's affine: a viewer overlays it on the scan
+    # through world mm, a report resamples it; the image's own grid would be hundreds of times larger
+    write_bytes(out / "maps" / f"{stem}.nii.gz", nifti_bytes(smap, affine))
     rec["map"] = f"maps/{stem}.png"
     rec["nifti"] = f"maps/{stem}.nii.gz"
     rec["peak_mm"] = world(affine, peak) if peak is not None else None
+    rec["peak_value"] = round(float(smap.max()), 6)
+    rec.update(anatomy_record(smap, anatomy if anatomy is not None else body_mask(explainer.unnormalised(x))))
     rec["seconds"] = round(seconds, 3)
     rec["_input_grid"] = on_input
     if deletion_steps:
@@ -447,6 +475,22 @@ def render_map(explainer, out: Path, index: int, item: Item, img, x, affine, dis
         rec["deletion_auc"], rec["random_deletion_auc"] = round(d["auc"], 4), round(d["random_auc"], 4)
         rec["_curve"], rec["_random"] = d["curve"], d["random"]
     return rec
+
+
+def anatomy_record(smap: np.ndarray, anatomy: np.ndarray) -> dict[str, Any]:
+    """The shortcut check of one map: the share of its mass inside ``anatomy`` (same grid), the
+    share of the image the anatomy covers, and whether the map is marked
+    (:func:`medtl.explain.anatomy.outside_anatomy`).
+
+    >>> m = np.zeros((4, 4)); m[0, 0] = 1.0
+    >>> anatomy_record(m, np.ones((4, 4), bool))
+    {'anatomy_inside': 1.0, 'anatomy_area': 1.0, 'shortcut': False}
+    """
+    from .anatomy import anatomy_share, outside_anatomy
+
+    inside, area = anatomy_share(smap, anatomy)
+    return {"anatomy_inside": None if inside is None else round(inside, 4), "anatomy_area": round(area, 4),
+            "shortcut": outside_anatomy(inside)}  # fmt: skip
 
 
 def nifti_bytes(array: np.ndarray, affine: np.ndarray) -> bytes:
@@ -522,6 +566,38 @@ def _localization(rows, names, iou_threshold, n_boot: int, seed: int) -> dict[st
         out[method] = {
             "pointing_game": summarize([float(r[2]) for r in mine], patients, n_boot=n_boot, seed=seed),
             "iou": summarize([r[3] for r in mine], patients, n_boot=n_boot, seed=seed),
+            "energy_pointing": summarize([r[4] for r in mine if r[4] is not None],
+                                         [r[1] for r in mine if r[4] is not None], n_boot=n_boot, seed=seed),
             "threshold": iou_threshold,
         }
     return out
+
+
+def _anatomy(records: list[dict], items: list[Item], names, n_boot: int, seed: int) -> dict[str, Any]:
+    """Per method, the run-level shortcut figures of the maps explained for prediction (not those
+    drawn only to score a lesion): median share inside the anatomy and share of maps marked."""
+    from .anatomy import BODY_RULE, summarize_shares
+
+    patient = {it.key: it.patient or it.key for it in items}
+    out: dict[str, Any] = {"body_rule": BODY_RULE}
+    for method in names:
+        mine = [r for r in records if r["method"] == method and r.get("explained_because") == "predicted"]
+        if mine:
+            out[method] = summarize_shares([r.get("anatomy_inside") for r in mine],
+                                           [patient.get(r["input"], r["input"]) for r in mine], n_boot=n_boot,
+                                           seed=seed)  # fmt: skip
+    return out
+
+
+def _anatomy_on_network_grid(item: Item, img, x, affine, notes: list[str]) -> np.ndarray | None:
+    """The row's anatomy mask on the network grid, or ``None`` (the body is found in the image)."""
+    if not item.anatomy:
+        return None
+    from .grid import resample
+
+    try:
+        mask = _mask_on(img, item.anatomy)
+    except MedtlError as exc:
+        notes.append(f"{item.key}: anatomy mask not used ({_reason(exc, item)})")
+        return None
+    return resample(mask.astype(np.float32), img.affine, tuple(x.shape[2:]), affine, order=0) > 0.5

@@ -81,6 +81,27 @@ class Classifier(nn.Module):
         """
         return self.encoder.get_submodule(self.spec.cam_layer)
 
+    def cam_module(self, level: str | None = None) -> tuple[nn.Module, bool]:
+        """Grad-CAM's layer at ``level`` (``None``: the last feature map; else a name of
+        :attr:`BackboneSpec.cam_stages`, such as ``"1/8"``) and whether its *input* (the last map,
+        read at the pooling) or its output (an earlier stage) is the feature map.
+
+        >>> model = create("resnet18")
+        >>> model.cam_module("1/8") == (model.encoder.layer2, False)
+        True
+        >>> model.cam_module("1/4")
+        Traceback (most recent call last):
+        ...
+        medtl.errors.ConfigError: resnet18 declares Grad-CAM layers at 1/32 (the last), 1/16, 1/8, not 1/4
+        """
+        if level in (None, "", "1/32"):
+            return self.cam_layer(), True
+        stages = dict(self.spec.cam_stages)
+        if level not in stages:
+            known = ", ".join(["1/32 (the last)", *stages])
+            raise ConfigError(None, f"{self.backbone} declares Grad-CAM layers at {known}, not {level}")
+        return self.encoder.get_submodule(stages[level]), False
+
     def reset_classifier(self, num_classes: int, dropout: float = 0.2) -> None:
         """A new, randomly initialised head (``num_classes=0``: identity, for embeddings)."""
         self.head = _new_head(self.num_features, num_classes, dropout)

@@ -94,6 +94,10 @@ class EnsembleClassifier(nn.Module):
         averages the members' maps (:mod:`medtl.explain.methods`)."""
         return self.members[0].cam_layer()
 
+    def cam_module(self, level: str | None = None) -> tuple[nn.Module, bool]:
+        """The first member's layer at ``level`` (see :meth:`Classifier.cam_module`)."""
+        return self.members[0].cam_module(level)
+
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Every member's parameters by depth, group by group (``stem`` ... ``head``): freezing and
         the saliency sanity check act on all members at once."""

@@ -85,6 +85,11 @@ class BackboneSpec:
     #: convolution is not it (batch norm and activation follow), and EfficientNet's activation
     #: module is shared with the stem, so no hook on it could tell the two calls apart.
     cam_layer: str = ""
+    #: Earlier feature maps Grad-CAM may read, finest last: ``(name, module)``, the module's
+    #: *output* at that fraction of the input (before a stride-2 stage). The last map is 1/32 of
+    #: the input, 4 × 4 cells on a 128-pixel image: too coarse to point at a lesion, so the saliency
+    #: check (:mod:`medtl.explain.choice`) weighs these too.
+    cam_stages: tuple[tuple[str, str], ...] = ()
 
     def minimum(self, spatial_dims: int) -> int:
         """The smallest input size per axis in ``spatial_dims`` dimensions."""
@@ -167,6 +172,7 @@ def _resnet(depth: int) -> BackboneSpec:
         first_conv="conv1.weight",
         min_size=_STRIDE4_STEM_MIN,
         cam_layer="avgpool",
+        cam_stages=(("1/16", "layer3"), ("1/8", "layer2")),
     )
 
 
@@ -224,6 +230,8 @@ def _efficientnet(variant: str) -> BackboneSpec:
         first_conv="_conv_stem.weight",
         min_size=(3, 3),  # one 3×3 stride-2 "same" convolution: 3 → 2
         cam_layer="_avg_pooling",
+        # blocks 3-4 run at 1/16 (block 4's stride is 1), block 2 ends at 1/8
+        cam_stages=(("1/16", "_blocks.4"), ("1/8", "_blocks.2")),
     )
 
 
@@ -245,6 +253,7 @@ BACKBONES: dict[str, BackboneSpec] = {
         first_conv="features.conv0.weight",
         min_size=_STRIDE4_STEM_MIN,
         cam_layer="class_layers.pool",  # its input is relu(norm5) (an in-place ReLU: hooks stay off it)
+        cam_stages=(("1/16", "features.denseblock3"), ("1/8", "features.denseblock2")),
     ),
     **{f"efficientnet-{v}": _efficientnet(v) for v in ("b0", "b1", "b2", "b3", "b4", "lite0", "lite1", "lite2")},
 }

@@ -304,8 +304,13 @@ def _columns(labels: list[str], saliency: str | None, ensemble: bool = False) ->
     if ensemble:
         cols.append("member_spread")
     if saliency:
-        cols += ["saliency", "saliency_nifti"]
+        cols += ["saliency", "saliency_nifti", *SALIENCY_COLUMNS]
     return cols
+
+
+#: What each map says beyond its files: the output it explains, its peak (one colour scale for a
+#: report), and the shortcut check (:mod:`medtl.explain.anatomy`).
+SALIENCY_COLUMNS = ("saliency_target", "saliency_peak", "anatomy_inside", "anatomy_area", "shortcut")
 
 
 def _job_record(predictor, input_dir: str, inputs, scanned, shard, batch_size, saliency, redact, columns) -> dict:
@@ -470,7 +475,7 @@ def predict_folder(
         raise ConfigError(None, "--resume finishes the job in the folder, --overwrite replaces it: give one of them")
     start = time.perf_counter()
     shard_ix, out_dir, device = _shard_and_folder(shard, out_dir, device)
-    saliency = _check_options(batch_size, saliency)
+    saliency, chosen = _check_options(batch_size, saliency, run_dir)
     input_dir = os.path.abspath(os.fspath(input_dir))
     if not os.path.exists(input_dir):
         raise ImageReadError(input_dir, "no such file or folder")
@@ -492,7 +497,7 @@ def predict_folder(
     job = _job_record(predictor, input_dir, inputs, scanned, shard_ix, batch_size, saliency, redact_paths, columns)
     job["threads"] = max(1, cores - workers) if predictor.device.type == "cpu" else None
     settings = {"batch_size": batch_size, "workers": workers, "device": str(predictor.device),
-                "saliency": saliency, "redact_paths": redact_paths,
+                "saliency": saliency, "redact_paths": redact_paths, **_saliency_settings(chosen),
                 # where `medtl report` finds the images again (never written with --redact-paths)
                 "input": None if redact_paths else input_dir}  # fmt: skip
     with output_folder(out_dir, "predict", inputs=[run_dir, input_dir], overwrite=overwrite, resume=resume) as out:
@@ -517,6 +522,15 @@ def predict_folder(
     return summary
 
 
+def _saliency_settings(chosen: dict | None) -> dict[str, Any]:
+    if chosen is None:
+        return {}
+    from ..explain.anatomy import BODY_RULE, SHORTCUT_RULE
+
+    return {"saliency_choice": chosen, "anatomy_rule": BODY_RULE, "shortcut_rule": SHORTCUT_RULE,
+            "saliency_scale": "the log-odds of the explained output (one scale for every map of one method)"}
+
+
 def _shard_and_folder(shard, out_dir, device) -> tuple[tuple[int, int], Path, str | None]:
     """``--shard`` as ``(I, N)``; under ``torchrun`` the rank's share, its own sub-folder and GPU."""
     import torch
@@ -532,18 +546,18 @@ def _shard_and_folder(shard, out_dir, device) -> tuple[tuple[int, int], Path, st
     return shard_ix, Path(out_dir), device
 
 
-def _check_options(batch_size, saliency: str | None) -> str | None:
-    """Refuse a bad ``batch_size``; the saliency method's canonical name."""
+def _check_options(batch_size, saliency: str | None, run_dir) -> tuple[str | None, dict | None]:
+    """Refuse a bad ``batch_size``; the saliency method's canonical name (``auto``: the run's
+    choice) and how it was chosen."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(None, f"--batch-size must be a positive number, not {batch_size!r}")
     if saliency is None:
-        return None
-    from ..explain.methods import check_methods
+        return None, None
+    from ..explain.choice import read_choice, resolve
 
-    methods = check_methods([saliency])
-    if len(methods) != 1:
-        raise ConfigError(None, f"--saliency takes one method, not {', '.join(methods)}")
-    return methods[0]
+    if "," in saliency or saliency.strip() == "all":
+        raise ConfigError(None, f"--saliency takes one method, not {saliency}")
+    return resolve(saliency.strip(), read_choice(run_dir) if saliency.strip() == "auto" else None, run_dir)
 
 
 def _run_job(predictor, inputs, input_dir, out, job, columns, labels, workers, run_dir, progress, *, resume):
@@ -745,7 +759,8 @@ def _saliency_or_error(explainer, it: Input, method: str, out: Path, redact: boo
 
 
 def _saliency(explainer, it: Input, method: str, out: Path, redact: bool, pred) -> dict[str, str]:
-    """One map of the decided class (multi-label: the most probable finding), via step 7."""
+    """One map via step 7: of the finding for a binary run, whatever was decided; of the
+    predicted class, or the first finding at or above 0.5 (else the most probable), otherwise."""
     from ..explain.explainer import load_item
     from ..explain.run import Item, render_map
 
@@ -754,9 +769,16 @@ def _saliency(explainer, it: Input, method: str, out: Path, redact: bool, pred) 
     probs = np.array([pred.probabilities[str(n)] for n in explainer.labels])
     target = explainer.predicted_targets(probs)[0][0]
     item = Item(it.key, it.full, it.series or None)
+    checked = ((explainer.choice or {}).get("candidates") or {}).get(method)
+    sanity = None if checked is None else {"passed": checked["passed_randomization"]}
     rec = render_map(explainer, out, it.index, item, img, x, affine, explainer.display(img), method, target, probs,
-                     None)  # fmt: skip
-    return {"saliency": rec["map"], **({"saliency_nifti": rec["nifti"]} if "nifti" in rec else {})}
+                     sanity)  # fmt: skip
+    inside = rec["anatomy_inside"]
+    # marked where the model decided the finding it explains: a negative's faint map may lie anywhere
+    marked = rec["shortcut"] and rec["target"] in pred.decision
+    return {"saliency": rec["map"], "saliency_nifti": rec["nifti"], "saliency_target": rec["target"],
+            "saliency_peak": _fmt(rec["peak_value"], 6), "anatomy_inside": "" if inside is None else _fmt(inside, 4),
+            "anatomy_area": _fmt(rec["anatomy_area"], 4), "shortcut": str(int(marked))}  # fmt: skip
 
 
 def print_summary(summary: dict[str, Any], out_dir: str | os.PathLike, stream=None) -> None:

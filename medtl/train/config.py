@@ -25,7 +25,7 @@ __all__ = ["TrainConfig", "load_config", "WEIGHT_NEUTRAL_KEYS"]
 #: only upward). Every other key must match the run's for ``medtl train`` to continue it.
 WEIGHT_NEUTRAL_KEYS = frozenset(
     {"epochs", "patience", "workers", "cache_dir", "accelerator", "devices", "num_nodes", "threshold_rule",
-     "target_sensitivity", "intended_use"}
+     "target_sensitivity", "intended_use", "saliency_check"}
 )  # fmt: skip
 
 
@@ -104,6 +104,9 @@ class TrainConfig:
     # what the model is for, in the words of whoever trained it: the model card and clinician
     # reports show it (empty: they say it was not stated)
     intended_use: str = ""
+    # validation images `medtl train` scores the saliency methods on, to choose the map a clinician
+    # sees by default (RUN/saliency.json; 0: no check, `medtl saliency-check RUN` runs it later)
+    saliency_check: int = 16
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -170,6 +173,7 @@ def _validate(cfg: TrainConfig) -> None:
         ("train_fraction", float, 0, 1, True, False), ("folds", int, 0, None, False, False),
         ("fold", int, 0, None, False, False), ("spatial_dims", int, 2, 3, False, False),
         ("ema", float, 0, 1, False, True), ("ensemble", int, 1, None, False, False),
+        ("saliency_check", int, 0, None, False, False),
     ):  # fmt: skip
         _number(cfg, key, kind, low, high, low_open=low_open, high_open=high_open)
     if cfg.val_fraction + cfg.test_fraction >= 1:

@@ -1,0 +1,63 @@
+"""Step 13: a model that reads a corner tag instead of the patient is marked; a clean one is not."""
+
+import csv
+import json
+
+import pytest
+from shortcut_factory import write_shortcut_set
+
+from medtl.explain.choice import choose_default
+from medtl.train.config import TrainConfig
+from medtl.train.finetune import finetune
+
+
+def _run(root, tag: bool):
+    manifest = write_shortcut_set(root / "data", n=64, size=64, tag=tag, seed=3)
+    cfg = TrainConfig(manifest=str(manifest), backbone="efficientnet-lite0", pretrained="imagenet", preset="none",
+                      intensity_range=[0, 255], size=[64, 64], epochs=6, batch_size=16, augment=False,
+                      val_fraction=0.25, test_fraction=0.25, patience=50, dedup=False, saliency_check=0)  # fmt: skip
+    run = root / "run"
+    finetune(cfg, run, resume=False)
+    return run, choose_default(run, images=16), manifest
+
+
+@pytest.fixture(scope="module")
+def tagged(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("tagged"), tag=True)
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("clean"), tag=False)
+
+
+def test_the_tagged_model_is_marked_and_the_clean_one_is_not(tagged, clean):
+    """The tag lies outside the body: the tagged model's evidence for the finding does too."""
+    marked, kept = tagged[1]["anatomy"], clean[1]["anatomy"]
+    assert marked["marked_share"] >= 0.5 and marked["median_inside"] < 0.5, marked
+    assert kept["marked_share"] <= 0.2 and kept["median_inside"] > 0.5, kept
+    assert tagged[1]["method"] is not None and clean[1]["method"] is not None
+    for choice in (tagged[1], clean[1]):  # the chosen method passed the randomization check
+        assert choice["candidates"][choice["method"]]["passed_randomization"]
+
+
+def test_a_report_of_the_tagged_model_marks_its_positive_cases(tagged, tmp_path):
+    from medtl.predict import predict_folder
+    from medtl.report import build_report
+
+    run, choice, manifest = tagged
+    out = tmp_path / "pred"
+    predict_folder(run, manifest.parent / "images", out, saliency="auto")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["saliency"] == choice["method"]
+    assert summary["settings"]["saliency_choice"]["source"] == "the run's saliency check"
+    with open(out / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["saliency_target"] for r in rows} == {"label=1"}  # the finding, on every case
+    positives = [r for r in rows if r["decision"] == "label=1"]
+    assert positives and sum(r["shortcut"] == "1" for r in positives) >= len(positives) / 2
+    assert all(r["shortcut"] == "0" for r in rows if r["decision"] != "label=1")
+    report = build_report(run, out, tmp_path / "report")
+    assert report["counts"]["cases"] == len(rows)
+    page = (tmp_path / "report" / next(c["page"] for c in report["cases"] if c["decision"] == "label=1")).read_text()
+    assert "shortcut" in page
