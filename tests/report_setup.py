@@ -92,3 +92,92 @@ def quick_demo(folder: Path) -> tuple[list[str], dict, Path]:
     out = folder / "out"
     result = run_demo(out, config=config, echo=lines.append)
     return lines, result, out
+
+
+#: The run's saliency check (``saliency.json``) written into the saliency report's run.
+SALIENCY_CHOICE = {
+    "schema": "medtl.saliency-choice/1", "method": "gradcam", "split": "val", "n_images": 40, "seconds": 12.5,
+    "why": "it passed the randomization check and deleted evidence fastest of the eligible methods",
+    "rule": "eligible: passes randomization and is faithful; then the largest deletion gain",
+    "candidates": {
+        "gradcam": {"randomization_spearman": 0.12, "passed_randomization": True, "deletion_gain": 0.21,
+                    "faithful": True, "pointing_game": 0.7, "energy_pointing": 0.55, "eligible": True,
+                    "excluded_because": None, "grid": [8, 8]},
+        "ig@blur": {"randomization_spearman": 0.81, "passed_randomization": False, "deletion_gain": 0.05,
+                    "faithful": True, "pointing_game": None, "energy_pointing": None, "eligible": False,
+                    "excluded_because": "failed the randomization check", "grid": [64, 64]},
+    },
+    "anatomy": {"rule": "the body: pixels brighter than Otsu's threshold, the largest connected region, holes filled",
+                "median_inside": 0.83, "median_ci": [0.78, 0.88], "marked_share": 0.1, "marked_ci": [0.05, 0.2],
+                "n": 40},
+}  # fmt: skip
+#: The predictions' settings the saliency report's predict output gains.
+SALIENCY_SETTINGS = {
+    "saliency": "gradcam",
+    "saliency_choice": {"method": "gradcam", "why": SALIENCY_CHOICE["why"], "source": "the run's saliency check"},
+    "anatomy_rule": SALIENCY_CHOICE["anatomy"]["rule"],
+}
+#: The network-grid cell a saliency report's maps peak at (rows, columns of the network's input).
+BLOB = (20, 44)
+
+
+def _blob(shape: tuple[int, ...], peak: float) -> np.ndarray:
+    rows, cols = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    return (peak * np.exp(-((rows - BLOB[0]) ** 2 + (cols - BLOB[1]) ** 2) / (2 * 2.0**2))).astype(np.float32)
+
+
+def saliency_report(report_inputs, root: Path) -> dict:
+    """A copy of the report fixtures as the newer ``medtl predict --saliency`` writes them, and its
+    report: every map on the network's grid (its own affine in world mm) peaking at :data:`BLOB`,
+    with ``saliency_target``, ``saliency_peak`` (1.0, but 0.1 for the ``pale`` case, whose map is
+    0.1 times the others' and stored as (H, W, 1)), anatomy shares (the ``marked`` case: 20 %
+    inside, shortcut), predict's new settings, and a run with its saliency check
+    (``saliency.json``). Returns ``run``, ``predictions``, ``folder`` (the report), ``record``,
+    ``world`` (each case key's blob position in RAS mm), and the ``bright``, ``pale`` and
+    ``marked`` keys."""
+    import csv
+    import json
+
+    from medtl.data.transforms import preprocess_with_affine
+    from medtl.explain.explainer import load_item
+    from medtl.explain.run import nifti_bytes
+    from medtl.report import build_report
+    from medtl.rundir import read_spec
+
+    run0, archive, predictions0, _, _ = report_inputs
+    run, pred = root / "run", root / "predictions"
+    shutil.copytree(run0, run)
+    shutil.copytree(predictions0, pred)
+    (run / "saliency.json").write_text(json.dumps(SALIENCY_CHOICE))
+    summary = json.loads((pred / "summary.json").read_text())
+    summary["settings"].update(SALIENCY_SETTINGS)
+    (pred / "summary.json").write_text(json.dumps(summary))
+    with open(pred / "predictions.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    spec = read_spec(run)
+    mapped = [r for r in rows if r.get("saliency_nifti") and r["path"].startswith("cxr/")]
+    bright, pale, marked = mapped[0]["key"], mapped[1]["key"], mapped[2]["key"]
+    world = {}
+    for r in rows:
+        shortcut = r["key"] == marked
+        extra = {"saliency_target": "label=1", "saliency_peak": "", "anatomy_inside": "0.2" if shortcut else "0.9",
+                 "anatomy_area": "0.6", "shortcut": "1" if shortcut else "0"}  # fmt: skip
+        if r.get("saliency_nifti"):
+            img = load_item(str(archive / r["path"]), None)
+            _, affine = preprocess_with_affine(img, spec)
+            peak = 0.1 if r["key"] == pale else 1.0
+            smap = _blob(tuple(spec.size), peak)
+            if r["key"] == pale:
+                smap = smap[..., None]  # a 2D map stored as (H, W, 1)
+            (pred / r["saliency_nifti"]).write_bytes(nifti_bytes(smap, affine))
+            extra["saliency_peak"] = str(peak)
+            world[r["key"]] = (affine @ np.array([*BLOB, 0.0, 1.0]))[:3]
+        r.update(extra)
+    with open(pred / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    folder = root / "report"
+    record = build_report(run, pred, folder, input_dir=archive, workers=0)
+    return {"run": run, "predictions": pred, "folder": folder, "record": record, "world": world,
+            "bright": bright, "pale": pale, "marked": marked}  # fmt: skip

@@ -22,7 +22,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image as PILImage
-from report_setup import ACCESSION, MARKUP_MANUFACTURER, MARKUP_SERIES, PATIENT_ID, PATIENT_NAME, SAMPLE
+from report_setup import (
+    ACCESSION,
+    MARKUP_MANUFACTURER,
+    MARKUP_SERIES,
+    PATIENT_ID,
+    PATIENT_NAME,
+    SALIENCY_CHOICE,
+    SAMPLE,
+    saliency_report,
+)
 
 from medtl.cli import main
 from medtl.errors import ConfigError, OutputError
@@ -404,3 +413,160 @@ def test_an_image_broken_since_prediction_gets_its_page_with_the_reason(report_i
     assert str(moved) not in page
     others = [r for r in _rows(predictions / "predictions.csv") if r["key"] != row["key"]]
     assert all(IMAGE in (tmp_path / "report" / "cases" / f"{r['key']}.html").read_text() for r in others)
+
+
+# ----------------------------------------------------------------------------- maps: grid, scale, shortcuts
+#: The columns and settings newer predictions add to their saliency output.
+NEW_COLUMNS = ("saliency_target", "saliency_peak", "anatomy_inside", "anatomy_area", "shortcut")
+SHORTCUT = "Most of this map lies outside the body/mask (20 % inside, the anatomy covers 60 % of the image)"
+SHARED = "Colours share one scale across this report: full colour is the 95th percentile of the cases&#39; map peaks"
+
+
+@pytest.fixture(scope="module")
+def saliency(report_inputs, tmp_path_factory) -> dict:
+    """The report of newer predictions (network-grid maps, peaks, anatomy shares): report_setup.py."""
+    return saliency_report(report_inputs, tmp_path_factory.mktemp("saliency"))
+
+
+def _heat_alpha(page: str) -> np.ndarray:
+    data = re.search(r'<img class="heat" src="data:image/png;base64,([^"]+)"', page).group(1)
+    return np.asarray(PILImage.open(io.BytesIO(base64.b64decode(data))))[..., 3]
+
+
+def test_a_network_grid_map_is_resampled_onto_the_image_through_world_mm(saliency):
+    from medtl.explain.explainer import load_item
+    from medtl.report.cases import map_on_image
+
+    folder, key = saliency["folder"], saliency["bright"]
+    row = next(r for r in _rows(saliency["predictions"] / "predictions.csv") if r["key"] == key)
+    img = load_item(str(SAMPLE / "cxr" / row["path"].removeprefix("cxr/")), None)
+    import nibabel as nib
+
+    nii = nib.load(saliency["predictions"] / row["saliency_nifti"])
+    assert nii.shape != img.spatial_shape  # stored on the network's grid, not the image's
+    on_image, why = map_on_image(np.asarray(nii.get_fdata()), nii.affine, img.spatial_shape, img.affine)
+    assert why is None and on_image.shape == img.spatial_shape
+    peak = np.unravel_index(int(np.argmax(on_image)), on_image.shape)
+    assert np.allclose(img.world(peak)[:2], saliency["world"][key][:2], atol=np.max(img.spacing))
+    # the page's picture: display rows × columns (the image's j, i), peaking at the same place
+    alpha = _heat_alpha((folder / "cases" / f"{key}.html").read_text())
+    want = img.index(saliency["world"][key])
+    row_px, col_px = np.unravel_index(int(np.argmax(alpha)), alpha.shape)
+    scale = alpha.shape[1] / img.spatial_shape[0]
+    assert abs(col_px - want[0] * scale) <= 2 * scale and abs(row_px - want[1] * scale) <= 2 * scale
+    assert not any("does not fit the image" in n for n in saliency["record"]["notes"])
+    assert saliency["record"]["counts"]["missing_maps"] == 0
+
+
+def test_every_case_shares_one_colour_scale(saliency):
+    folder, record = saliency["folder"], saliency["record"]
+    assert record["saliency_scale"] == pytest.approx(1.0)  # the 95th percentile of the peaks (1.0 but one 0.1)
+    bright = _heat_alpha((folder / "cases" / f"{saliency['bright']}.html").read_text())
+    pale = _heat_alpha((folder / "cases" / f"{saliency['pale']}.html").read_text())
+    assert bright.max() > 140  # full colour: the most opaque a map gets
+    assert 0 < pale.max() < 0.2 * bright.max()  # a tenth of the evidence: a tenth of the colour
+    for page in (folder / "index.html", folder / "cases" / f"{saliency['pale']}.html"):
+        assert SHARED in page.read_text(), page
+    assert not any("coloured relative to its own maximum" in n for n in record["notes"])
+
+
+def test_the_shortcut_mark_is_on_the_marked_case_only_and_counted(saliency):
+    folder, record, marked = saliency["folder"], saliency["record"], saliency["marked"]
+    pages = _pages(folder)
+    with_mark = [name for name, html in pages.items() if 'id="shortcut-mark"' in html]
+    assert with_mark == [f"cases/{marked}.html"]
+    page = pages[f"cases/{marked}.html"]
+    assert SHORTCUT + ": the model may be using a shortcut (text markers, borders, devices), not the patient." in page
+    assert page.index('id="shortcut-mark"') < page.index('<img class="heat"')
+    assert "Evidence inside the anatomy: <strong>20 %</strong> (anatomy covers 60 %)" in page
+    other = pages[f"cases/{saliency['bright']}.html"]
+    assert "Evidence inside the anatomy: <strong>90 %</strong> (anatomy covers 60 %)" in other
+    assert record["counts"]["shortcut"] == 1
+    assert [c["key"] for c in record["cases"] if c["shortcut"]] == [marked]
+    index = pages["index.html"]
+    assert '<div class="shortcut-count" id="shortcut-count"><strong>1</strong> map mostly outside the anatomy' in index
+    assert re.search(rf'<tr data-key="{marked}"[^>]*data-shortcut="1"', index)
+    assert index.count('data-shortcut="1"') == 1
+    assert "Saliency: gradcam — chosen by the run&#39;s saliency check: it passed the randomization check" in index
+
+
+def test_the_target_is_named_above_every_map(saliency):
+    folder = saliency["folder"]
+    for key in (saliency["bright"], saliency["pale"], saliency["marked"]):
+        page = (folder / "cases" / f"{key}.html").read_text()
+        target = page.index("Map of the evidence for: <strong>label=1</strong> · method gradcam")
+        assert target < page.index('<img class="heat"')
+        assert "do not record which output" not in page
+
+
+def test_the_model_summary_shows_the_saliency_check_localization_and_shortcut_figures(saliency, report_inputs,
+                                                                                      tmp_path):  # fmt: skip
+    _, _, _, _, explanation0 = report_inputs
+    explanation = tmp_path / "explain"
+    shutil.copytree(explanation0, explanation)
+    data = json.loads((explanation / "explain.json").read_text())
+    score = {"value": 0.75, "ci": [0.5, 0.9], "n": 8, "n_patients": 4}
+    data["localization"] = {"gradcam": {"pointing_game": score, "iou": dict(score, value=0.31, ci=[0.2, 0.4]),
+                                        "energy_pointing": dict(score, value=0.6, ci=[0.45, 0.7]), "threshold": 0.5}}  # fmt: skip
+    (explanation / "explain.json").write_text(json.dumps(data))
+    out = tmp_path / "report"
+    build_report(saliency["run"], saliency["predictions"], out, explanation=explanation, workers=0)
+    model = (out / "index.html").read_text()
+    model = model[model.index('id="model"') :]
+    for text in (
+        "The run's saliency check chose <strong>gradcam</strong>: " + SALIENCY_CHOICE["why"],
+        "(40 validation images; eligible: passes randomization",
+        "<td>ig@blur</td>", "failed the randomization check", "0.81 <span class=\"warn\">failed</span>",
+        "Run-level: median share of evidence inside the anatomy 83 % [78–88 %], cases marked 10 % [5–20 %] "
+        "(40 validation images).",
+        "pointing game 0.75 <span class=\"ci\">(0.50–0.90)</span>", "energy pointing game 0.60",
+        "IoU 0.31", "(8 images)",
+    ):  # fmt: skip
+        assert text in model, text
+    assert re.search(r"In this report: median share of evidence inside the anatomy 90 % over \d+ map\(s\); 1 of \d+ "
+                     r"map\(s\) marked as mostly outside the anatomy", model)  # fmt: skip
+
+
+def test_older_predictions_without_the_new_columns_build_with_notes(saliency, tmp_path):
+    """Predictions of an older medtl: maps on the image's grid, no target, peak or anatomy share,
+    no saliency choice; the run without saliency.json."""
+    from medtl.explain.explainer import load_item
+    from medtl.explain.run import nifti_bytes
+
+    run, pred = tmp_path / "run", tmp_path / "pred"
+    shutil.copytree(saliency["run"], run)
+    (run / "saliency.json").unlink()
+    shutil.copytree(saliency["predictions"], pred)
+    summary = json.loads((pred / "summary.json").read_text())
+    for name in ("saliency_choice", "anatomy_rule"):
+        summary["settings"].pop(name)
+    (pred / "summary.json").write_text(json.dumps(summary))
+    rows = _rows(pred / "predictions.csv")
+    columns = [c for c in rows[0] if c not in NEW_COLUMNS]
+    row = next(r for r in rows if r["key"] == saliency["bright"])
+    img = load_item(str(SAMPLE / "cxr" / row["path"].removeprefix("cxr/")), None)
+    on_image = np.zeros(img.spatial_shape, np.float32)
+    on_image[30:40, 70:80] = 2.0  # an image-grid map, as older predictions wrote them
+    (pred / row["saliency_nifti"]).write_bytes(nifti_bytes(on_image, img.affine))
+    with open(pred / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    record = build_report(run, pred, tmp_path / "report", workers=0)
+    assert record["counts"]["maps"] == record["counts"]["cases"] and record["counts"]["shortcut"] == 0
+    assert record["saliency_scale"] is None
+    notes = " ".join(record["notes"])
+    assert "each map is coloured relative to its own maximum" in notes and "record no anatomy share" in notes
+    page = (tmp_path / "report" / "cases" / f"{row['key']}.html").read_text()
+    alpha = _heat_alpha(page)
+    assert alpha.max() > 140  # its own maximum is full colour
+    rows_px, cols_px = np.nonzero(alpha > 100)
+    scale = alpha.shape[1] / img.spatial_shape[0]
+    assert 30 * scale - 2 <= cols_px.min() and cols_px.max() <= 40 * scale + 2  # drawn where it was, unresampled
+    assert 70 * scale - 2 <= rows_px.min() and rows_px.max() <= 80 * scale + 2
+    assert "Map of the evidence for: <strong>" in page and "do not record which output the map explains" in page
+    assert 'id="shortcut-mark"' not in page and "Evidence inside the anatomy:" not in page
+    assert "relative to this case's maximum" in page and SHARED not in page
+    index = (tmp_path / "report" / "index.html").read_text()
+    assert "Saliency: gradcam</strong>" in index and 'id="shortcut-count"' not in index
+    assert "This run records no saliency check" in index and "These predictions record no share" in index

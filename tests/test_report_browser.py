@@ -242,3 +242,37 @@ def test_the_demo_report_opens_in_a_browser(browser, demo_run):
         "const i = new Image(); i.src = getComputedStyle(arguments[0]).backgroundImage.slice(5, -2);"
         "return i.decode().then(() => i.naturalWidth)", panel) > 0  # fmt: skip
     assert not _errors(browser)
+
+
+def test_a_shortcut_is_marked_visibly_on_its_case_and_in_the_model_summary(browser, report_inputs, tmp_path_factory):
+    from report_setup import saliency_report
+    from selenium.webdriver.common.by import By
+
+    made = saliency_report(report_inputs, tmp_path_factory.mktemp("saliency-browser"))
+    browser.get((made["folder"] / "index.html").as_uri())
+    count = browser.find_element(By.ID, "shortcut-count")
+    assert count.is_displayed() and count.text.startswith("1 map mostly outside the anatomy")
+    marked = browser.find_element(By.CSS_SELECTOR, "#cases tbody tr[data-shortcut='1']")
+    assert marked.get_attribute("data-key") == made["marked"]
+    assert marked.find_element(By.CSS_SELECTOR, ".badge.shortcut").is_displayed()
+    marked.find_element(By.CSS_SELECTOR, "a").click()
+    mark = browser.find_element(By.ID, "shortcut-mark")
+    assert mark.is_displayed() and mark.size["height"] > 20
+    assert "Most of this map lies outside the body/mask (20 % inside" in mark.text
+    # amber, not a plain tag: a coloured panel with a thick border, above the map
+    style = browser.execute_script(
+        "const s = getComputedStyle(arguments[0]); return [s.backgroundColor, s.borderLeftWidth, s.borderLeftColor]",
+        mark)  # fmt: skip
+    assert style[0] not in ("rgba(0, 0, 0, 0)", "transparent", "rgb(255, 255, 255)") and float(style[1][:-2]) >= 4
+    heat = browser.find_element(By.CSS_SELECTOR, "img.heat")
+    assert mark.location["y"] < heat.location["y"]
+    target = browser.find_element(By.CSS_SELECTOR, ".map-target")
+    assert target.is_displayed() and target.text == "Map of the evidence for: label=1 · method gradcam"
+    summary = browser.find_element(By.ID, "saliency-check")
+    for selector, text in ((".shortcut-figure.run-level", "Run-level: median share of evidence inside the anatomy"),
+                           (".shortcut-figure.report-level", "map(s) marked as mostly outside the anatomy")):  # fmt: skip
+        figure = summary.find_element(By.CSS_SELECTOR, selector)
+        browser.execute_script("arguments[0].scrollIntoView()", figure)
+        assert figure.is_displayed() and text in figure.text, selector
+    assert "1 of" in summary.find_element(By.CSS_SELECTOR, ".shortcut-figure.report-level").text
+    assert _errors(browser) == []

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import json
+import math
 import os
 import secrets
 import time
@@ -53,6 +54,7 @@ def environment():
     )
     env.filters["pct"] = lambda v: "" if v is None else f"{100 * float(v):.1f}%"
     env.filters["prob"] = lambda v: "" if v is None else f"{float(v):.3f}"
+    env.filters["pct0"] = lambda v: "" if v is None else f"{100 * float(v):.0f} %"
     return env
 
 
@@ -185,12 +187,12 @@ def build_report(
     report_inputs = [run, pred, evaluation, explanation, input_dir if input_dir is not None else settings.get("input")]
     check_destination(out, inputs=report_inputs)
     method = settings.get("saliency")
-    model = model_summary(run, evaluation, explanation, method)
+    notes: list[str] = []
+    saliency = saliency_overview(settings, rows, notes)
+    model = model_summary(run, evaluation, explanation, method, anatomy=saliency["anatomy"])
     spec = read_spec(run)
-    dims = len(spec.size)
     labels = model["labels"]
     task = model["task"]
-    notes: list[str] = []
 
     root, by_key, by_path = _find_images(input_dir, settings, summary.get("job", {}), rows, pred, notes, progress)
     if root is not None and rows and "pixel_digest" not in rows[0]:
@@ -203,30 +205,9 @@ def build_report(
         nonce = secrets.token_urlsafe(18)
         cases, jobs = [], []
         for row in rows:
-            probs = {c[2:]: v for c, t in row.items() if c.startswith("p_") and (v := _float(t)) is not None}
-            headline, p = _headline(probs, row.get("decision", ""), task, labels)
             it = by_key.get(row["key"]) or by_path.get(row.get("path") or "\0")
-            nifti = row.get("saliency_nifti") or ""
-            case = {
-                "index": int(row["index"]), "key": row["key"], "page": f"{CASES}/{row['key']}.html", "status": "predicted",
-                "path": (row.get("path") or (it.rel if it else "")) if show_identifiers else "",
-                "modality": row.get("modality", ""), "kind": row.get("kind", ""),
-                "patient": row.get("patient", ""), "study": row.get("study", ""), "series": row.get("series", ""),
-                "probabilities": probs, "headline": headline, "probability": p, "decision": row.get("decision", ""),
-                "ood_score": _float(row.get("ood_score")), "ood": {"1": True, "0": False}.get(row.get("ood", "")),
-                "saliency": "shown" if nifti else ("not computed" if not method else "failed"),
-                "spread": _float(row.get("member_spread")),
-            }  # fmt: skip
-            case["review"], case["review_text"] = _review_status(latest.get(row["key"], {}))
-            cases.append(case)
-            if it is not None and it.error is not None:  # reason without its path: pages name no folder
-                jobs.append({"error": f"the file can no longer be read ({it.error.get('reason', 'unreadable')}): it "
-                             "changed since the prediction"})  # fmt: skip
-                continue
-            jobs.append(None if it is None else {
-                "full": it.full, "rel": it.rel, "series": it.series, "spec": spec, "dims": dims,
-                "nifti": os.fspath(pred / nifti) if nifti else None, "identifiers": show_identifiers,
-                "digest": row.get("pixel_digest") or None})  # fmt: skip
+            cases.append(_case(row, it, task, labels, method, show_identifiers, latest.get(row["key"], {})))
+            jobs.append(_job(row, it, spec, pred, show_identifiers, saliency["scale"]["top"]))
         failed = []
         for e in errors:
             it = by_key.get(e.get("key", ""))
@@ -237,52 +218,207 @@ def build_report(
         page = env.get_template("case.html")
         order = sorted(range(len(cases)), key=lambda i: cases[i]["index"])
         ordered = [cases[i] for i in order]
-        n_missing_maps = n_changed = 0
         # pages are written as their pictures arrive: a report of thousands of cases never holds
         # more than a few cases' pictures in memory
         for pos, drawn in enumerate(_drawn([jobs[i] for i in order], workers, progress)):
             case = ordered[pos]
-            if drawn is None:
-                drawn = {"error": "the image was not found under the input folder" if root else
-                         "the image is not available (no input folder)", "notes": [], "identifiers": None, "meta": []}  # fmt: skip
-            if case["saliency"] == "shown" and drawn.get("map_note"):
-                case["saliency"] = "missing"
-                n_missing_maps += 1
-            if drawn.get("changed"):
-                case["status"] = "changed"
-                n_changed += 1
+            drawn = _settle(case, drawn, root is not None)
             html = page.render(
                 case=case, drawn=drawn, model=model, method=method, task=task, labels=labels, nonce=nonce,
-                threshold=model["threshold"], show_identifiers=show_identifiers,
+                threshold=model["threshold"], show_identifiers=show_identifiers, saliency=saliency,
                 previous=ordered[pos - 1]["key"] if pos > 0 else None,
                 next=ordered[pos + 1]["key"] if pos + 1 < len(ordered) else None,
                 verdicts=[dict(row, reviewer=who) for who, row in sorted(latest.get(case["key"], {}).items())],
             )  # fmt: skip
             write_text(folder / case["page"], html)
-        counts = {"cases": len(cases), "errors": len(failed), "ood": sum(bool(c["ood"]) for c in cases),
-                  "maps": sum(c["saliency"] == "shown" for c in cases), "missing_maps": n_missing_maps,
-                  "reviewed": sum(c["review"] != "not reviewed" for c in cases), "changed": n_changed}  # fmt: skip
-        if n_changed:
-            notes.append(f"{n_changed} image(s) have changed since they were predicted: their pages show no image and "
-                         "say so; predict them again")  # fmt: skip
+        counts = _counts(cases, failed, notes)
         built = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         index = env.get_template("index.html").render(
             rows=sorted(ordered + failed, key=lambda c: c["index"]), model=model, counts=counts, notes=notes,
             method=method, nonce=nonce, built=built, show_identifiers=show_identifiers, task=task,
-            decisions=sorted({c["decision"] for c in cases if c["decision"]}),
+            decisions=sorted({c["decision"] for c in cases if c["decision"]}), saliency=saliency,
             verdicts=verdict_statuses(latest),
         )  # fmt: skip
         write_text(folder / "index.html", index)
         record = {
             "schema": "medtl.report/1", "run": run.name, "run_weights": digest, "task": task, "labels": labels,
-            "threshold": model["threshold"], "saliency": method, "show_identifiers": show_identifiers,
+            "threshold": model["threshold"], "saliency": method, "saliency_scale": saliency["scale"]["top"],
+            "show_identifiers": show_identifiers,
             "built": built, "counts": counts, "notes": notes, "seconds": round(time.perf_counter() - start, 2),
             "cases": [{"key": c["key"], "index": c["index"], "page": c["page"], "headline": c["headline"],
-                       "probability": c["probability"], "decision": c["decision"], "ood": c["ood"]} for c in ordered],
+                       "probability": c["probability"], "decision": c["decision"], "ood": c["ood"],
+                       "saliency_target": c["target"], "shortcut": c["shortcut"]} for c in ordered],
         }  # fmt: skip
         write_json(folder / REPORT_FILE, record)
         mark_complete(folder, "report", cases=len(cases), errors=len(failed))
     return record
+
+
+def _case(row: dict[str, str], it, task: str, labels: list[str], method: str | None, show_identifiers: bool,
+          latest: dict[str, dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+    """What the index and a case page say about one row of ``predictions.csv`` (``it``: its input
+    found again, or ``None``)."""
+    probs = {c[2:]: v for c, t in row.items() if c.startswith("p_") and (v := _float(t)) is not None}
+    headline, p = _headline(probs, row.get("decision", ""), task, labels)
+    nifti = row.get("saliency_nifti") or ""
+    case = {
+        "index": int(row["index"]), "key": row["key"], "page": f"{CASES}/{row['key']}.html", "status": "predicted",
+        "path": (row.get("path") or (it.rel if it else "")) if show_identifiers else "",
+        "modality": row.get("modality", ""), "kind": row.get("kind", ""),
+        "patient": row.get("patient", ""), "study": row.get("study", ""), "series": row.get("series", ""),
+        "probabilities": probs, "headline": headline, "probability": p, "decision": row.get("decision", ""),
+        "ood_score": _float(row.get("ood_score")), "ood": {"1": True, "0": False}.get(row.get("ood", "")),
+        "saliency": "shown" if nifti else ("not computed" if not method else "failed"),
+        "spread": _float(row.get("member_spread")),
+    }  # fmt: skip
+    case.update(saliency_fields(row))
+    case["target_recorded"] = case["target"] is not None
+    if case["target"] is None and nifti:  # older predictions mapped the decided output
+        case["target"] = headline if task == "multilabel" else case["decision"]
+    case["review"], case["review_text"] = _review_status(latest)
+    return case
+
+
+def _job(row: dict[str, str], it, spec, pred: Path, show_identifiers: bool, top: float | None) -> dict | None:
+    """What :func:`~medtl.report.cases.render_case` needs to draw one case (``None``: no image)."""
+    if it is not None and it.error is not None:  # reason without its path: pages name no folder
+        return {"error": f"the file can no longer be read ({it.error.get('reason', 'unreadable')}): it changed "
+                "since the prediction"}  # fmt: skip
+    if it is None:
+        return None
+    nifti = row.get("saliency_nifti") or ""
+    return {"full": it.full, "rel": it.rel, "series": it.series, "spec": spec, "dims": len(spec.size),
+            "nifti": os.fspath(pred / nifti) if nifti else None, "identifiers": show_identifiers,
+            "digest": row.get("pixel_digest") or None, "top": top}  # fmt: skip
+
+
+def _settle(case: dict[str, Any], drawn: dict[str, Any] | None, have_images: bool) -> dict[str, Any]:
+    """A drawn case (or why it is not drawn), with the case's status updated from it."""
+    if drawn is None:
+        drawn = {"error": "the image was not found under the input folder" if have_images else
+                 "the image is not available (no input folder)", "notes": [], "identifiers": None, "meta": []}  # fmt: skip
+    if case["saliency"] == "shown" and drawn.get("map_note"):
+        case["saliency"] = "missing"
+    if drawn.get("changed"):
+        case["status"] = "changed"
+    return drawn
+
+
+def _counts(cases: list[dict[str, Any]], failed: list[dict[str, Any]], notes: list[str]) -> dict[str, int]:
+    """The index's counts (a note added when images changed since prediction)."""
+    n_changed = sum(c["status"] == "changed" for c in cases)
+    if n_changed:
+        notes.append(f"{n_changed} image(s) have changed since they were predicted: their pages show no image and "
+                     "say so; predict them again")  # fmt: skip
+    return {"cases": len(cases), "errors": len(failed), "ood": sum(bool(c["ood"]) for c in cases),
+            "maps": sum(c["saliency"] == "shown" for c in cases),
+            "missing_maps": sum(c["saliency"] == "missing" for c in cases),
+            "reviewed": sum(c["review"] != "not reviewed" for c in cases), "changed": n_changed,
+            "shortcut": sum(c["shortcut"] is True for c in cases)}  # fmt: skip
+
+
+#: What the index and every case page say when the maps share one colour scale.
+SHARED_SCALE = ("Colours share one scale across this report: full colour is the 95th percentile of the cases' map "
+                "peaks, so a pale map means little evidence for the finding.")  # fmt: skip
+#: The percentile of the cases' map peaks that is drawn in full colour.
+SCALE_PERCENTILE = 95.0
+
+
+def saliency_fields(row: dict[str, str]) -> dict[str, Any]:
+    """The map facts of one ``predictions.csv`` row, each ``None`` where the predictions do not
+    record it (older outputs): ``target`` (the output the map explains), ``peak`` (its maximum),
+    ``inside`` (share of its positive mass inside the anatomy), ``area`` (share of the image the
+    anatomy covers), ``shortcut`` (most of the map outside the anatomy).
+
+    >>> saliency_fields({"saliency_target": "label=1", "saliency_peak": "0.5", "anatomy_inside": "",
+    ...                  "anatomy_area": "0.4", "shortcut": "1"})
+    {'target': 'label=1', 'peak': 0.5, 'inside': None, 'area': 0.4, 'shortcut': True}
+    >>> saliency_fields({})["shortcut"] is None
+    True
+    """
+
+    def share(text: str | None) -> float | None:
+        v = _float(text)
+        return v if v is not None and math.isfinite(v) and 0.0 <= v <= 1.0 else None
+
+    peak = _float(row.get("saliency_peak"))
+    return {
+        "target": (row.get("saliency_target") or "").strip() or None,
+        "peak": peak if peak is not None and math.isfinite(peak) else None,
+        "inside": share(row.get("anatomy_inside")),
+        "area": share(row.get("anatomy_area")),
+        "shortcut": {"1": True, "0": False}.get((row.get("shortcut") or "").strip()),
+    }
+
+
+def shared_scale(peaks: list[float | None]) -> float | None:
+    """Full colour for every map of one report: the 95th percentile of the cases' map peaks (a map
+    above it saturates); ``None`` when no case records a positive peak (each map on its own).
+
+    >>> round(shared_scale([1.0] * 19 + [10.0]), 3), shared_scale([None, 0.0]), shared_scale([])
+    (1.45, None, None)
+    """
+    import numpy as np
+
+    values = [float(v) for v in peaks if v is not None and math.isfinite(v)]
+    top = float(np.percentile(values, SCALE_PERCENTILE)) if values else 0.0
+    return top if top > 0 else None
+
+
+def _choice_line(method: str | None, settings: dict[str, Any]) -> str | None:
+    """The index line: "Saliency: M — chosen by the run's saliency check: why", or "— given on the command line"."""
+    if not method:
+        return None
+    choice = settings.get("saliency_choice")
+    if not isinstance(choice, dict) or not choice.get("source"):
+        return f"Saliency: {method}"
+    source, why = str(choice["source"]), str(choice.get("why") or "").strip()
+    if why and source != "given on the command line":
+        return f"Saliency: {method} — chosen by {source}: {why}"
+    return f"Saliency: {method} — {source if source == 'given on the command line' else 'chosen by ' + source}"
+
+
+def _anatomy_figure(fields: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The report-level shortcut figure from the rows' anatomy shares, or ``None`` when the
+    predictions record none."""
+    import numpy as np
+
+    inside = [f["inside"] for f in fields if f["inside"] is not None]
+    known = [f["shortcut"] for f in fields if f["shortcut"] is not None]
+    if not inside and not known:
+        return None
+    median = float(np.median(inside)) if inside else None
+    marked = sum(known)
+    text = "In this report: " + (f"median share of evidence inside the anatomy {100 * median:.0f} % over "
+                                 f"{len(inside)} map(s); " if median is not None else "")  # fmt: skip
+    text += f"{marked} of {len(known)} map(s) marked as mostly outside the anatomy"
+    text += f" ({100 * marked / len(known):.0f} %)." if known else "."
+    return {"median_inside": median, "n_inside": len(inside), "marked": marked, "n": len(known),
+            "share_marked": marked / len(known) if known else None, "text": text}  # fmt: skip
+
+
+def saliency_overview(settings: dict[str, Any], rows: list[dict[str, str]], notes: list[str]) -> dict[str, Any]:
+    """What the report says about its maps as a whole: ``line`` (the method and why it was used),
+    ``anatomy_rule``, ``scale`` (``top``: full colour shared by every case, or ``None``; ``text``)
+    and ``anatomy`` (the report-level shortcut figure). Older predictions lack peaks and anatomy
+    shares: then each map keeps its own scale, and ``notes`` say so."""
+    method = settings.get("saliency")
+    with_map = [saliency_fields(r) for r in rows if r.get("saliency_nifti")]
+    top = shared_scale([f["peak"] for f in with_map])
+    rule = settings.get("anatomy_rule")
+    scale = {"top": top, "shared": top is not None, "text": SHARED_SCALE if top is not None else
+             "Colours are relative to each case's own maximum (these predictions record no map peaks): compare "
+             "maps between cases by where they lie, not by how bright they are."}  # fmt: skip
+    if method and with_map and top is None:
+        notes.append("these predictions record no map peaks (made by an older medtl): each map is coloured "
+                     "relative to its own maximum, so maps cannot be compared between cases by colour; predict "
+                     "again to put every case on one scale")  # fmt: skip
+    anatomy = _anatomy_figure(with_map)
+    if method and with_map and anatomy is None:
+        notes.append("these predictions record no anatomy share: no map is checked for evidence lying outside the "
+                     "body (a possible shortcut); predict again to have every map checked")  # fmt: skip
+    return {"method": method, "line": _choice_line(method, settings), "scale": scale, "anatomy": anatomy,
+            "anatomy_rule": rule.strip().rstrip(".") if isinstance(rule, str) and rule.strip() else None}  # fmt: skip
 
 
 def _find_images(input_dir, settings: dict, job: dict, rows: list[dict], pred: Path, notes: list[str], progress: bool):

@@ -2,7 +2,8 @@
 
 :func:`render_case` is what a report does per row of ``predictions.csv``, in a worker process:
 it loads the input (the file or series the prediction came from), windows it as the run does,
-reads the saliency map ``medtl predict --saliency`` wrote (NIfTI, on the image's grid), and
+reads the saliency map ``medtl predict --saliency`` wrote (NIfTI on the network's grid, resampled
+through world mm onto the image's; older outputs stored it on the image's grid), and
 returns the pictures as base64 PNGs with the non-identifying facts a reader needs (modality,
 body part, view, sex, age). Identifying header fields (name, ID, accession number, dates,
 descriptions) and paths are read only when the report is asked to show identifiers.
@@ -22,7 +23,7 @@ import numpy as np
 
 from ..errors import MedtlError
 
-__all__ = ["render_case", "safe_render_case", "IDENTIFYING_FIELDS", "SHOWN_META"]
+__all__ = ["render_case", "safe_render_case", "map_on_image", "IDENTIFYING_FIELDS", "SHOWN_META"]
 
 #: Header fields shown only with ``--show-identifiers`` (label, DICOM keyword): what a reader needs
 #: to find the study in the PACS.
@@ -45,8 +46,66 @@ def _pic(picture) -> dict[str, Any]:
     return {"src": _uri(picture.png), "width": picture.width, "height": picture.height}
 
 
-def _read_map(path: str | None, shape: tuple[int, ...]) -> tuple[np.ndarray | None, str | None]:
-    """The saliency map on the image's grid, or ``None`` and why."""
+def _squeezed(arr: np.ndarray, ndim: int) -> np.ndarray:
+    """``arr`` without trailing length-1 axes beyond ``ndim`` (a 2D map stored as (H, W, 1))."""
+    while arr.ndim > ndim and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    return arr
+
+
+def _same_grid(shape: tuple[int, ...], affine: np.ndarray, img_shape: tuple[int, ...], img_affine: np.ndarray) -> bool:
+    n = len(img_shape)
+    return tuple(shape) == tuple(img_shape) and bool(np.allclose(affine[:3, :n], img_affine[:3, :n], atol=1e-3)
+                                                       and np.allclose(affine[:3, 3], img_affine[:3, 3], atol=1e-3))  # fmt: skip
+
+
+def _planar(affine: np.ndarray) -> np.ndarray:
+    """A 2D grid's affine made invertible: a third column along the plane's normal when the stored
+    one is degenerate (only the first two columns and the origin place a 2D map)."""
+    out = np.array(affine, np.float64)
+    if abs(np.linalg.det(out)) < 1e-9:
+        normal = np.cross(out[:3, 0], out[:3, 1])
+        out[:3, 2] = normal / (np.linalg.norm(normal) or 1.0)
+    return out
+
+
+def map_on_image(arr: np.ndarray, affine: np.ndarray, shape: tuple[int, ...],
+                 img_affine: np.ndarray) -> tuple[np.ndarray | None, str | None]:  # fmt: skip
+    """A saliency map (``arr`` on the grid of ``affine``, world mm) on the image's grid
+    (``shape``, ``img_affine``), or ``None`` and why. A map on the image's own grid (older
+    predictions) is used as it is; one on the network's grid is resampled through world mm,
+    linearly, zero outside the network's field of view.
+
+    >>> img_aff = np.diag([0.5, 0.5, 1.0, 1.0])
+    >>> net = np.zeros((4, 4), np.float32); net[1, 2] = 1.0           # 2 mm cells
+    >>> out, why = map_on_image(net, np.diag([2.0, 2.0, 1.0, 1.0]), (16, 16), img_aff)
+    >>> out.shape, why, [int(v) for v in np.unravel_index(int(out.argmax()), out.shape)]
+    ((16, 16), None, [4, 8])
+    """
+    from ..explain.grid import resample
+
+    n = len(shape)
+    arr = _squeezed(np.asarray(arr, np.float32), n)
+    affine, img_affine = np.asarray(affine, np.float64), np.asarray(img_affine, np.float64)
+    if affine.shape == (4, 4) and img_affine.shape == (4, 4) and _same_grid(arr.shape, affine, shape, img_affine):
+        return arr, None
+    unfit = (f"the saliency map ({'×'.join(map(str, arr.shape))}) does not fit the image "
+             f"({'×'.join(map(str, shape))}): the image changed since prediction; it is shown alone")  # fmt: skip
+    if arr.ndim != n or affine.shape != (4, 4) or img_affine.shape != (4, 4):
+        return None, unfit
+    src, dst = (_planar(affine), _planar(img_affine)) if n == 2 else (affine, img_affine)
+    try:
+        if not (np.isfinite(src).all() and abs(np.linalg.det(src)) > 1e-9):
+            raise np.linalg.LinAlgError("singular affine")
+        return resample(arr, src, shape, dst, order=1), None
+    except (np.linalg.LinAlgError, ValueError, RuntimeError):
+        if tuple(arr.shape) == tuple(shape):  # an image-grid map with an unusable affine: as it is
+            return arr, None
+        return None, unfit
+
+
+def _read_map(path: str | None, shape: tuple[int, ...], img_affine: np.ndarray) -> tuple[np.ndarray | None, str | None]:
+    """The saliency map on the image's grid (:func:`map_on_image`), or ``None`` and why."""
     if not path:
         return None, None
     if not os.path.isfile(path):
@@ -54,14 +113,11 @@ def _read_map(path: str | None, shape: tuple[int, ...]) -> tuple[np.ndarray | No
     try:
         import nibabel as nib
 
-        arr = np.asarray(nib.load(path).get_fdata(dtype=np.float32))
+        nii = nib.load(path)
+        arr, affine = np.asarray(nii.get_fdata(dtype=np.float32)), np.asarray(nii.affine, np.float64)
     except Exception as exc:  # noqa: BLE001 - any unreadable map: show the image and say why
         return None, f"the saliency map file could not be read ({type(exc).__name__}): the image is shown alone"
-    arr = arr.reshape(arr.shape[: len(shape)]) if arr.ndim > len(shape) and arr.size == np.prod(shape) else arr
-    if tuple(arr.shape) != tuple(shape):
-        return None, (f"the saliency map ({'×'.join(map(str, arr.shape))}) does not fit the image "
-                      f"({'×'.join(map(str, shape))}): the image changed since prediction; it is shown alone")  # fmt: skip
-    return arr, None
+    return map_on_image(arr, affine, shape, img_affine)
 
 
 def _identifiers(full: str, rel: str, series: str | None) -> list[tuple[str, str]]:
@@ -109,6 +165,13 @@ def _meta(img) -> list[tuple[str, str]]:
     return shown
 
 
+def _scale_top(job: dict[str, Any], peak: float) -> float:
+    """Full colour of this case's map: the report's shared ``top`` (one scale for every case),
+    else the map's own maximum (older predictions, which record no peaks)."""
+    top = job.get("top")
+    return float(top) if top is not None and top > 0 else peak
+
+
 def safe_render_case(job: dict[str, Any] | None) -> dict[str, Any] | None:
     """:func:`render_case`, with any failure turned into the case's ``error`` (one case that cannot
     be drawn must not stop a report of thousands); ``None`` for no job."""
@@ -125,7 +188,8 @@ def safe_render_case(job: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def render_case(job: dict[str, Any]) -> dict[str, Any]:
     """Pictures and facts of one case. ``job``: ``full`` (the input's path), ``rel``, ``series``,
-    ``spec`` (the run's preprocessing), ``dims``, ``nifti`` (the map's path or ``None``),
+    ``spec`` (the run's preprocessing), ``dims``, ``nifti`` (the map's path or ``None``), ``top``
+    (the report's shared colour scale, or ``None``: each map on its own maximum),
     ``identifiers`` (read identifying fields and show paths), ``digest`` (the pixels' digest
     recorded at prediction: an image that no longer matches is not drawn, ``changed`` is set).
 
@@ -160,7 +224,7 @@ def render_case(job: dict[str, Any]) -> dict[str, Any]:
         out["changed"] = True
         return out
     out["meta"] = _meta(img)
-    smap, why = _read_map(job.get("nifti"), tuple(img.spatial_shape))
+    smap, why = _read_map(job.get("nifti"), tuple(img.spatial_shape), img.affine)
     if why:
         notes.append(why)
         out["map_note"] = why
@@ -169,22 +233,24 @@ def render_case(job: dict[str, Any]) -> dict[str, Any]:
         fig = {"kind": "2d", "image": _pic(image_png(rows)), "width_mm": w_mm, "height_mm": h_mm, "heat": None,
                "empty": False}  # fmt: skip
         if smap is not None:
-            fig["heat"] = _pic(heat_png(np.swapaxes(smap, 0, 1), top=float(np.nanmax(smap))))
-            fig["empty"] = not float(np.nanmax(smap)) > 0
+            peak = float(np.nanmax(smap))
+            fig["heat"] = _pic(heat_png(np.swapaxes(smap, 0, 1), top=_scale_top(job, peak)))
+            fig["empty"] = not peak > 0
         out["figures"] = fig
         return out
     vol, affine = to_ras(disp, img.affine)
     sal = to_ras(smap, img.affine)[0] if smap is not None else None
-    top = float(np.nanmax(sal)) if sal is not None else 0.0
+    peak = float(np.nanmax(sal)) if sal is not None else 0.0
+    top = _scale_top(job, peak)
     views = []
-    for plane in planes(vol, sal if top > 0 else None, affine):
+    for plane in planes(vol, sal if peak > 0 else None, affine):
         view = {"name": plane.name, "image": _pic(image_png(plane.image, 512)), "width_mm": plane.width_mm,
                 "height_mm": plane.height_mm, "edges": plane.edges, "position": plane.position, "heat": None}  # fmt: skip
         if plane.saliency is not None:
             view["heat"] = _pic(heat_png(plane.saliency, 512, top=top))
         views.append(view)
     strip = [{"picture": _pic(p), "label": label, "peak": peak} for p, label, peak in
-             slice_strip(vol, sal if top > 0 else None, affine)]  # fmt: skip
-    out["figures"] = {"kind": "3d", "planes": views, "strip": strip, "through": "the map's peak" if top > 0 else
-                      "the centre of the volume", "empty": sal is not None and not top > 0}  # fmt: skip
+             slice_strip(vol, sal if peak > 0 else None, affine, top=top)]  # fmt: skip
+    out["figures"] = {"kind": "3d", "planes": views, "strip": strip, "through": "the map's peak" if peak > 0 else
+                      "the centre of the volume", "empty": sal is not None and not peak > 0}  # fmt: skip
     return out

@@ -222,9 +222,11 @@ def planes(volume: np.ndarray, saliency: np.ndarray | None, affine: np.ndarray,
 
 
 def slice_strip(volume: np.ndarray, saliency: np.ndarray | None, affine: np.ndarray, n: int = 10,
-                max_side: int = 160) -> list[tuple[Picture, str, bool]]:  # fmt: skip
+                max_side: int = 160, *, top: float | None = None) -> list[tuple[Picture, str, bool]]:  # fmt: skip
     """``n`` axial slices of a RAS volume spread over its height (inferior to superior), each with
-    the map blended in on one scale, its position in mm, and whether it holds the map's peak.
+    the map blended in on one scale (``top``, default the map's maximum: pass a report's shared
+    scale so that every case is coloured alike), its position in mm, and whether it holds the
+    map's peak.
 
     >>> vol = np.zeros((8, 8, 20)); vol[2, 3, 9] = 1.0
     >>> [(label, peak) for _, label, peak in slice_strip(vol, vol, np.eye(4), n=4)]
@@ -232,10 +234,11 @@ def slice_strip(volume: np.ndarray, saliency: np.ndarray | None, affine: np.ndar
     """
     nz = volume.shape[2]
     ks = sorted({int(round(v)) for v in np.linspace(0, nz - 1, n + 2)[1:-1]}) if nz > n else list(range(nz))
-    top, peak_k = None, None
+    peak_k = None
     if saliency is not None:
-        _, top = _normalised(saliency)
-        if top > 0:
+        _, peak = _normalised(saliency)
+        top = peak if top is None or not top > 0 else top
+        if peak > 0:
             peak_k = int(np.unravel_index(int(np.nanargmax(saliency)), saliency.shape)[2])
             if peak_k not in ks:  # the slice a reader most wants is always in the strip
                 ks[int(np.argmin([abs(k - peak_k) for k in ks]))] = peak_k

@@ -2,13 +2,14 @@
 
 :func:`model_summary` reads a run directory (``config.yaml``, ``split.json``, ``metrics.json``,
 ``calibration.json``, ``threshold.json``, ``model_card.md``), and optionally a ``medtl evaluate``
-output (its bias audit, ``audit.json``) and a ``medtl explain`` output (the saliency sanity check,
-``explain.json``). It returns one dict of text and numbers that the report templates show; missing
+output (its bias audit, ``audit.json``) and a ``medtl explain`` output (the saliency sanity check
+and localization scores, ``explain.json``); the run's ``saliency.json`` says which map method its
+saliency check chose, and why. It returns one dict of text and numbers that the report templates show; missing
 pieces become sentences that say what is missing and how to add it, never silent gaps.
 
 >>> import inspect
 >>> list(inspect.signature(model_summary).parameters)
-['run_dir', 'evaluation', 'explanation', 'method']
+['run_dir', 'evaluation', 'explanation', 'method', 'anatomy']
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..rundir import read_json
 
-__all__ = ["model_summary", "card_sections"]
+__all__ = ["model_summary", "card_sections", "saliency_check"]
 
 # the audit's metrics a clinician reads first, in this order
 _AUDIT_METRICS = (("auroc", "AUROC"), ("tpr", "sensitivity"), ("tnr", "specificity"), ("ppv", "PPV"))
@@ -116,24 +117,29 @@ def _audit(evaluation: str | os.PathLike | None, run: Path) -> dict[str, Any]:
     }
 
 
-def _sanity(explanation: str | os.PathLike | None, method: str | None, run: Path) -> dict[str, Any]:
-    if method is None:
-        return {"status": "no saliency", "text": "The predictions were made without saliency maps (`medtl predict "
-                "--saliency METHOD` adds them)."}  # fmt: skip
-    if explanation is None:
-        return {"status": "not checked", "text": f"{method}: no sanity check was given. Run `medtl explain RUN DATA "
-                f"--method {method} --sanity` and build the report with `--explanation` that folder; until then "
-                "treat the maps as unchecked."}  # fmt: skip
+def _explain_record(explanation: str | os.PathLike, run: Path) -> dict[str, Any]:
+    """A ``medtl explain`` output's ``explain.json``, checked to be of this run."""
     folder = Path(explanation)
     data = read_json(folder / "explain.json")
     if data is None:
         raise ConfigError(folder, "holds no explain.json: give the folder `medtl explain ... --sanity` wrote")
     _same_run(folder, data, run, "explains")
+    return data
+
+
+def _sanity(data: dict[str, Any] | None, explanation: str | os.PathLike | None, method: str | None) -> dict[str, Any]:
+    if method is None:
+        return {"status": "no saliency", "text": "The predictions were made without saliency maps (`medtl predict "
+                "--saliency METHOD` adds them)."}  # fmt: skip
+    if data is None or explanation is None:
+        return {"status": "not checked", "text": f"{method}: no sanity check was given. Run `medtl explain RUN DATA "
+                f"--method {method} --sanity` and build the report with `--explanation` that folder; until then "
+                "treat the maps as unchecked."}  # fmt: skip
     result = (data.get("sanity") or {}).get(method)
     if not result:
         return {
             "status": "not checked",
-            "text": f"{method}: {folder.name} holds no sanity check of this method "
+            "text": f"{method}: {Path(explanation).name} holds no sanity check of this method "
             f"(it checked {', '.join(sorted(data.get('sanity') or {})) or 'none'}); treat the maps as unchecked.",
         }
     faith = (data.get("faithfulness") or {}).get(method) or {}
@@ -149,8 +155,123 @@ def _sanity(explanation: str | os.PathLike | None, method: str | None, run: Path
     return {"status": "passed" if passed else "failed", "text": text, "rule": result.get("rule", "")}
 
 
+#: The localization scores of ``explain.json`` a clinician reads, in this order.
+_LOCALIZATION = (("pointing_game", "pointing game"), ("energy_pointing", "energy pointing game"), ("iou", "IoU"))
+
+
+def _localization(data: dict[str, Any] | None, method: str | None) -> dict[str, Any] | None:
+    """How often the method's maps pointed at the labelled lesions (``explain.json``'s
+    ``localization`` for the report's method): the scores with their CIs and the images they rest
+    on; ``None`` when the explanation scored none."""
+    found = ((data or {}).get("localization") or {}).get(method or "") or {}
+    scores = []
+    for key, name in _LOCALIZATION:
+        part = found.get(key)
+        if isinstance(part, dict) and part.get("value") is not None:
+            scores.append({"name": name, "value": round(float(part["value"]), 3), "ci": _ci(part.get("ci")),
+                           "n": part.get("n")})  # fmt: skip
+    if not scores:
+        return None
+    n = max((s["n"] for s in scores if isinstance(s["n"], int)), default=None)
+    return {"scores": scores, "n": n, "threshold": found.get("threshold")}
+
+
+def _pct(value: Any) -> str:
+    return "–" if value is None else f"{100 * float(value):.0f} %"
+
+
+def _pct_ci(ci: Any) -> str:
+    if not ci or len(ci) != 2 or ci[0] is None or ci[1] is None:
+        return ""
+    return f" [{100 * float(ci[0]):.0f}–{100 * float(ci[1]):.0f} %]"
+
+
+def _split_name(split: Any) -> str:
+    """A split as a reader names it (``val``: validation)."""
+    return {"val": "validation", "train": "training", None: "validation", "": "validation"}.get(split, str(split))
+
+
+def _candidates(found: dict[str, Any], chosen: str | None) -> list[dict[str, Any]]:
+    """The rows of the saliency check's table: one per candidate method."""
+    rows = []
+    for name, c in (found or {}).items():
+        if not isinstance(c, dict):
+            continue
+        rho, gain, pointing = c.get("randomization_spearman"), c.get("deletion_gain"), c.get("pointing_game")
+        rows.append({"method": str(name), "chosen": name == chosen,
+                     "rho": None if rho is None else f"{float(rho):.2f}", "passed": c.get("passed_randomization"),
+                     "gain": None if gain is None else f"{float(gain):.3f}", "faithful": c.get("faithful"),
+                     "pointing": None if pointing is None else f"{float(pointing):.2f}",
+                     "eligible": bool(c.get("eligible")), "excluded": c.get("excluded_because") or ""})  # fmt: skip
+    return rows
+
+
+def saliency_check(run: Path) -> dict[str, Any]:
+    """The run's choice of saliency method (``saliency.json``, written by training): the method
+    and why, the candidates it compared, and its run-level shortcut figure; ``available`` is
+    ``False`` for a run that records none."""
+    data = read_json(run / "saliency.json")
+    if not isinstance(data, dict):
+        return {"available": False, "method": None, "why": "", "rule": "", "n_images": None, "split": None,
+                "candidates": [], "anatomy_rule": "", "shortcut": None,
+                "text": "This run records no saliency check (saliency.json): the map method was not chosen by "
+                "comparing methods on its validation images."}  # fmt: skip
+    method = data.get("method")
+    anatomy = data.get("anatomy") if isinstance(data.get("anatomy"), dict) else None
+    shortcut = None
+    if anatomy:
+        shortcut = (f"Run-level: median share of evidence inside the anatomy {_pct(anatomy.get('median_inside'))}"
+                    f"{_pct_ci(anatomy.get('median_ci'))}, cases marked {_pct(anatomy.get('marked_share'))}"
+                    f"{_pct_ci(anatomy.get('marked_ci'))} ({anatomy.get('n', '?')} {_split_name(data.get('split'))} "
+                    "images).")  # fmt: skip
+    return {"available": True, "method": method, "why": str(data.get("why") or ""), "rule": str(data.get("rule") or ""),
+            "n_images": data.get("n_images"), "split": _split_name(data.get("split")),
+            "candidates": _candidates(data.get("candidates") or {}, method),
+            "anatomy_rule": str((anatomy or {}).get("rule") or "").strip().rstrip("."), "shortcut": shortcut,
+            "text": ""}  # fmt: skip
+
+
+def _training(cfg, spec, split: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
+    """Sentences on what the model was trained on: data, split, network, ensemble, validation AUROC."""
+    data_name = Path(cfg.npz or cfg.manifest).name
+    counts = split.get("counts") or {}
+    training = [f"Trained on {data_name}: " + ", ".join(
+        f"{part} {c.get('images', '?')} images of {c.get('patients', '?')} patients" for part, c in counts.items()
+    ) + "." if counts else f"Trained on {data_name}."]  # fmt: skip
+    if split.get("description"):
+        training.append(f"Split: {_plain(split['description'])}.")
+    pretrained = f"{cfg.pretrained}-pretrained " if cfg.pretrained else ""
+    training.append(f"Network: {pretrained}{cfg.backbone}, {cfg.spatial_dims}D, input {list(cfg.size)} "
+                    f"({spec.channels} channel{'s' if spec.channels != 1 else ''}, preset {spec.preset}).")  # fmt: skip
+    if cfg.ensemble > 1:
+        training.append(f"An ensemble of {cfg.ensemble} such networks (seeds {cfg.seed} to {cfg.seed + cfg.ensemble - 1}, "
+                        "one split): the probabilities shown are their average.")  # fmt: skip
+    if metrics.get("val_auroc") is not None:
+        training.append(f"Validation AUROC {metrics['val_auroc']:.3f} on {metrics.get('n_val', '?')} images "
+                        "(chosen on it: not a test result).")  # fmt: skip
+    return training
+
+
+def _caveats(card: dict[str, list[str]], calibrated: bool, audit: dict[str, Any], sanity: dict[str, Any],
+             method: str | None) -> list[str]:  # fmt: skip
+    """The card's known limits, then the warnings of the calibration, the audit and the map check."""
+    caveats = list(card.get("Known limits") or [])
+    if not calibrated:
+        caveats.insert(0, "Probabilities are not calibrated: they rank cases but are not risks.")
+    if audit["available"]:
+        caveats += [f"Bias audit: {f}" for f in audit["flags"]]
+        if audit.get("n") is not None and audit["n"] < 100:
+            caveats.append(f"The audit rests on {audit['n']} images: its intervals are wide and small groups "
+                           "are shown, not compared.")  # fmt: skip
+    if sanity["status"] == "failed":
+        caveats.insert(0, f"The saliency maps ({method}) failed their sanity check: do not read them as the "
+                       "model's reasons.")  # fmt: skip
+    return caveats
+
+
 def model_summary(run_dir: str | os.PathLike, evaluation: str | os.PathLike | None = None,
-                  explanation: str | os.PathLike | None = None, method: str | None = None) -> dict[str, Any]:  # fmt: skip
+                  explanation: str | os.PathLike | None = None, method: str | None = None, *,
+                  anatomy: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     """The model section of a clinician report.
 
     Args:
@@ -158,11 +279,15 @@ def model_summary(run_dir: str | os.PathLike, evaluation: str | os.PathLike | No
         evaluation: a ``medtl evaluate --groups`` output of this run (its ``audit.json``), or ``None``.
         explanation: a ``medtl explain --sanity`` output of this run (its ``explain.json``), or ``None``.
         method: the saliency method the predictions used (``None``: no maps).
+        anatomy: the report-level shortcut figure (from the predictions' anatomy shares), shown
+            beside the run's own.
 
     Returns:
         ``name``, ``backbone``, ``task``, ``labels``, ``intended_use``, ``training`` (sentences),
-        ``calibration`` (``calibrated`` and a sentence), ``threshold``, ``ood``, ``audit``, ``sanity``
-        and ``caveats`` (the card's known limits, then warnings from the audit and checks).
+        ``calibration`` (``calibrated`` and a sentence), ``threshold``, ``ood``, ``audit``, ``sanity``,
+        ``saliency`` (the run's choice of method, the candidates, the explanation's localization
+        scores and the shortcut figures) and ``caveats`` (the card's known limits, then warnings
+        from the audit and checks).
 
     Raises:
         ConfigError: ``run_dir`` is not a finished run; an evaluation or explanation folder lacks its
@@ -184,22 +309,7 @@ def model_summary(run_dir: str | os.PathLike, evaluation: str | os.PathLike | No
     intended = card.get("Intended use") or ([cfg.intended_use] if cfg.intended_use.strip() else [])
     if not intended:
         intended = ["Not stated: the model's training config sets no intended_use. Research use only."]
-    data_name = Path(cfg.npz or cfg.manifest).name
-    counts = split.get("counts") or {}
-    training = [f"Trained on {data_name}: " + ", ".join(
-        f"{part} {c.get('images', '?')} images of {c.get('patients', '?')} patients" for part, c in counts.items()
-    ) + "." if counts else f"Trained on {data_name}."]  # fmt: skip
-    if split.get("description"):
-        training.append(f"Split: {_plain(split['description'])}.")
-    pretrained = f"{cfg.pretrained}-pretrained " if cfg.pretrained else ""
-    training.append(f"Network: {pretrained}{cfg.backbone}, {cfg.spatial_dims}D, input {list(cfg.size)} "
-                    f"({spec.channels} channel{'s' if spec.channels != 1 else ''}, preset {spec.preset}).")  # fmt: skip
-    if cfg.ensemble > 1:
-        training.append(f"An ensemble of {cfg.ensemble} such networks (seeds {cfg.seed} to {cfg.seed + cfg.ensemble - 1}, "
-                        "one split): the probabilities shown are their average.")  # fmt: skip
-    if metrics.get("val_auroc") is not None:
-        training.append(f"Validation AUROC {metrics['val_auroc']:.3f} on {metrics.get('n_val', '?')} images "
-                        "(chosen on it: not a test result).")  # fmt: skip
+    training = _training(cfg, spec, split, metrics)
 
     calibrated = calibration.get("method", "temperature") != "none"
     if calibrated:
@@ -213,18 +323,10 @@ def model_summary(run_dir: str | os.PathLike, evaluation: str | os.PathLike | No
         thr = {"value": float(threshold["threshold"]), "rule": threshold.get("rule", ""), "label": str(labels[-1])}
 
     audit = _audit(evaluation, run)
-    sanity = _sanity(explanation, method, run)
-    caveats = list(card.get("Known limits") or [])
-    if not calibrated:
-        caveats.insert(0, "Probabilities are not calibrated: they rank cases but are not risks.")
-    if audit["available"]:
-        caveats += [f"Bias audit: {f}" for f in audit["flags"]]
-        if audit.get("n") is not None and audit["n"] < 100:
-            caveats.append(f"The audit rests on {audit['n']} images: its intervals are wide and small groups "
-                           "are shown, not compared.")  # fmt: skip
-    if sanity["status"] == "failed":
-        caveats.insert(0, f"The saliency maps ({method}) failed their sanity check: do not read them as the "
-                       "model's reasons.")  # fmt: skip
+    explained = _explain_record(explanation, run) if explanation is not None and method is not None else None
+    sanity = _sanity(explained, explanation, method)
+    maps = dict(saliency_check(run), localization=_localization(explained, method), report_anatomy=anatomy)
+    caveats = _caveats(card, calibrated, audit, sanity, method)
     return {
         "name": run.name,
         "backbone": cfg.backbone,
@@ -237,5 +339,6 @@ def model_summary(run_dir: str | os.PathLike, evaluation: str | os.PathLike | No
         "ood": _plain(str(metrics["ood"])) if metrics.get("ood") else None,
         "audit": audit,
         "sanity": sanity,
+        "saliency": maps,
         "caveats": caveats,
     }
