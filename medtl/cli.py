@@ -215,14 +215,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _saliency_check_after_training(run_dir, images: int) -> None:
     """Choose the run's default saliency map (``RUN/saliency.json``) unless it has one or the config
     says 0. The weights are written and sound: a check that cannot run is a note, not a failure."""
-    from .errors import ConfigError
+    from .errors import is_fatal
     from .explain.choice import CHOICE_FILE, choose_default
 
     if images <= 0 or (Path(run_dir) / CHOICE_FILE).is_file():
         return
     try:
         record = choose_default(run_dir, images=images, progress=sys.stderr.isatty())
-    except ConfigError as exc:
+    except MedtlError as exc:
+        if is_fatal(exc):  # a full disk: the user must know now
+            raise
         print(f"note: no saliency check ({exc}); run `medtl saliency-check {run_dir}` when the data is back")
         return
     _print_choice(record)

@@ -21,8 +21,9 @@ def _ellipse(shape, centre, radii) -> np.ndarray:
     return ((yy - centre[0]) / radii[0]) ** 2 + ((xx - centre[1]) / radii[1]) ** 2 <= 1
 
 
-def radiograph(size: int, rng: np.random.Generator, *, lesion: bool, tag: bool) -> np.ndarray:
-    """One 8-bit image (size × size); the body's share of the image is about 45 %."""
+def radiograph(size: int, rng: np.random.Generator, *, lesion: bool, tag: bool, contrast: float = 45.0) -> np.ndarray:
+    """One 8-bit image (size × size); the body's share of the image is about 45 %; the lesion is
+    ``contrast`` grey levels above its lung."""
     shape = (size, size)
     img = np.full(shape, 20.0)
     img[_ellipse(shape, (size * 0.55, size * 0.5), (size * 0.38, size * 0.36))] = 150.0
@@ -32,9 +33,9 @@ def radiograph(size: int, rng: np.random.Generator, *, lesion: bool, tag: bool) 
     if lesion:
         cy, cx = lungs[rng.integers(2)]
         cy += rng.uniform(-0.08, 0.08) * size
-        img[_ellipse(shape, (cy, cx), (size * 0.06, size * 0.06))] += 45.0
+        img[_ellipse(shape, (cy, cx), (size * 0.06, size * 0.06))] += contrast
     if tag:
-        s = max(3, size // 10)
+        s = max(3, size // 8)
         img[2 : 2 + s, 2 : 2 + s] = 255.0
     img += rng.normal(0, 6, shape)
     return np.clip(img, 0, 255).astype(np.uint8)
@@ -42,7 +43,8 @@ def radiograph(size: int, rng: np.random.Generator, *, lesion: bool, tag: bool) 
 
 def write_shortcut_set(folder, *, n: int = 64, size: int = 64, tag: bool = True, seed: int = 0) -> Path:
     """``n`` PNG radiographs (half positive) under ``folder`` and their ``labels.csv``
-    (``path``, ``patient_id``, ``label``)."""
+    (``path``, ``patient_id``, ``label``). With the tag the lesion is faint (6 grey levels, the
+    noise's own spread): the tag is the easier signal, as a shortcut is."""
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -50,7 +52,8 @@ def write_shortcut_set(folder, *, n: int = 64, size: int = 64, tag: bool = True,
     for i in range(n):
         label = i % 2
         name = f"images/img{i:03d}.png"
-        Image.fromarray(radiograph(size, rng, lesion=bool(label), tag=tag and bool(label))).save(folder / name)
+        pixels = radiograph(size, rng, lesion=bool(label), tag=tag and bool(label), contrast=6.0 if tag else 45.0)
+        Image.fromarray(pixels).save(folder / name)
         rows.append({"path": name, "patient_id": f"P{i:03d}", "label": label})
     manifest = folder / "labels.csv"
     with open(manifest, "w", newline="") as fh:

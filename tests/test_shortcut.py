@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import pytest
 from shortcut_factory import write_shortcut_set
@@ -13,12 +14,14 @@ from medtl.train.finetune import finetune
 
 def _run(root, tag: bool):
     manifest = write_shortcut_set(root / "data", n=64, size=64, tag=tag, seed=3)
-    cfg = TrainConfig(manifest=str(manifest), backbone="efficientnet-lite0", pretrained="imagenet", preset="none",
+    cfg = TrainConfig(manifest=str(manifest), backbone="efficientnet-lite0", pretrained="imagenet", preset="xr",
                       intensity_range=[0, 255], size=[64, 64], epochs=6, batch_size=16, augment=False,
                       val_fraction=0.25, test_fraction=0.25, patience=50, dedup=False, saliency_check=0)  # fmt: skip
     run = root / "run"
     finetune(cfg, run, resume=False)
-    return run, choose_default(run, images=16), manifest
+    # two candidates keep the suite fast: integrated gradients credit the whole body a little, occlusion
+    # finds what the prediction depends on; the rule picks between them by faithfulness
+    return run, choose_default(run, images=8, candidates=("ig", "occlusion")), manifest
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +49,12 @@ def test_a_report_of_the_tagged_model_marks_its_positive_cases(tagged, tmp_path)
     from medtl.report import build_report
 
     run, choice, manifest = tagged
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    for k in range(12):  # six tagged positives, six negatives
+        shutil.copy(manifest.parent / "images" / f"img{k:03d}.png", folder)
     out = tmp_path / "pred"
-    predict_folder(run, manifest.parent / "images", out, saliency="auto")
+    predict_folder(run, folder, out, saliency="auto", workers=0)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["settings"]["saliency"] == choice["method"]
     assert summary["settings"]["saliency_choice"]["source"] == "the run's saliency check"

@@ -283,8 +283,8 @@ def choose_default(run_dir: str | os.PathLike, *, images: int = IMAGES, candidat
     if method is not None:  # on the images with the finding: a negative's little evidence may lie anywhere
         keep = [k for k, yes in enumerate(sample.labelled) if yes] or list(range(len(sample.xs)))
         shares = summarize_shares([inside[method][k] for k in keep], [sample.patients[k] for k in keep], seed=seed)
-        record["anatomy"] = dict(shares, body_rule=BODY_RULE, images="validation images with the finding"
-                                 if len(keep) < len(sample.xs) or all(sample.labelled) else "all sampled images")
+        which = "validation images with the finding" if any(sample.labelled) else "all sampled validation images"
+        record["anatomy"] = dict(shares, body_rule=BODY_RULE, images=which)
     with RunLock(explainer.run_dir, "saliency check"), adding_to(explainer.run_dir):
         write_json(explainer.run_dir / CHOICE_FILE, record)
     return record
@@ -314,7 +314,7 @@ def read_choice(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     return record
 
 
-def resolve(method: str, choice: dict[str, Any] | None, run_dir: str | os.PathLike = "RUN") -> tuple[str, dict[str, str]]:
+def resolve(method: str, choice: dict[str, Any] | None, run_dir: str | os.PathLike = "RUN") -> tuple[str, dict]:
     """``(method, how)``: ``"auto"`` becomes the run's chosen method; ``how`` says which and why, for
     outputs to record (``{"method", "why", "source"}``). A named method is taken as given.
 

@@ -67,6 +67,9 @@ class Explainer(RunModel):
         if mean is not None:
             arr = arr + float(mean[0])
         lo, hi = self.spec.value_range
+        if self.spec.preset == "none":  # values as loaded: the run knows no range, so the display's rule
+            lo, hi = np.percentile(arr, (0.5, 99.5))
+            hi = max(hi, lo + 1e-6)
         return np.clip((arr - lo) / (hi - lo), 0, 1)
 
     def cam_grid(self, method: str = "gradcam") -> tuple[int, ...]:
