@@ -37,8 +37,8 @@ def clean(tmp_path_factory):
 def test_the_tagged_model_is_marked_and_the_clean_one_is_not(tagged, clean):
     """The tag lies outside the body: the tagged model's evidence for the finding does too."""
     marked, kept = tagged[1]["anatomy"], clean[1]["anatomy"]
-    assert marked["marked_share"] >= 0.5 and marked["median_inside"] < 0.5, marked
-    assert kept["marked_share"] <= 0.2 and kept["median_inside"] > 0.5, kept
+    assert marked["shortcut_suspected"] and marked["marked_share"] > 0.5 and marked["median_inside"] < 0.5, marked
+    assert not kept["shortcut_suspected"] and kept["marked_share"] < 1 / 3 and kept["median_inside"] > 0.5, kept
     assert tagged[1]["method"] is not None and clean[1]["method"] is not None
     for choice in (tagged[1], clean[1]):  # the chosen method passed the randomization check
         assert choice["candidates"][choice["method"]]["passed_randomization"]

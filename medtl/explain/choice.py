@@ -284,7 +284,8 @@ def choose_default(run_dir: str | os.PathLike, *, images: int = IMAGES, candidat
         keep = [k for k, yes in enumerate(sample.labelled) if yes] or list(range(len(sample.xs)))
         shares = summarize_shares([inside[method][k] for k in keep], [sample.patients[k] for k in keep], seed=seed)
         which = "validation images with the finding" if any(sample.labelled) else "all sampled validation images"
-        record["anatomy"] = dict(shares, body_rule=BODY_RULE, images=which)
+        suspected = shares["marked_share"] is not None and shares["marked_share"] > 0.5
+        record["anatomy"] = dict(shares, body_rule=BODY_RULE, images=which, shortcut_suspected=suspected)
     with RunLock(explainer.run_dir, "saliency check"), adding_to(explainer.run_dir):
         write_json(explainer.run_dir / CHOICE_FILE, record)
     return record
