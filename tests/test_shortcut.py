@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 from shortcut_factory import write_shortcut_set
+from test_report_browser import browser  # noqa: F401 - the headless Chromium fixture
 
 from medtl.explain.choice import choose_default
 from medtl.train.config import TrainConfig
@@ -44,17 +45,26 @@ def test_the_tagged_model_is_marked_and_the_clean_one_is_not(tagged, clean):
         assert choice["candidates"][choice["method"]]["passed_randomization"]
 
 
-def test_a_report_of_the_tagged_model_marks_its_positive_cases(tagged, tmp_path):
+@pytest.fixture(scope="module")
+def tagged_report(tagged, tmp_path_factory):
+    """The tagged model's predictions of six tagged positives and six negatives, and their report."""
     from medtl.predict import predict_folder
     from medtl.report import build_report
 
-    run, choice, manifest = tagged
+    run, _, manifest = tagged
+    tmp_path = tmp_path_factory.mktemp("tagged-report")
     folder = tmp_path / "incoming"
     folder.mkdir()
     for k in range(12):  # six tagged positives, six negatives
         shutil.copy(manifest.parent / "images" / f"img{k:03d}.png", folder)
     out = tmp_path / "pred"
     predict_folder(run, folder, out, saliency="auto", workers=0)
+    return out, build_report(run, out, tmp_path / "report"), tmp_path / "report"
+
+
+def test_a_report_of_the_tagged_model_marks_its_positive_cases(tagged, tagged_report):
+    out, report, folder = tagged_report
+    choice = tagged[1]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["settings"]["saliency"] == choice["method"]
     assert summary["settings"]["saliency_choice"]["source"] == "the run's saliency check"
@@ -64,7 +74,20 @@ def test_a_report_of_the_tagged_model_marks_its_positive_cases(tagged, tmp_path)
     positives = [r for r in rows if r["decision"] == "label=1"]
     assert positives and sum(r["shortcut"] == "1" for r in positives) >= len(positives) / 2
     assert all(r["shortcut"] == "0" for r in rows if r["decision"] != "label=1")
-    report = build_report(run, out, tmp_path / "report")
-    assert report["counts"]["cases"] == len(rows)
-    page = (tmp_path / "report" / next(c["page"] for c in report["cases"] if c["decision"] == "label=1")).read_text()
-    assert "shortcut" in page
+    assert report["counts"]["cases"] == len(rows) and report["counts"]["shortcut"] >= len(positives) / 2
+
+
+def test_the_tagged_models_report_shows_the_mark_in_a_browser(browser, tagged_report):  # noqa: F811 (fixture)
+    """Headless Chromium: the mark is visible on a marked case page, and the run-level figure in the
+    model summary says the validation maps lie outside the body."""
+    from selenium.webdriver.common.by import By
+
+    _, report, folder = tagged_report
+    browser.get((folder / "index.html").as_uri())
+    marked = browser.find_element(By.CSS_SELECTOR, "#cases tbody tr[data-shortcut='1']")
+    marked.find_element(By.CSS_SELECTOR, "a").click()
+    mark = browser.find_element(By.ID, "shortcut-mark")
+    assert mark.is_displayed() and "the model may be using a shortcut" in mark.text
+    figure = browser.find_element(By.CSS_SELECTOR, "#saliency-check .shortcut-figure.run-level")
+    browser.execute_script("arguments[0].scrollIntoView()", figure)
+    assert figure.is_displayed() and "median share of evidence inside the anatomy" in figure.text
