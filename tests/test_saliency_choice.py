@@ -97,3 +97,15 @@ def test_gradcam_reads_the_declared_earlier_stages(backbone):
     blocks = fine.reshape(16, 8, 16, 8).mean((1, 3)).numpy()
     within = blocks.reshape(4, 4, 4, 4).std((1, 3))
     assert float(np.median(within)) > 0
+
+
+def test_predict_refuses_the_mean_baseline_without_the_runs_check(tmp_path):
+    """`ig@mean` needs the mean input the check recorded: refused before any image is read."""
+    from medtl.predict.folder import _check_options
+
+    with pytest.raises(ConfigError, match="saliency-check"):
+        _check_options(4, "ig@mean", tmp_path)
+    assert _check_options(4, "ig@blur", tmp_path) == (
+        "ig@blur", {"method": "ig@blur", "why": "named by the user", "source": "given on the command line"})
+    with pytest.raises(ConfigError, match="one method"):
+        _check_options(4, "ig,occlusion", tmp_path)

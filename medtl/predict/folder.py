@@ -557,7 +557,12 @@ def _check_options(batch_size, saliency: str | None, run_dir) -> tuple[str | Non
 
     if "," in saliency or saliency.strip() == "all":
         raise ConfigError(None, f"--saliency takes one method, not {saliency}")
-    return resolve(saliency.strip(), read_choice(run_dir) if saliency.strip() == "auto" else None, run_dir)
+    choice = read_choice(run_dir)
+    method, how = resolve(saliency.strip(), choice if saliency.strip() == "auto" else None, run_dir)
+    if method.endswith("@mean") and not (choice or {}).get("baseline_mean"):
+        raise ConfigError(run_dir, f"--saliency {method} needs the mean input the run's saliency check records: run "
+                          f"`medtl saliency-check {run_dir}` first, or choose another baseline (ig@blur)")  # fmt: skip
+    return method, how
 
 
 def _run_job(predictor, inputs, input_dir, out, job, columns, labels, workers, run_dir, progress, *, resume):
