@@ -579,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image files, folders (every image and series in them), or a manifest .csv / .npz")
     p.add_argument("-o", "--output", required=True, help="output folder: maps/, explain.json, errors.csv")
     p.add_argument("--method", action="append", metavar="M",
-                   help="auto (default: the method the run's saliency check chose), gradcam, gradcam@1/16, "
+                   help="auto (default: the method the run's saliency check chose; ig@blur for a run without one), gradcam, gradcam@1/16, "
                         "gradcam@1/8, gradcam++, ig, ig@blur, ig@mean, smoothgrad, occlusion, or all; repeat or "
                         "comma-separate")
     p.add_argument("--target", default=None,

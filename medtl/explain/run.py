@@ -247,7 +247,8 @@ def explain(
     from ..rundir import mark_complete, output_folder, weights_digest, write_csv, write_json
     from .explainer import Explainer
 
-    names = check_methods(_auto(methods, run_dir))
+    auto_notes: list[str] = []
+    names = check_methods(_auto(methods, run_dir, auto_notes))
     for key, value, least in (("batch_size", batch_size, 1), ("sanity_samples", sanity_samples, 1),
                               ("deletion_steps", deletion_steps, 2), ("deletion_samples", deletion_samples, 0),
                               ("n_boot", n_boot, 1)):  # fmt: skip
@@ -262,6 +263,7 @@ def explain(
     read = [run_dir, *inputs, *(f for given in inputs for f in image_folders(given))]
     check_destination(out_dir, inputs=read)  # before the inputs are read, not after
     items, errors, notes = collect_inputs(run_dir, inputs, split=split, redact_paths=redact_paths, progress=progress)
+    notes = auto_notes + notes
     if not items:  # what each folder held and skipped, else why each file failed
         why = "; ".join(notes[:3] or [f"{e['input']}: {e['reason']}" for e in errors[:3]]) or "no image found"
         raise NoInputError(None, f"the inputs hold no image to explain: {why}")
@@ -370,12 +372,25 @@ def _default_method(explainer) -> dict[str, Any] | None:
     return None if c is None else {"method": c.get("method"), "why": c.get("why"), "n_images": c.get("n_images")}
 
 
-def _auto(methods: str | Sequence[str], run_dir) -> list[str]:
-    """``auto`` among the methods becomes the run's chosen one (:func:`medtl.explain.choice.resolve`)."""
+#: What ``auto`` explains with for a run without a saliency check (trained before step 13, or with
+#: ``saliency_check: 0``): the method the lesion benchmark's check chose (docs/benchmarks.md).
+FALLBACK = "ig@blur"
+
+
+def _auto(methods: str | Sequence[str], run_dir, notes: list[str]) -> list[str]:
+    """``auto`` among the methods becomes the run's chosen one (:func:`medtl.explain.choice.resolve`);
+    a run without a check gets :data:`FALLBACK`, and ``notes`` say so."""
     from .choice import read_choice, resolve
 
     names = [m.strip() for m in (methods.split(",") if isinstance(methods, str) else methods)]
-    return [resolve(m, read_choice(run_dir), run_dir)[0] if m == "auto" else m for m in names]
+    if "auto" not in names:
+        return names
+    choice = read_choice(run_dir)
+    if choice is None:
+        notes.append(f"the run has no saliency check (saliency.json): 'auto' is {FALLBACK}, the method medtl's "
+                     f"lesion benchmark chose; `medtl saliency-check {run_dir}` chooses by this run's own evidence")
+        return [FALLBACK if m == "auto" else m for m in names]
+    return [resolve(m, choice, run_dir)[0] if m == "auto" else m for m in names]
 
 
 def _bar(progress: bool, total: int):
