@@ -62,6 +62,7 @@ import numpy as np
 
 from ..errors import EvaluationError, suggest
 from .bootstrap import BOOT_METRICS, cluster_codes, group_replicates, percentile_ci
+from .confounders import CONFOUNDER_RULE, confounder_check, confounder_rows
 from .metrics import (
     HIGHER_IS_BETTER,
     binary_metrics,
@@ -94,7 +95,7 @@ FLAG_METRICS = ("auroc", "fnr", "fpr", "ppv", "ece", "equalized_odds")
 #: Name of the group of rows with no value for an attribute.
 MISSING_GROUP = "(missing)"
 _MISSING_TEXT = {"", "nan", "na", "n/a", "none", "null"}
-_SCHEMA = "medtl.audit/1"
+_SCHEMA = "medtl.audit/2"  # /2: the confounder check
 
 
 # --------------------------------------------------------------------------------------------
@@ -293,7 +294,11 @@ class AuditResult:
         overall: metrics over all rows, each with ``<metric>_ci``.
         groups: ``groups[attribute][group]`` -> status, n, metrics with CIs, notes.
         gaps: ``gaps[attribute][metric]`` -> value, ci, ratio, groups [worst, best].
-        flags: one dict per flagged attribute and metric.
+        flags: one dict per flagged attribute and metric (gaps between groups).
+        confounders: ``confounders[attribute]`` -> the confounder check
+            (:func:`medtl.evaluate.confounders.confounder_check`): does the score predict the
+            attribute, does the model work within each level, does the attribute alone predict
+            the label; with its own ``flags``.
     """
 
     settings: dict[str, Any]
@@ -301,6 +306,7 @@ class AuditResult:
     groups: dict[str, dict[str, dict[str, Any]]]
     gaps: dict[str, dict[str, dict[str, Any]]]
     flags: list[dict[str, Any]]
+    confounders: dict[str, dict[str, Any]] = field(default_factory=dict)
     _y: np.ndarray = field(default=None, repr=False)
     _score: np.ndarray = field(default=None, repr=False)
     _labels: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
@@ -311,7 +317,7 @@ class AuditResult:
         >>> import json
         >>> res = audit({"y": [0, 1] * 20, "p": [0.3, 0.7] * 20, "g": ["a"] * 40}, "y", "p", "g", n_boot=0)
         >>> sorted(res.to_dict())
-        ['flags', 'gaps', 'groups', 'overall', 'schema', 'settings']
+        ['confounder_flags', 'confounders', 'flags', 'gaps', 'groups', 'overall', 'schema', 'settings']
         >>> _ = json.dumps(res.to_dict(), allow_nan=False)
         """
         return _clean(
@@ -322,8 +328,21 @@ class AuditResult:
                 "groups": self.groups,
                 "gaps": self.gaps,
                 "flags": self.flags,
+                "confounders": self.confounders,
+                "confounder_flags": self.confounder_flags,
             }
         )
+
+    @property
+    def confounder_flags(self) -> list[dict[str, Any]]:
+        """Every attribute's confounder flags, in attribute order.
+
+        >>> y = [0, 1] * 20
+        >>> res = audit({"y": y, "p": [0.3, 0.7] * 20, "view": ["PA", "AP"] * 20}, "y", "p", "view", n_boot=50)
+        >>> [f["check"] for f in res.confounder_flags]
+        ['attribute_predicts_label']
+        """
+        return [f for entry in self.confounders.values() for f in entry.get("flags", [])]
 
     def group_rows(self) -> list[dict[str, Any]]:
         """One flat row per attribute and group (the rows of ``groups.csv``).
@@ -375,15 +394,16 @@ class AuditResult:
         return rows
 
     def save(self, out_dir: str | os.PathLike, *, plots: bool = True) -> dict[str, Path]:
-        """Write ``audit.json``, ``groups.csv``, ``gaps.csv``, the PNG plots and ``audit_section.html``.
+        """Write ``audit.json``, ``groups.csv``, ``gaps.csv``, ``confounders.csv``, the PNG plots and
+        ``audit_section.html``.
 
-        Returns the written paths by name (``json``, ``groups``, ``gaps``, ``roc``, ``calibration``,
+        Returns the written paths by name (``json``, ``groups``, ``gaps``, ``confounders``, ``roc``, ``calibration``,
         ``gaps_plot``, ``html``); ``calibration`` is absent when the scores are not probabilities.
 
         >>> import tempfile
         >>> res = audit({"y": [0, 1] * 20, "p": [0.3, 0.7] * 20, "g": ["a"] * 40}, "y", "p", "g", n_boot=0)
         >>> sorted(res.save(tempfile.mkdtemp(), plots=False))
-        ['gaps', 'groups', 'html', 'json']
+        ['confounders', 'gaps', 'groups', 'html', 'json']
         """
         from ..rundir import write_bytes, write_csv, write_json, write_text
         from . import plots as plotting
@@ -391,7 +411,9 @@ class AuditResult:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths: dict[str, Path] = {"json": write_json(out / "audit.json", self.to_dict())}
-        for key, name, rows in (("groups", "groups.csv", self.group_rows()), ("gaps", "gaps.csv", self.gap_rows())):
+        tables = (("groups", "groups.csv", self.group_rows()), ("gaps", "gaps.csv", self.gap_rows()),
+                  ("confounders", "confounders.csv", confounder_rows(self.confounders)))  # fmt: skip
+        for key, name, rows in tables:
             paths[key] = out / name
             if rows:
                 write_csv(paths[key], rows)
@@ -717,6 +739,8 @@ def audit(
                 )
         result_gaps[a] = gaps
 
+    confounders = confounder_check(y, s, {a: labels[a] for a in attrs}, cluster=cluster, n_boot=n_boot, seed=seed,
+                                   level=level, min_class=min_class, missing=MISSING_GROUP)  # fmt: skip
     settings = {
         "label": label,
         "score": score,
@@ -742,8 +766,9 @@ def audit(
         "n_bins": int(n_bins),
         "source": None if inp.source is None else os.path.basename(inp.source),
         "notes": {k: v for k, v in attr_notes.items()},
+        "confounder_rule": CONFOUNDER_RULE,
     }
-    return AuditResult(settings, overall, result_groups, result_gaps, flags, y, s, labels)
+    return AuditResult(settings, overall, result_groups, result_gaps, flags, confounders, y, s, labels)
 
 
 def threshold_from_csv(
@@ -898,6 +923,7 @@ def audit_html(result: AuditResult, images: dict[str, bytes] | None = None) -> s
             f"<td>{e(_fmt(row['best']))}</td><td>{e('yes' if row['flagged'] else '')}</td></tr>"
         )
     parts.append("</table>")
+    parts += _confounder_html(result, level)
     captions = {
         "roc": "ROC curves per group (one panel per attribute)",
         "calibration": "Reliability diagrams per group (mean score vs. observed rate per bin)",
@@ -910,6 +936,31 @@ def audit_html(result: AuditResult, images: dict[str, bytes] | None = None) -> s
         parts.append(f'<figure><img src="{uri}" alt="{e(cap)}"><figcaption>{e(cap)}</figcaption></figure>')
     parts.append("</section>")
     return "\n".join(parts) + "\n"
+
+
+def _confounder_html(result: AuditResult, level: str) -> list[str]:
+    """The confounder check's flags, what could not be measured, and its table."""
+    e = html.escape
+    parts = ["<h3>Confounder check</h3>", "<p>" + e(f"Per attribute: how well the score predicts the attribute (one "
+             "level vs the rest), the model's AUROC within each level, and the attribute alone as a predictor of the "
+             f"finding; {CONFOUNDER_RULE}.") + "</p>"]  # fmt: skip
+    flags = result.confounder_flags
+    parts.append("<ul>" + "".join(f'<li class="flag confounder-flag">{e(f["reason"])}</li>' for f in flags) + "</ul>"
+                 if flags else "<p>" + e("No confounder was flagged.") + "</p>")  # fmt: skip
+    missing = [m for entry in result.confounders.values() for m in entry.get("not_measured", [])]
+    if missing:
+        parts.append("<p>Not measured:</p><ul>" + "".join(f"<li>{e(m)}</li>" for m in missing) + "</ul>")
+    parts.append(f"<table><tr><th>attribute</th><th>figure</th><th>level</th><th>n</th><th>positives</th>"
+                 f"<th>AUROC</th><th>{e(level)} CI</th><th>flagged</th><th>note</th></tr>")  # fmt: skip
+    for r in confounder_rows(result.confounders):
+        ci = "" if r["ci_low"] is None else f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+        cls = ' class="flag"' if r["flagged"] else ""
+        parts.append(f"<tr{cls}><td>{e(r['attribute'])}</td><td>{e(r['figure'])}</td>"
+                     f"<td>{e(_fmt(r['level']) if r['level'] is not None else '')}</td><td>{e(_fmt(r['n']))}</td>"
+                     f"<td>{e(_fmt(r['n_pos']))}</td><td>{e(_fmt(r['auroc']))}</td><td>{e(ci)}</td>"
+                     f"<td>{'yes' if r['flagged'] else ''}</td><td>{e(r['note'])}</td></tr>")  # fmt: skip
+    parts.append("</table>")
+    return parts
 
 
 def _calibration_fit_with_cis(y: np.ndarray, s: np.ndarray, cluster, n_boot: int, seed: int,

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import EvaluationError
+from ..errors import EvaluationError, MedtlError
 
 __all__ = ["evaluate_run", "predict_manifest", "select_rows", "shown_path"]
 
@@ -100,6 +100,49 @@ def select_rows(run_dir: str | os.PathLike, manifest: str | os.PathLike, split: 
         notes.append(f"{account['missing']} of the run's {account['stored']} {split} images are no longer in the "
                      f"manifest; the other {account['found']} were scored")  # fmt: skip
     return cfg, data, indices, notes
+
+
+def held_out(run_dir: str | os.PathLike, data, indices: Sequence[int]) -> dict[str, Any]:
+    """How many of the evaluated rows the run trained or validated on: an evaluation is held out
+    only when both counts are zero. The run's manifest itself is matched by the keys of its stored
+    split; another CSV by the real files behind those keys (two datasets that both name their
+    images ``images/img000.png`` are not the same images). ``checked`` is ``False`` where it
+    cannot be known: a run that stores no split, or whose training manifest is gone.
+
+    >>> import inspect
+    >>> list(inspect.signature(held_out).parameters)
+    ['run_dir', 'data', 'indices']
+    """
+    from ..data.splits import record_key
+    from ..rundir import read_config, read_split
+
+    stored, cfg = read_split(run_dir), read_config(run_dir)
+    unknown = {"checked": False, "n": len(indices), "train": None, "val": None, "test": None}
+    source = cfg.npz or cfg.manifest
+    if not stored or "keys" not in stored or not source or not os.path.isfile(source):
+        return unknown
+    parts = {part: set(stored["keys"].get(part, [])) for part in ("train", "val", "test")}
+    if os.path.realpath(source) == os.path.realpath(data.source or ""):
+        keys = [record_key(data, i) for i in indices]
+        return {"checked": True, "n": len(indices), **{p: sum(k in ks for k in keys) for p, ks in parts.items()}}
+    if cfg.npz:  # npz items are keyed by their official split and index, inside that one file
+        return {"checked": True, "n": len(indices), "train": 0, "val": 0, "test": 0}
+    try:
+        trained = _run_manifest(cfg)
+    except MedtlError:
+        return unknown
+    files = {p: {os.path.realpath(r.path) for i, r in enumerate(trained.records) if record_key(trained, i) in ks}
+             for p, ks in parts.items()}  # fmt: skip
+    mine = [os.path.realpath(data.records[i].path) for i in indices]
+    return {"checked": True, "n": len(indices), **{p: sum(f in fs for f in mine) for p, fs in files.items()}}
+
+
+def _run_manifest(cfg):
+    """The manifest a run was trained on, read as training read it."""
+    from ..data import read_manifest
+
+    column = cfg.patient_column if cfg.patient_column in _csv_columns(cfg.manifest) else "auto"
+    return read_manifest(cfg.manifest, label_columns=cfg.label_columns, patient_column=column)
 
 
 def _check_task(data, names: list[str], path) -> None:
@@ -236,7 +279,8 @@ def predict_manifest(
     info = {"labels": names, "label_columns": list(data.label_columns), "temperature": temperature,
             "temperature_fitted_on": fitted_on, "calibration": calibration.get("method", "temperature"),
             "threshold": threshold, "task": task, "group_columns": list(data.group_columns), "notes": notes,
-            "paths": paths, "patient_column": data.patient_column}  # fmt: skip
+            "paths": paths, "patient_column": data.patient_column,
+            "held_out": held_out(run_dir, data, prepared.indices)}  # fmt: skip
     return rows, skipped, info
 
 
@@ -302,12 +346,13 @@ def evaluate_run(
             "temperature_fitted_on": info["temperature_fitted_on"], "threshold": info["threshold"],
             "threshold_source": "threshold.json (chosen on validation)", "n_boot": n_boot, "seed": seed,
             "resampling_unit": "patient" if unit else "image (the manifest has no patient column)",
+            "held_out": info["held_out"],
         }  # fmt: skip
         if info["task"] == "binary":
             res = audit(frame, info["label_columns"][0], "score", list(groups), threshold=info["threshold"], **kw)
             res.save(out)
-            result.update(overall=res.overall, flags=res.flags, groups=_group_status(res), excluded=res.settings.get(
-                "excluded"))  # fmt: skip
+            result.update(overall=res.overall, flags=res.flags, confounder_flags=res.confounder_flags,
+                          groups=_group_status(res), excluded=res.settings.get("excluded"))  # fmt: skip
         else:
             per: dict[str, Any] = {}
             targets = (
@@ -318,7 +363,8 @@ def evaluate_run(
             for name, label, score, positive in targets:
                 res = audit(frame, label, score, list(groups), threshold=0.5, positive=positive, **kw)
                 res.save(out / _folder(name))
-                per[name] = {"overall": res.overall, "flags": res.flags, "folder": _folder(name),
+                per[name] = {"overall": res.overall, "flags": res.flags, "confounder_flags": res.confounder_flags,
+                             "folder": _folder(name),
                              "groups": _group_status(res), "excluded": res.settings.get("excluded")}  # fmt: skip
             result["per_label"] = per
             result["overall"] = _summary(rows, info)
