@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from pathlib import Path
 
 import medtl.files as files
 from medtl.cli import main
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+# a line of medtl.progress ("predict: 11/11 images (100%) done in 0:00:05"): stderr without a terminal
+PROGRESS_LINE = re.compile(r"^[^:\n]+: \d[^\n]*(?: elapsed| done in \d+:\d\d:\d\d| stopped after )[^\n]*\n", re.M)
 
 
 def cli(capsys, *args) -> tuple[int, str]:
+    """The exit status and stderr of ``medtl ARGS`` run in-process, less its progress lines."""
     code = main([os.fspath(a) for a in args])
     captured = capsys.readouterr()
-    return code, captured.err
+    return code, PROGRESS_LINE.sub("", captured.err)
 
 
 def tree(folder: Path) -> dict[str, bytes]:

@@ -89,14 +89,11 @@ def decide_channels(
             raise ConfigError(None, f"channels must be auto or a positive number, not {requested!r}")
         return ChannelDecision(requested, f"channels: {requested} in the config")
     probed = _spread(list(indices), MAX_PROBED)
-    steps = probed
-    if progress:
-        from tqdm.auto import tqdm
+    from ..progress import track
 
-        steps = tqdm(probed, desc="colour", unit="image", leave=False)
     counts: Counter[str] = Counter()
     first_failure = ""
-    for i in steps:
+    for i in track(probed, "colour", "image", enabled=progress, leave=False):
         rec = manifest.records[i]
         try:
             counts[record_colour(rec.path, rec.series)] += 1

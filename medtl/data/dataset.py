@@ -101,7 +101,7 @@ def prepare(
         spec: preprocessing; part of the cache key.
         cache_dir: MONAI ``PersistentDataset`` folder.
         augment: a random transform applied after the cache (see :func:`augmentation`).
-        progress: show a tqdm bar while caching.
+        progress: report caching (:func:`medtl.progress.progress_bar`: a bar, or lines in a log).
 
     Returns:
         :class:`PreparedData`; ``failures`` lists ``{"path", "reason"}`` for skipped records.
@@ -123,12 +123,9 @@ def prepare(
     items = _items(manifest, list(indices))
     warm = _cached_dataset(items, LoadPreprocess(spec), cache)
     good, failures = [], []
-    steps = range(len(items))
-    if progress:
-        from tqdm.auto import tqdm
+    from ..progress import track
 
-        steps = tqdm(steps, desc="cache", unit="image")
-    for k in steps:
+    for k in track(range(len(items)), "cache", "image", enabled=progress):
         try:
             warm[k]  # computes and stores the cached tensor
             good.append(items[k])

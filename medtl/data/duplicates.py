@@ -98,16 +98,13 @@ def find_duplicates(
             and are left out: caching reports them).
         indices: the records to compare.
         max_distance: the largest Hamming distance (bits of 1024) still called the same picture.
-        progress: a tqdm bar while hashing.
+        progress: report the hashing (:func:`medtl.progress.progress_bar`).
     """
     indices = list(indices)
-    steps = indices
-    if progress:
-        from tqdm.auto import tqdm
+    from ..progress import track
 
-        steps = tqdm(indices, desc="duplicates", unit="image", leave=False)
     hashes, kept, skipped = [], [], 0
-    for i in steps:
+    for i in track(indices, "duplicates", "image", enabled=progress, leave=False):
         try:
             img = load(i)
             if img.ndim != 2:

@@ -294,10 +294,7 @@ def choose_default(run_dir: str | os.PathLike, *, images: int = IMAGES, candidat
 def _bar(progress: bool, total: int):
     from .run import _bar as bar
 
-    made = bar(progress, total)
-    if progress:
-        made.set_description("saliency check")
-    return made
+    return bar(progress, total, "saliency check", "map")
 
 
 def read_choice(run_dir: str | os.PathLike) -> dict[str, Any] | None:

@@ -393,20 +393,11 @@ def _auto(methods: str | Sequence[str], run_dir, notes: list[str]) -> list[str]:
     return [resolve(m, choice, run_dir)[0] if m == "auto" else m for m in names]
 
 
-def _bar(progress: bool, total: int):
-    if progress:
-        from tqdm.auto import tqdm
+def _bar(progress: bool, total: int, desc: str = "explain", unit: str = "map"):
+    """A bar on a terminal, lines in a log, nothing without ``progress`` (:mod:`medtl.progress`)."""
+    from ..progress import progress_bar
 
-        return tqdm(total=total, unit="map", desc="explain")
-
-    class _Null:
-        def update(self, n: int = 1) -> None: ...
-
-        def close(self) -> None: ...
-
-        def set_description(self, text: str) -> None: ...
-
-    return _Null()
+    return progress_bar(total, desc, unit, enabled=progress)
 
 
 def _sanity(explainer, pool: _Inputs, names, wanted, samples: int, seed: int, progress: bool):
@@ -427,9 +418,7 @@ def _sanity(explainer, pool: _Inputs, names, wanted, samples: int, seed: int, pr
     if not chosen:
         return {}
     steps = len(explainer.model.param_groups())
-    sbar = _bar(progress, steps * len(names))
-    if progress:
-        sbar.set_description("sanity check")
+    sbar = _bar(progress, steps * len(names), "sanity check", "step")
     out = {}
     for method in names:
         def map_fn(model, x, t, method=method):

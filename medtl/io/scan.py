@@ -535,7 +535,8 @@ def scan(
     Args:
         root: a folder (or a single file).
         workers: processes for header reading (default: the number of CPUs); 1 runs in-process.
-        progress: ``True`` shows a tqdm bar on stderr; a callable receives the number of files
+        progress: ``True`` reports on stderr (:func:`medtl.progress.progress_bar`: a bar on a
+            terminal, lines in a log); a callable receives the number of files
             done after each chunk (for GUIs and custom logging).
 
     Returns:
@@ -563,9 +564,9 @@ def scan(
     workers = workers or os.cpu_count() or 1
     bar = None
     if progress is True:
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
 
-        bar = tqdm(total=len(files), unit="file", desc="scan", leave=False)
+        bar = progress_bar(len(files), "scan", "file", leave=False)
 
     def advance(n: int) -> None:
         if bar is not None:

@@ -119,9 +119,9 @@ def _download(source: PretrainedSource, progress: bool) -> Path:
             total = int(response.headers.get("Content-Length") or 0)
             bar = None
             if progress:
-                from tqdm.auto import tqdm
+                from ..progress import progress_bar
 
-                bar = tqdm(total=total or None, unit="B", unit_scale=True, desc=source.filename)
+                bar = progress_bar(total, source.filename, "B")
             for block in iter(lambda: response.read(1 << 20), b""):
                 out.write(block)
                 if bar is not None:
@@ -143,7 +143,7 @@ def fetch(source: PretrainedSource | str, *, download: bool | None = None, progr
     Args:
         source: a :class:`PretrainedSource` or its name (``"resnet18.imagenet"``).
         download: allow a network download; default: unless ``MEDTL_OFFLINE`` is set.
-        progress: show a download progress bar.
+        progress: show the download's progress (a bar on a terminal, lines in a log).
 
     Raises:
         WeightsError: not available (the message says which file to get and how to import

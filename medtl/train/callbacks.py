@@ -5,7 +5,8 @@
   epoch k and resumed trains epochs k+1... exactly as an uninterrupted run does.
 * :class:`AtomicCheckpointIO` writes checkpoints to a temporary name and renames them: a kill
   while saving leaves the previous ``last.ckpt`` whole.
-* :class:`EpochLog` prints one line per epoch when there is no progress bar (a batch job's log).
+* :class:`EpochLog` prints one line per epoch when there is no progress bar (a batch job's log),
+  with the time so far and an ETA, and lines during an epoch that takes longer than 30 s.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import random
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TextIO
 
 import lightning as L
 import numpy as np
@@ -99,21 +101,84 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class EpochLog(L.Callback):
-    """One line per epoch on stdout: losses, validation AUROC and the time it took."""
+    """One line per epoch on stdout: losses, validation AUROC, the epoch's seconds, the time since
+    training (re)started and an ETA of the epochs left (at most: early stopping may end sooner)::
 
-    def __init__(self, epochs: int) -> None:
-        self.epochs = epochs
-        self._start = time.perf_counter()
+        epoch 2 (3 of at most 20): train_loss 0.6012, val_loss 0.6390, val_auroc 0.7813 (41 s; 0:02:05
+        elapsed, ETA 0:11:37 at most)
+
+    With ``batches``, the training and validation batches of an epoch are reported on ``stream``
+    (default stderr) by :class:`medtl.progress.LineProgress`, every 30 s only: a short epoch prints
+    its one line, a long one shows it is alive. ``clock`` and ``stream`` are injectable for tests.
+    """
+
+    def __init__(self, epochs: int, *, batches: bool = False, clock: Callable[[], float] = time.monotonic,
+                 stream: TextIO | None = None, out: TextIO | None = None) -> None:  # fmt: skip
+        self.epochs, self.batches, self.clock, self.stream, self.out = epochs, batches, clock, stream, out
+        self._start = self._began = clock()
+        self._done = 0  # epochs finished in this session (a resumed run times only its own)
+        self._bar: Any = None
+
+    def _open(self, trainer: L.Trainer, what: str, total: Any) -> None:
+        from ..progress import LineProgress
+
+        self._close()
+        if self.batches and trainer.is_global_zero:
+            total = None if total in (None, float("inf")) else total
+            self._bar = LineProgress(total, f"epoch {trainer.current_epoch} {what}", "batch", stream=self.stream,
+                                     clock=self.clock, step=None, leave=False)  # fmt: skip
+
+    def _close(self) -> None:
+        if self._bar is not None:  # its last line only after lines of its own: the epoch's line ends it
+            if self._bar.lines:
+                self._bar.close()
+            else:
+                self._bar.stop()
+            self._bar = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start = time.perf_counter()
+        self._start = self.clock()
+        if self._done == 0:
+            self._began = self._start
+        self._open(trainer, "training", trainer.num_training_batches)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._open(trainer, "validation", sum(trainer.num_val_batches or [0]) or None)
+
+    def on_validation_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._close()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._close()
         if not trainer.is_global_zero:
             return
-        metrics = trainer.callback_metrics
+        print(self.line(trainer.current_epoch, trainer.callback_metrics), file=self.out or sys.stdout, flush=True)
+
+    def line(self, epoch: int, metrics: dict[str, Any]) -> str:
+        """The line of a finished ``epoch`` (0-based) with its ``metrics``.
+
+        >>> now = [0.0]
+        >>> log = EpochLog(10, clock=lambda: now[0])
+        >>> now[0] = 30.0
+        >>> print(log.line(0, {"train_loss": 0.5, "val_auroc": 0.75}))
+        epoch 0 (1 of at most 10): train_loss 0.5000, val_auroc 0.7500 (30 s; 0:00:30 elapsed, ETA 0:04:30 at most)
+        """
+        from ..progress import duration
+
+        now = self.clock()
+        self._done += 1
         parts = [f"{k} {float(metrics[k]):.4f}" for k in ("train_loss", "val_loss", "val_auroc") if k in metrics]
-        seconds = time.perf_counter() - self._start
-        e = trainer.current_epoch
-        print(f"epoch {e} ({e + 1} of at most {self.epochs}): {', '.join(parts)} ({seconds:.0f} s)", flush=True)
-        sys.stdout.flush()
+        elapsed = now - self._began
+        left = self.epochs - (epoch + 1)
+        eta = f", ETA {duration(elapsed / self._done * left)} at most" if left > 0 else ""
+        return (f"epoch {epoch} ({epoch + 1} of at most {self.epochs}): {', '.join(parts)} "
+                f"({now - self._start:.0f} s; {duration(elapsed)} elapsed{eta})")  # fmt: skip

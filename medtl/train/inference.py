@@ -93,10 +93,12 @@ def predict_logits(
 
 @torch.no_grad()
 def predict_outputs(
-    model: nn.Module, loader, *, flips: Sequence[int] = (), device: str | torch.device | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    model: nn.Module, loader, *, flips: Sequence[int] = (), device: str | torch.device | None = None,
+    progress: bool = False, desc: str = "inference",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:  # fmt: skip
     """Like :func:`predict_logits`, with the embeddings: ``(logits (N, K), features (N, F),
-    labels or None)`` (:func:`tta_outputs`); for out-of-distribution statistics.
+    labels or None)`` (:func:`tta_outputs`); for out-of-distribution statistics. ``progress``
+    reports the batches as ``desc`` (:func:`medtl.progress.track`).
 
     >>> from medtl.models import create
     >>> data = [{"image": torch.zeros(2, 1, 32, 32), "label": torch.tensor([[0.0], [1.0]])}]
@@ -108,8 +110,10 @@ def predict_outputs(
     was_training = model.training
     model.eval()
     outs, feats, labels = [], [], []
+    from ..progress import track
+
     try:
-        for batch in loader:
+        for batch in track(loader, desc, "batch", enabled=progress, leave=False):
             lo, fe = tta_outputs(model, batch["image"].to(device), flips)
             outs.append(lo.float().cpu().numpy())
             feats.append(fe.float().cpu().numpy())
