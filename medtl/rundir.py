@@ -175,6 +175,10 @@ def weights_digest(run_dir: str | os.PathLike) -> str:
 #: The files that decide what a run answers besides its weights: a prediction made before any of
 #: them changed (``medtl calibrate-ood --overwrite``) is not the run's answer now.
 DECISION_FILES = ("preprocess.json", "labels.json", "calibration.json", "threshold.json", "ood.npz")
+#: Decision files added later, digested only where a run has them, so the digest of an older run
+#: (and the predict jobs recorded with it) stays what it was. ``familiar.json``: the rules that
+#: flag an input unlike the training images (:mod:`medtl.data.familiar`).
+LATER_DECISION_FILES = ("familiar.json",)
 
 
 def decision_digest(run_dir: str | os.PathLike) -> str:
@@ -190,6 +194,10 @@ def decision_digest(run_dir: str | os.PathLike) -> str:
         path = run_dir / name
         h.update(f"\n{name}\n".encode())
         h.update(path.read_bytes() if path.is_file() else b"<absent>")
+    for name in LATER_DECISION_FILES:
+        path = run_dir / name
+        if path.is_file():
+            h.update(f"\n{name}\n".encode() + path.read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -3,6 +3,7 @@ shards, redaction; `Predictor`; the OOD statistics (seconds each, on the sample 
 
 import csv
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -86,8 +87,11 @@ def test_every_good_image_predicted_every_bad_one_explained(predicted):
     assert [int(r["index"]) for r in rows] == sorted(int(r["index"]) for r in rows)
     for r in rows:
         p = [float(r["p_label=0"]), float(r["p_label=1"])]
-        assert abs(sum(p) - 1) < 2e-6 and r["decision"] in ("label=0", "label=1")
+        assert abs(sum(p) - 1) < 2e-6  # an unfamiliar input keeps its probabilities: they are data
         assert r["ood"] in ("0", "1") and float(r["ood_score"]) >= 0
+        # ... but gets no decision, and says why it is unfamiliar
+        assert r["decision"] == "not assessed" if r["ood"] == "1" else r["decision"] in ("label=0", "label=1")
+        assert bool(r["ood_reason"]) is (r["ood"] == "1")
     assert (out / "medtl.json").is_file() and json.loads((out / "medtl.json").read_text())["complete"]
 
 
@@ -99,6 +103,149 @@ def test_photograph_is_flagged_out_of_distribution(predicted, run2d):
     assert len(flagged) <= 0.1 * N_CXR  # the threshold is the 99% quantile of validation images
     stats = read_ood(run2d)
     assert float(rows["holiday.jpg"]["ood_score"]) > stats.threshold
+    # the rule says so first: the run saw no colour image
+    assert rows["holiday.jpg"]["ood_reason"].startswith("colour image; the run was trained on grey images; far from")
+
+
+# ----------------------------------------------------------------------------- unfamiliar inputs (issue 26)
+@pytest.fixture(scope="module")
+def unfamiliar(run2d, tmp_path_factory):
+    """``(run, folder)``: a copy of the radiograph run whose distance threshold is out of reach (so
+    only a rule can flag an input), and inputs it never saw beside one it did: a real colour
+    photograph, a grey photograph stored as RGB, a CT slice (DICOM), a sample radiograph."""
+    from pydicom.data import get_testdata_file
+    from skimage import data as skdata
+
+    from medtl.predict.ood import save_ood
+
+    root = tmp_path_factory.mktemp("unfamiliar")
+    run = root / "run"
+    shutil.copytree(run2d, run, ignore=shutil.ignore_patterns("cache", "checkpoints", "logs", "tensorboard"))
+    stats = read_ood(run)
+    stats.threshold = 1e9
+    save_ood(run, stats)
+    src = root / "in"
+    src.mkdir()
+    PILImage.fromarray(skdata.astronaut()).save(src / "astronaut.png")
+    PILImage.fromarray(np.stack([skdata.camera()] * 3, axis=-1)).save(src / "camera-rgb.png")
+    shutil.copy(get_testdata_file("CT_small.dcm"), src / "ct_slice.dcm")
+    shutil.copy(SAMPLE / "cxr" / "p002" / "IM000102.dcm", src / "radiograph.dcm")
+    return run, src
+
+
+def _seen_modalities(run: Path) -> str:
+    return ", ".join(sorted(json.loads((run / "familiar.json").read_text())["modalities"]))
+
+
+def test_the_run_records_what_its_training_images_were(run2d):
+    record = json.loads((run2d / "familiar.json").read_text())
+    n_train = json.loads((run2d / "split.json").read_text())["counts"]["train"]["images"]
+    assert record["dims"] == 2 and record["images"] == record["probed"] == n_train
+    assert record["colour"] == {"gray": n_train}  # DICOM radiographs: grey from their headers
+    assert "DX" in record["modalities"] and set(record["modalities"]) <= {"CR", "DX"}
+    assert sum(record["modalities"].values()) == n_train
+
+
+def test_a_colour_photograph_and_a_ct_slice_are_not_assessed_whatever_their_score(unfamiliar, tmp_path):
+    run, src = unfamiliar
+    summary = predict_folder(run, src, tmp_path / "o", workers=0)
+    rows = {r["path"]: r for r in _rows(tmp_path / "o" / "predictions.csv")}
+    assert rows["astronaut.png"]["ood_reason"] == "colour image; the run was trained on grey images"
+    assert rows["ct_slice.dcm"]["ood_reason"] == f"modality CT not seen in training ({_seen_modalities(run)})"
+    for name in ("astronaut.png", "ct_slice.dcm"):
+        r = rows[name]
+        assert (r["ood"], r["decision"]) == ("1", "not assessed")
+        assert float(r["ood_score"]) < 1e9  # the distance alone would not have flagged it
+        assert abs(float(r["p_label=0"]) + float(r["p_label=1"]) - 1) < 2e-6  # the output stays, as data
+    # grey stored as RGB is grey, and a radiograph of the collection is familiar: both are assessed
+    for name in ("camera-rgb.png", "radiograph.dcm"):
+        assert (rows[name]["ood"], rows[name]["ood_reason"]) == ("0", "")
+        assert rows[name]["decision"] in ("label=0", "label=1")
+    assert summary["counts"]["flagged"] == 2 and summary["settings"]["assess_unfamiliar"] is False
+    assert summary["notes"] == []
+
+    pred = Predictor(run, device="cpu")
+    p = pred.predict(src / "astronaut.png")
+    assert (p.ood, p.assessed, p.ood_reason) == (True, False, "colour image; the run was trained on grey images")
+    assert p.decision and abs(p.probabilities["label=1"] - float(rows["astronaut.png"]["p_label=1"])) < 1e-5
+    assert Predictor(run, device="cpu", assess_unfamiliar=True).predict(src / "ct_slice.dcm").assessed is True
+
+
+def test_assess_unfamiliar_gives_decisions_and_is_recorded(unfamiliar, tmp_path, capsys):
+    run, src = unfamiliar
+    out = tmp_path / "o"
+    assert main(["predict", str(run), str(src), "-o", str(out), "--workers", "0", "--assess-unfamiliar", "-q"]) == 0
+    rows = {r["path"]: r for r in _rows(out / "predictions.csv")}
+    r = rows["astronaut.png"]
+    assert r["ood"] == "1" and r["ood_reason"].startswith("colour image") and r["decision"] in ("label=0", "label=1")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["assess_unfamiliar"] is True and summary["job"]["assess_unfamiliar"] is True
+    assert "flagged 2 out-of-distribution (assessed anyway)" in capsys.readouterr().out
+    with pytest.raises(OutputError, match="another --assess-unfamiliar"):  # the decisions differ: not one job
+        predict_folder(run, src, out, workers=0, resume=True)
+
+
+def test_an_older_run_without_a_record_flags_nothing_by_rule_and_says_so(unfamiliar, tmp_path):
+    run, src = unfamiliar
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    (old / "familiar.json").unlink()
+    summary = predict_folder(old, src, tmp_path / "o", workers=0)
+    rows = _rows(tmp_path / "o" / "predictions.csv")
+    assert len(rows) == 4 and all((r["ood"], r["ood_reason"]) == ("0", "") for r in rows)
+    assert all(r["decision"] in ("label=0", "label=1") for r in rows)
+    assert len(summary["notes"]) == 1 and "does not record what its training images were" in summary["notes"][0]
+    assert summary["run"]["familiar"] is None
+
+
+def test_the_rules_judge_real_chroma_modality_and_dimensions(tmp_path):
+    from pydicom.data import get_testdata_file
+    from skimage import data as skdata
+
+    from medtl.data.familiar import input_facts, unfamiliar_reasons
+    from medtl.io import load_image
+
+    PILImage.fromarray(skdata.coffee()).save(tmp_path / "coffee.png")
+    PILImage.fromarray(np.stack([skdata.camera()] * 3, axis=-1)).save(tmp_path / "camera.png")
+    coffee, camera = input_facts(load_image(tmp_path / "coffee.png")), input_facts(load_image(tmp_path / "camera.png"))
+    ct = input_facts(load_image(get_testdata_file("CT_small.dcm")))
+    assert (coffee["colour"], camera["colour"], ct["colour"], ct["modality"]) == ("rgb", "gray-rgb", "gray", "CT")
+    grey_run = {"dims": 2, "colour": {"gray": 250, "gray-rgb": 49, "rgb": 1}, "modalities": {"DX": 280, "none": 20}}
+    assert unfamiliar_reasons(grey_run, coffee) == [
+        "colour image; the run was trained on grey images (only 1 of 300 probed in colour)"]
+    assert unfamiliar_reasons(grey_run, camera) == []
+    assert unfamiliar_reasons(grey_run, ct) == ["modality CT not seen in training (DX)"]
+    assert unfamiliar_reasons(grey_run, dict(ct, modality="DX", dims=3)) == [
+        "3D volume; the run was trained on 2D images"]
+    colour_run = {"dims": 2, "colour": {"rgb": 80}, "modalities": {"none": 80}}  # photographs: no modality rule
+    assert unfamiliar_reasons(colour_run, ct) == ["grey image; the run was trained on colour images"]
+    assert unfamiliar_reasons(colour_run, coffee) == [] and unfamiliar_reasons(None, coffee) == []
+
+
+def test_the_flag_s_false_alarm_rate_is_measured_on_held_out_images_and_shown(run2d):
+    from medtl.evaluate.metrics import proportion_ci
+    from medtl.evaluate.run import select_rows
+    from medtl.predict.ood import _pct
+    from medtl.report.model import model_summary
+
+    stats = read_ood(run2d)
+    _, manifest, test, _ = select_rows(run2d, SAMPLE / "cxr.csv", "test")
+    assert stats.tested_on == "test" and stats.n_tested == len(test) > 0
+    pred = Predictor(run2d, device="cpu")
+    flagged = sum(pred.predict(manifest.records[i].path).ood_score > stats.threshold for i in test)
+    assert stats.tested_flagged == flagged  # the test images, scored after the fit and the threshold
+    k, n = flagged, len(test)
+    low, high = proportion_ci(k, n)
+    assert read_ood(run2d).describe()["tested_ci95"] == [low, high]
+    measured = (f"flags {k} of {n} held-out in-distribution images (test split) as unfamiliar ({_pct(k / n)} %, "
+                f"95 % CI {_pct(low)}–{_pct(high)} %)")  # fmt: skip
+    model = model_summary(run2d)
+    assert measured in model["ood"] and not re.search(r"(about|at most) 1 ?%", model["ood"])  # no promise
+    # a few validation images set the threshold: the text says what that costs
+    assert f"a threshold set on only {stats.n_threshold} validation images flags about" in model["ood"]
+    assert model["ood_rules"].startswith("flagged by rule whatever the score: a colour image (the run saw 0 of")
+    assert measured in json.loads((run2d / "metrics.json").read_text())["ood"]
+    assert measured in (run2d / "model_card.md").read_text()
 
 
 def test_probabilities_equal_evaluate_on_the_same_images(predicted, run2d):
@@ -110,7 +257,7 @@ def test_probabilities_equal_evaluate_on_the_same_images(predicted, run2d):
     for ref in reference:
         row = rows[ref["path"]]
         assert abs(float(row["p_label=1"]) - ref["score"]) < 1e-5
-        assert row["decision"] == f"label={ref['prediction']}"
+        assert row["decision"] == (f"label={ref['prediction']}" if row["ood"] == "0" else "not assessed")
 
 
 def test_predictor_one_image_equals_the_folder_row(predicted, run2d, mixed):
@@ -328,13 +475,17 @@ def test_calibrate_ood_rebuilds_what_training_stored(run2d, tmp_path):
     shutil.copytree(run2d, old, ignore=shutil.ignore_patterns("cache", "checkpoints", "logs", "tensorboard"))
     stored = read_ood(old)
     (old / "ood.npz").unlink()
+    (old / "familiar.json").unlink()
     summary = predict_folder(old, SAMPLE / "cxr" / "p001", tmp_path / "o", workers=0)
-    assert "calibrate-ood" in summary["notes"][0]
+    assert "calibrate-ood" in summary["notes"][0] and "familiar.json" in summary["notes"][1]
     assert _rows(tmp_path / "o" / "predictions.csv")[0]["ood"] == ""
     assert main(["calibrate-ood", str(old), str(SAMPLE / "cxr.csv")]) == 0
     rebuilt = read_ood(old)
     assert rebuilt.n_fit == stored.n_fit and rebuilt.n_threshold == stored.n_threshold
     assert rebuilt.threshold == pytest.approx(stored.threshold, rel=1e-4)
+    # the false alarms measured on the same test images, and the record of the training images
+    assert (rebuilt.n_tested, rebuilt.tested_flagged) == (stored.n_tested, stored.tested_flagged)
+    assert json.loads((old / "familiar.json").read_text()) == json.loads((run2d / "familiar.json").read_text())
     with pytest.raises(ConfigError, match="already has out-of-distribution statistics"):
         calibrate_ood(old, SAMPLE / "cxr.csv")
 

@@ -44,6 +44,7 @@ __all__ = [
     "expected_calibration_error",
     "reliability_diagram",
     "bin_index",
+    "proportion_ci",
 ]
 
 #: Binary metrics reported by :func:`binary_metrics`, with what each one is.
@@ -576,3 +577,27 @@ def classification_metrics(
     else:
         raise EvaluationError(None, f"unknown task '{task}'; choose from binary, multiclass, multilabel")
     return {"task": task, **out}
+
+
+def proportion_ci(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) confidence interval of a proportion ``k`` of ``n``.
+
+    Exact rather than Wilson because the proportions it serves (an out-of-distribution flag's
+    false alarms) are near 0 with tens of images, where the normal-based intervals undercover.
+
+    Raises:
+        EvaluationError: ``n`` < 1, or ``k`` outside [0, n].
+
+    >>> [round(v, 3) for v in proportion_ci(2, 40)]
+    [0.006, 0.169]
+    >>> proportion_ci(0, 10)[0], proportion_ci(10, 10)[1]
+    (0.0, 1.0)
+    """
+    from scipy.stats import beta
+
+    if n < 1 or not 0 <= k <= n:
+        raise EvaluationError(None, f"a proportion needs 0 <= k <= n and n >= 1, not {k} of {n}")
+    alpha = 1.0 - level
+    low = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
+    high = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return low, high

@@ -45,6 +45,32 @@ def _features(run, data, part: str, progress: bool):
     return feats, ys, notes
 
 
+def _measure(run, data, stats, progress: bool) -> list[str]:
+    """Measure the flag's false-alarm rate on the run's test images (held out from the fit and
+    the threshold, as training measures it); notes, or why it could not be measured."""
+    from ..errors import MedtlError, is_fatal
+
+    try:
+        feats, _, notes = _features(run, data, "test", progress)
+    except MedtlError as exc:
+        if is_fatal(exc):
+            raise
+        return [f"the false-alarm rate was not measured on held-out images: {exc.reason}"]
+    stats.measure_false_alarm(feats, on="test")
+    return notes
+
+
+def _record_inputs(run, data, progress: bool) -> list[str]:
+    """Write the run's ``familiar.json`` (:mod:`medtl.data.familiar`) from its training images in
+    ``data``, for a run trained before medtl recorded it; notes."""
+    from ..data.familiar import probe_training, write_familiar
+    from ..evaluate.run import select_rows
+
+    _, manifest, indices, _ = select_rows(run.run_dir, data, "train")
+    write_familiar(run.run_dir, probe_training(manifest, indices, len(run.spec.size), progress=progress))
+    return ["recorded what the training images were (familiar.json): colour, DICOM modalities, 2D/3D"]
+
+
 def calibrate_ood(
     run_dir: str | os.PathLike,
     data: str | os.PathLike,
@@ -55,17 +81,20 @@ def calibrate_ood(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Fit and store ``run_dir/ood.npz`` from the run's training and validation images in ``data``
-    (the manifest CSV or ``.npz`` it was trained on). Returns the statistics' description.
+    (the manifest CSV or ``.npz`` it was trained on), with the false-alarm rate measured on its
+    test images, and ``familiar.json`` where the run lacks it. Returns the statistics'
+    description, with ``false_alarm_text`` and ``notes``.
 
     Raises:
         ConfigError: not a finished run; the data holds none of its training or validation
             images; the run already has statistics (unless ``overwrite``).
         LockedError: another process is writing the run.
     """
+    from ..data.familiar import FAMILIAR_FILE
     from ..files import adding_to
     from ..rundir import RunLock
     from ..train.inference import RunModel
-    from .ood import NORMALISE, OOD_FILE, fit_ood, save_ood
+    from .ood import NORMALISE, OOD_FILE, false_alarm_text, fit_ood, save_ood
 
     run = RunModel(run_dir)  # not a run: says so
     if (run.run_dir / OOD_FILE).is_file() and not overwrite:
@@ -78,6 +107,9 @@ def calibrate_ood(
         held, _, more = _features(run, data, "val", progress)
         classes = None if run.task == "multilabel" or ys is None else ys[:, 0]
         stats = fit_ood(fit, classes, held, quantile=quantile, normalise=NORMALISE if normalise is None else normalise)
+        measured = _measure(run, data, stats, progress)
         with adding_to(run.run_dir):
             save_ood(run.run_dir, stats)
-    return dict(stats.describe(), notes=notes + more)
+            if not (run.run_dir / FAMILIAR_FILE).is_file():
+                measured += _record_inputs(run, data, progress)
+    return dict(stats.describe(), notes=notes + more + measured, false_alarm_text=false_alarm_text(stats))

@@ -44,9 +44,12 @@ from ..errors import ConfigError, ImageReadError, MedtlError, NoInputError, Outp
 from ..rundir import describe, environment_versions, mark_complete, output_folder, weights_digest, write_json
 
 __all__ = ["predict_folder", "parse_shard", "Input", "collect_inputs", "encode_csv", "ERROR_COLUMNS", "PREDICTIONS",
-           "ERRORS", "SUMMARY", "inputs_fingerprint"]  # fmt: skip
+           "ERRORS", "SUMMARY", "inputs_fingerprint", "NOT_ASSESSED"]  # fmt: skip
 
 PREDICTIONS, ERRORS, SUMMARY = "predictions.csv", "errors.csv", "summary.json"
+#: The ``decision`` of an input unlike the training data (``ood`` is 1, ``ood_reason`` says why):
+#: the model's output does not apply to it, so it is not turned into a decision.
+NOT_ASSESSED = "not assessed"
 #: Columns of ``errors.csv``.
 ERROR_COLUMNS = ("index", "key", "path", "stage", "error", "reason")
 # Internal state of an output folder: what the job is (checked on resume) and which chunks are done.
@@ -183,6 +186,7 @@ class _Items:
         return len(self.inputs)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        from ..data.familiar import input_facts
         from ..io import load_image
         from ..train.inference import prepare_input
 
@@ -194,7 +198,7 @@ class _Items:
         try:
             img = load_image(it.full, series=it.series or None)
             x, _ = prepare_input(img, self.spec)
-            return {"index": i, "x": x[0], "digest": img.digest()}
+            return {"index": i, "x": x[0], "digest": img.digest(), "facts": input_facts(img)}
         except MedtlError as exc:
             reason = exc.reason_for(it.full, shown)
             return {"index": i, "stage": "load", "error": type(exc).__name__,
@@ -215,6 +219,7 @@ def _collate(items: list[dict]) -> dict[str, Any]:
     return {
         "indices": [d["index"] for d in good],
         "digests": [d["digest"] for d in good],
+        "facts": [d["facts"] for d in good],  # what the run's rules judge (colour, modality, 2D/3D)
         "x": torch.stack([d["x"] for d in good]) if good else None,
         "errors": [d for d in items if "x" not in d],
         "all": [d["index"] for d in items],
@@ -300,7 +305,7 @@ def _fmt(value: float, digits: int) -> str:
 
 
 def _columns(labels: list[str], saliency: str | None, ensemble: bool = False) -> list[str]:
-    cols = list(_ID_COLUMNS) + [f"p_{n}" for n in labels] + ["decision", "ood_score", "ood"]
+    cols = list(_ID_COLUMNS) + [f"p_{n}" for n in labels] + ["decision", "ood_score", "ood", "ood_reason"]
     if ensemble:
         cols.append("member_spread")
     if saliency:
@@ -344,6 +349,7 @@ _DIFFERS = {
     "inputs": "another number of inputs", "shard": "another --shard", "batch_size": "another --batch-size",
     "saliency": "another --saliency", "redact_paths": "another --redact-paths", "columns": "other output columns",
     "key_scheme": "an older medtl",
+    "assess_unfamiliar": "another --assess-unfamiliar (or an older medtl, which gave unfamiliar inputs decisions)",
 }  # fmt: skip
 
 
@@ -418,6 +424,7 @@ def predict_folder(
     redact_paths: bool = False,
     device: str | None = None,
     progress: bool = False,
+    assess_unfamiliar: bool = False,
 ) -> dict[str, Any]:
     """Predict every image and series under ``input_dir`` with the run at ``run_dir``.
 
@@ -426,7 +433,8 @@ def predict_folder(
         input_dir: a folder tree (or one file) of DICOM, NIfTI, PNG/JPEG/TIFF, .npy images.
         out_dir: gets ``predictions.csv`` (one row per image or series: index, salted key, path
             relative to ``input_dir``, pseudonymised patient/study/series, a calibrated
-            probability per output ``p_<name>``, the decision, ``ood_score`` and ``ood``),
+            probability per output ``p_<name>``, the decision, ``ood_score``, ``ood`` and
+            ``ood_reason``; an input unlike the training data has the decision ``not assessed``),
             ``errors.csv`` (every input that failed, with the stage and the reason) and
             ``summary.json`` (counts, timing, the run, versions).
         resume: continue an interrupted job in ``out_dir``, or confirm a finished one, only when it
@@ -445,7 +453,10 @@ def predict_folder(
             finding), into ``out_dir/maps/``.
         redact_paths: no paths in the outputs: inputs are named by their salted key only.
         device: ``cpu``, ``cuda``, ``cuda:1``; default a GPU when there is one.
-        progress: show a progress bar with rate and ETA on stderr.
+        progress: show progress with counts and ETA on stderr (a bar on a terminal, lines in a log).
+        assess_unfamiliar: write the model's decision for inputs unlike the training data too
+            (``ood`` and ``ood_reason`` still flag them); by default their decision is
+            ``not assessed``.
 
     Returns:
         The summary (also written as ``summary.json``).
@@ -479,7 +490,7 @@ def predict_folder(
     input_dir = os.path.abspath(os.fspath(input_dir))
     if not os.path.exists(input_dir):
         raise ImageReadError(input_dir, "no such file or folder")
-    predictor = Predictor(run_dir, device=device)
+    predictor = Predictor(run_dir, device=device, assess_unfamiliar=assess_unfamiliar)
     check_destination(out_dir, inputs=[run_dir, input_dir])  # before a long scan, not after it
     cores = _cores()
     if workers is None:  # on the CPU the network needs cores too; on a GPU reading is the whole CPU job
@@ -496,7 +507,9 @@ def predict_folder(
     check_not_reading(out_dir, scanned.files)  # a link in the input tree that leads into the output
     job = _job_record(predictor, input_dir, inputs, scanned, shard_ix, batch_size, saliency, redact_paths, columns)
     job["threads"] = max(1, cores - workers) if predictor.device.type == "cpu" else None
+    job["assess_unfamiliar"] = predictor.assess_unfamiliar  # it changes the decision column
     settings = {"batch_size": batch_size, "workers": workers, "device": str(predictor.device),
+                "assess_unfamiliar": predictor.assess_unfamiliar,
                 "saliency": saliency, "redact_paths": redact_paths, **_saliency_settings(chosen),
                 # where `medtl report` finds the images again (never written with --redact-paths)
                 "input": None if redact_paths else input_dir}  # fmt: skip
@@ -585,11 +598,11 @@ def _run_job(predictor, inputs, input_dir, out, job, columns, labels, workers, r
         explainer = Explainer(run_dir)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
 
         done_items = total - sum(len(members[c]) for c in todo)
-        bar = tqdm(total=total, initial=done_items, unit="image", desc="predict", dynamic_ncols=True)
-    infer_seconds, n_new = 0.0, 0
+        bar = progress_bar(total, "predict", "image", initial=done_items)
+    infer_seconds, n_new, finished = 0.0, 0, False
     threads = _thread_budget(job["threads"])
     redact = job["redact_paths"]
     try:
@@ -608,11 +621,14 @@ def _run_job(predictor, inputs, input_dir, out, job, columns, labels, workers, r
                 n_new += len(batch["all"])
                 if bar is not None:
                     bar.update(len(batch["all"]))
+        finished = True
     finally:
         threads.close()
         output.close()
         if bar is not None:
-            bar.close()
+            from ..progress import stop
+
+            bar.close() if finished else stop(bar)  # after an error its message is the last line
     return {"model_seconds": round(infer_seconds, 3), "inputs_this_session": n_new,
             "resumed_chunks": previous, "in_this_shard": total}  # fmt: skip
 
@@ -634,14 +650,27 @@ def _summary(out: Path, predictor, inputs, scanned, shard_ix, timing, settings, 
                     "backbone": predictor.cfg.backbone, "task": predictor.task, "labels": labels,
                     "threshold": predictor.threshold, "calibration": predictor.calibration.get("method", "temperature"),
                     "tta_flips": list(predictor.flips),
-                    "ood": predictor.ood.describe() if predictor.ood is not None else None},
+                    "ood": predictor.ood.describe() if predictor.ood is not None else None,
+                    "familiar": predictor.familiar},
             "settings": settings,
             "job": job,
             "versions": environment_versions(),
-            "notes": [] if predictor.ood is not None else [
-                "the run holds no out-of-distribution statistics (trained before medtl wrote them): add them with "
-                "`medtl calibrate-ood RUN DATA`; ood columns are empty"],
+            "notes": _familiarity_notes(predictor),
         }  # fmt: skip
+
+
+def _familiarity_notes(predictor) -> list[str]:
+    """What an older run cannot tell about unfamiliar inputs: no distance statistics, or no record
+    of its training images (then no rule flags a colour image or an unseen modality)."""
+    notes = []
+    if predictor.ood is None:
+        notes.append("the run holds no out-of-distribution statistics (trained before medtl wrote them): add them "
+                     "with `medtl calibrate-ood RUN DATA`; ood_score is empty and only the run's rules flag inputs")  # fmt: skip
+    if predictor.familiar is None:
+        notes.append("the run does not record what its training images were (familiar.json: trained before medtl "
+                     "wrote it): no input is flagged by rule (a colour image for a grey run, an unseen DICOM "
+                     "modality), only by its distance; `medtl calibrate-ood RUN DATA --overwrite` records it")  # fmt: skip
+    return notes
 
 
 def _cores() -> int:
@@ -691,7 +720,8 @@ def _chunk_rows(predictor, batch, inputs, root, redact, explainer, method, out, 
     if batch["x"] is None:
         return rows, sorted(errors, key=lambda r: r["index"])
     logits, feats, ok = _outputs(predictor, batch["x"])
-    preds = predictor.predictions(logits, feats) if ok.any() else []
+    facts = [f for f, good in zip(batch["facts"], ok, strict=True) if good]
+    preds = predictor.predictions(logits, feats, facts) if ok.any() else []
     k = 0
     for pos, index in enumerate(batch["indices"]):
         it = inputs[index]
@@ -705,9 +735,11 @@ def _chunk_rows(predictor, batch, inputs, root, redact, explainer, method, out, 
         row.update({c: src.get(c, "") for c in ("patient", "study", "series", "modality", "kind")})
         row["pixel_digest"] = batch["digests"][pos]  # the report shows the image only while it matches
         row.update({f"p_{n}": _fmt(p.probabilities[n], 6) for n in labels})
-        row["decision"] = "|".join(p.decision)
+        # an unfamiliar input gets no decision (its probabilities stay: they are data)
+        row["decision"] = "|".join(p.decision) if p.assessed else NOT_ASSESSED
         row["ood_score"] = "" if p.ood_score is None else _fmt(p.ood_score, 4)
         row["ood"] = "" if p.ood is None else str(int(p.ood))
+        row["ood_reason"] = p.ood_reason
         if p.spread is not None:
             row["member_spread"] = _fmt(p.spread, 4)
         if explainer is not None:
@@ -791,5 +823,7 @@ def print_summary(summary: dict[str, Any], out_dir: str | os.PathLike, stream=No
     c, t = summary["counts"], summary["timing"]
     stream = stream or sys.stderr
     rate = f" ({t['inputs_per_second']:.1f} inputs/s)" if t.get("inputs_per_second") else ""
-    print(f"predicted {c['predicted']}, failed {c['failed']}, flagged {c['flagged']} out-of-distribution, "
+    assessed = (summary.get("settings") or {}).get("assess_unfamiliar")
+    print(f"predicted {c['predicted']}, failed {c['failed']}, flagged {c['flagged']} out-of-distribution "
+          f"({'assessed anyway' if assessed else 'not assessed'}), "
           f"in {t['seconds']:.1f} s{rate} → {Path(out_dir) / PREDICTIONS}", file=stream)  # fmt: skip

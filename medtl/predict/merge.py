@@ -58,7 +58,7 @@ def merge_outputs(
     for d, s in zip(dirs, summaries, strict=True):
         job = s["job"]
         for key in ("run_weights", "run_decisions", "input", "input_fingerprint", "input_content", "inputs",
-                    "batch_size", "columns", "saliency", "redact_paths", "key_scheme"):  # fmt: skip
+                    "batch_size", "columns", "saliency", "redact_paths", "key_scheme", "assess_unfamiliar"):  # fmt: skip
             if job.get(key) != first.get(key):
                 raise OutputError(d, f"comes from a different job than {dirs[0]} ({key} differs): shards must share "
                                   "the run, the input folder and the options")  # fmt: skip

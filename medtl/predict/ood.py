@@ -10,10 +10,14 @@ samples"; one layer, no input pre-processing):
 2. An image's score is its Mahalanobis distance to the nearest class mean.
 3. The flag threshold is the split-conformal 99% quantile (:func:`conformal_threshold`) of the
    scores of the validation images, which the statistics were *not* fitted on (training images
-   score far lower: the fit overfits them), so on average at most 1% of new in-distribution
-   images are flagged. It lies halfway between two neighbouring validation scores, never on one,
-   so no image is flagged or not by floating-point noise. ``false_alarm`` records the rate on
-   those images.
+   score far lower: the fit overfits them). With at least 99 validation images, on average over
+   their draw at most 1% of new in-distribution images are flagged; with fewer, about
+   ``1 / (n + 1)`` are (:attr:`OODStats.expected_false_alarm`). It lies halfway between two
+   neighbouring validation scores, never on one, so no image is flagged or not by floating-point
+   noise. ``false_alarm`` records the rate on those images: in-sample, so near 0 by construction.
+4. The false-alarm rate is *measured* on held-out in-distribution images that took part in
+   neither step (the run's test split: :meth:`OODStats.measure_false_alarm`) and reported as
+   "k of n" with an exact 95% interval (:func:`false_alarm_text`), never as a promise.
 
 Features are L2-normalised first (``normalise``, the default since it ranked foreign images
 better on validation data: ``benchmarks/bench_ood.py``): the direction of an embedding carries
@@ -43,7 +47,8 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["OODStats", "fit_ood", "save_ood", "read_ood", "conformal_threshold", "OOD_FILE", "NORMALISE"]
+__all__ = ["OODStats", "fit_ood", "save_ood", "read_ood", "conformal_threshold", "false_alarm_text", "OOD_FILE",
+           "NORMALISE"]
 
 #: The file in a run directory that holds the statistics.
 OOD_FILE = "ood.npz"
@@ -63,9 +68,15 @@ class OODStats:
         quantile: the validation quantile the threshold was set at.
         normalise: features are L2-normalised before scoring.
         n_fit, n_threshold: images the means/covariance and the threshold came from.
-        false_alarm: share of the threshold images above the threshold.
+        false_alarm: share of the threshold images above the threshold (in-sample: the
+            threshold was set on them, so it says nothing about new images).
         shrinkage: the Ledoit-Wolf shrinkage coefficient.
         fitted_on, threshold_on: which parts of the data they were (``train``, ``val``).
+        n_tested, tested_flagged, tested_on: the measured false-alarm rate: held-out
+            in-distribution images (the run's test split) scored after the fit, used for
+            nothing else, and how many of them were flagged; ``None`` / ``0`` / ``""`` when
+            not measured (statistics written before medtl measured it, or a run without a
+            test split).
     """
 
     means: np.ndarray
@@ -81,6 +92,9 @@ class OODStats:
     threshold_on: str = "val"
     method: str = "mahalanobis"
     extra: dict = field(default_factory=dict)
+    n_tested: int = 0
+    tested_flagged: int | None = None
+    tested_on: str = ""
 
     def _features(self, features: np.ndarray) -> np.ndarray:
         x = np.asarray(features, np.float64)
@@ -119,10 +133,63 @@ class OODStats:
         """``True`` where a score is above the threshold."""
         return np.asarray(scores) > self.threshold
 
+    def measure_false_alarm(self, features: np.ndarray, on: str = "test") -> None:
+        """Record how many of ``features`` (M, F), held-out in-distribution images used neither for
+        the fit nor for the threshold, are flagged: the false-alarm rate new images of the same
+        collection meet (the validation images' own rate is in-sample and always near 0).
+
+        >>> s = OODStats(np.zeros((1, 1)), np.eye(1), threshold=1.5)
+        >>> s.measure_false_alarm(np.array([[0.5], [1.0], [2.0], [0.1]]))
+        >>> s.tested_flagged, s.n_tested, s.tested_on
+        (1, 4, 'test')
+        """
+        x = np.asarray(features, np.float64)
+        if x.ndim != 2 or len(x) == 0:
+            return
+        self.tested_flagged = int(self.flags(self.scores(x)).sum())
+        self.n_tested, self.tested_on = int(len(x)), on
+
+    @property
+    def expected_false_alarm(self) -> float | None:
+        """The false-alarm rate the conformal threshold gives on average over draws of its
+        ``n_threshold`` validation images: ``(n + 1 - k) / (n + 1)`` with ``k`` the order
+        statistic kept (:func:`conformal_threshold`). With fewer than 99 images at the 0.99
+        quantile the threshold lies just above the highest score and the rate is ``1 / (n + 1)``,
+        far above 1 % (12 images: 8 %). ``None`` when the threshold images are not recorded.
+
+        >>> OODStats(np.zeros((1, 1)), np.eye(1), 1.0, n_threshold=12).expected_false_alarm
+        0.07692307692307693
+        >>> round(OODStats(np.zeros((1, 1)), np.eye(1), 1.0, n_threshold=199).expected_false_alarm, 4)
+        0.01
+        """
+        n = int(self.n_threshold)
+        if n < 1:
+            return None
+        k = min(int(np.ceil((n + 1) * self.quantile)), n)
+        return (n + 1 - k) / (n + 1)
+
+    def false_alarm_ci(self, level: float = 0.95) -> tuple[float, float] | None:
+        """The exact confidence interval of the measured false-alarm rate, or ``None`` when it was
+        not measured.
+
+        >>> s = OODStats(np.zeros((1, 1)), np.eye(1), 1.0, n_tested=40, tested_flagged=2)
+        >>> [round(v, 3) for v in s.false_alarm_ci()], OODStats(np.zeros((1, 1)), np.eye(1), 1.0).false_alarm_ci()
+        ([0.006, 0.169], None)
+        """
+        from ..evaluate.metrics import proportion_ci
+
+        if self.tested_flagged is None or self.n_tested < 1:
+            return None
+        return proportion_ci(self.tested_flagged, self.n_tested, level)
+
     def describe(self) -> dict[str, Any]:
-        """Everything but the arrays, for ``summary.json`` and model cards."""
+        """Everything but the arrays, for ``summary.json`` and model cards (with the measured
+        false-alarm rate's 95 % interval when there is one)."""
         d = {k: v for k, v in asdict(self).items() if k not in ("means", "precision")}
         d.update(classes=int(np.asarray(self.means).shape[0]), features=int(np.asarray(self.means).shape[1]))
+        ci = self.false_alarm_ci()
+        d.update(tested_rate=None if ci is None else self.tested_flagged / self.n_tested,
+                 tested_ci95=None if ci is None else list(ci), expected_false_alarm=self.expected_false_alarm)
         return d
 
 
@@ -142,7 +209,10 @@ def fit_ood(
     Args:
         fit_classes: the class of each fitting row (N,), or ``None`` for one mean (multi-label
             runs). A class with fewer than 2 rows joins the overall mean.
-        quantile: of the held-out scores; 0.99 flags about 1% of in-distribution images.
+        quantile: of the held-out scores; 0.99 flags at most 1% of in-distribution images on
+            average when there are at least 99 held-out images, about ``1 / (n + 1)`` with
+            fewer (:attr:`OODStats.expected_false_alarm`); measure it with
+            :meth:`OODStats.measure_false_alarm`.
         normalise: L2-normalise the features first.
 
     Raises:
@@ -196,8 +266,10 @@ def conformal_threshold(scores: np.ndarray, quantile: float) -> float:
     exchangeable with the held-out ones is flagged with probability at most ``1 - quantile``, on
     average over draws of the held-out set (any single draw of a few hundred images still
     scatters: see docs/benchmarks.md). With fewer than ``1 / (1 - quantile) - 1`` images there
-    is no such order statistic and none is flagged. The threshold lies halfway between that
-    score and the next higher distinct one (:func:`medtl.evaluate.metrics.threshold_between`),
+    is no such order statistic and none of them is flagged, but a new image is, with probability
+    about ``1 / (n + 1)``: far more than ``1 - quantile`` (12 images: 8 %;
+    :attr:`OODStats.expected_false_alarm`), which the run's measured rate then shows. The
+    threshold lies halfway between that score and the next higher distinct one (:func:`medtl.evaluate.metrics.threshold_between`),
     so it equals no held-out score: an image on the threshold would be flagged or not by
     floating-point noise (its score differs in the last bits between batch sizes and devices).
     The held-out images flagged are the same as at the order statistic itself (what thresholds
@@ -227,6 +299,45 @@ def conformal_threshold(scores: np.ndarray, quantile: float) -> float:
     # threshold_between keeps "score >= cut" on the upper side; with no float strictly between
     # the two it returns the cut, which "score > t" would not flag: keep the old threshold then
     return t if t < cut else float(kept)
+
+
+def _pct(value: float) -> str:
+    """A share as a percentage number: whole percent, one decimal below 1 % (not "0" for 0.4 %)."""
+    v = 100.0 * value
+    return f"{v:.1f}" if 0 < v < 1 else f"{v:.0f}"
+
+
+def false_alarm_text(stats: OODStats | None, why_not: str = "") -> str:
+    """What the flag's false alarms are, as measured: "flags k of n held-out in-distribution
+    images (r %, 95 % CI a–b %)", a warning when few validation images set the threshold (its
+    expected rate is then well above ``1 - quantile``), or why nothing was measured
+    (``why_not``, else the statistics predate the measurement). Never a promised rate.
+
+    >>> s = OODStats(np.zeros((1, 1)), np.eye(1), 1.0, n_threshold=200, n_tested=40, tested_flagged=2,
+    ...              tested_on="test")
+    >>> false_alarm_text(s)
+    'flags 2 of 40 held-out in-distribution images (test split) as unfamiliar (5 %, 95 % CI 0.6–17 %)'
+    >>> false_alarm_text(None)
+    'no out-of-distribution statistics: unfamiliar images are flagged by rule only, or not at all'
+    """
+    if stats is None:
+        return "no out-of-distribution statistics: unfamiliar images are flagged by rule only, or not at all"
+    ci = stats.false_alarm_ci()
+    if ci is None:
+        text = ("its false-alarm rate on new in-distribution images was not measured ("
+                + (why_not or "statistics written before medtl measured it: `medtl calibrate-ood RUN DATA "
+                   "--overwrite` measures it on the run's test images") + ")")  # fmt: skip
+    else:
+        k, n = int(stats.tested_flagged or 0), stats.n_tested
+        part = f" ({stats.tested_on} split)" if stats.tested_on else ""
+        text = (f"flags {k} of {n} held-out in-distribution images{part} as unfamiliar ({_pct(k / n)} %, "
+                f"95 % CI {_pct(ci[0])}–{_pct(ci[1])} %)")  # fmt: skip
+    expected = stats.expected_false_alarm
+    if expected is not None and expected > 1.5 * (1.0 - stats.quantile):
+        # the conformal guarantee needs >= 1/(1-q) - 1 validation images; below that it is 1/(n+1)
+        text += (f"; a threshold set on only {stats.n_threshold} validation images flags about "
+                 f"{_pct(expected)} % of in-distribution images on average")  # fmt: skip
+    return text
 
 
 def save_ood(run_dir: str | os.PathLike, stats: OODStats) -> Path:

@@ -150,7 +150,7 @@ def build_report(
         show_identifiers: show paths and identifying header fields (name, ID, accession number,
             dates, descriptions). Off by default: pages carry salted keys only.
         workers: processes drawing the cases (default: up to 4, one per core; 0 draws in this one).
-        progress: a progress bar on stderr.
+        progress: report progress on stderr (a bar on a terminal, lines in a log).
 
     Returns:
         The report's summary (counts, notes), also in ``report.json``.
@@ -206,7 +206,8 @@ def build_report(
         cases, jobs = [], []
         for row in rows:
             it = by_key.get(row["key"]) or by_path.get(row.get("path") or "\0")
-            cases.append(_case(row, it, task, labels, method, show_identifiers, latest.get(row["key"], {})))
+            cases.append(_case(row, it, task, labels, method, show_identifiers, latest.get(row["key"], {}),
+                               assess_unfamiliar=bool(settings.get("assess_unfamiliar"))))  # fmt: skip
             jobs.append(_job(row, it, spec, pred, show_identifiers, saliency["scale"]["top"]))
         failed = []
         for e in errors:
@@ -255,28 +256,51 @@ def build_report(
 
 
 def _case(row: dict[str, str], it, task: str, labels: list[str], method: str | None, show_identifiers: bool,
-          latest: dict[str, dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+          latest: dict[str, dict[str, Any]], *, assess_unfamiliar: bool = False) -> dict[str, Any]:  # fmt: skip
     """What the index and a case page say about one row of ``predictions.csv`` (``it``: its input
-    found again, or ``None``)."""
+    found again, or ``None``). A case unlike the training data is not assessed (its decision
+    reads ``not assessed``), unless the predictions were made with ``--assess-unfamiliar``;
+    older predictions, which gave such cases a decision, are shown the same way."""
+    from ..predict.folder import NOT_ASSESSED
+
     probs = {c[2:]: v for c, t in row.items() if c.startswith("p_") and (v := _float(t)) is not None}
     headline, p = _headline(probs, row.get("decision", ""), task, labels)
     nifti = row.get("saliency_nifti") or ""
+    ood = {"1": True, "0": False}.get(row.get("ood", ""))
+    assessed = not ood or assess_unfamiliar
     case = {
         "index": int(row["index"]), "key": row["key"], "page": f"{CASES}/{row['key']}.html", "status": "predicted",
         "path": (row.get("path") or (it.rel if it else "")) if show_identifiers else "",
         "modality": row.get("modality", ""), "kind": row.get("kind", ""),
         "patient": row.get("patient", ""), "study": row.get("study", ""), "series": row.get("series", ""),
-        "probabilities": probs, "headline": headline, "probability": p, "decision": row.get("decision", ""),
-        "ood_score": _float(row.get("ood_score")), "ood": {"1": True, "0": False}.get(row.get("ood", "")),
+        "probabilities": probs, "headline": headline, "probability": p,
+        "decision": row.get("decision", "") if assessed else NOT_ASSESSED, "assessed": assessed,
+        "ood_score": _float(row.get("ood_score")), "ood": ood, "ood_reason": _ood_reason(row, ood),
         "saliency": "shown" if nifti else ("not computed" if not method else "failed"),
         "spread": _float(row.get("member_spread")),
     }  # fmt: skip
     case.update(saliency_fields(row))
     case["target_recorded"] = case["target"] is not None
     if case["target"] is None and nifti:  # older predictions mapped the decided output
-        case["target"] = headline if task == "multilabel" else case["decision"]
+        case["target"] = headline if task == "multilabel" else row.get("decision", "")
     case["review"], case["review_text"] = _review_status(latest)
     return case
+
+
+def _ood_reason(row: dict[str, str], ood: bool | None) -> str:
+    """Why a case is unlike the training data: the row's ``ood_reason``, or for predictions made
+    before medtl wrote it, its distance score.
+
+    >>> _ood_reason({"ood_score": "41.2"}, True)
+    'far from the training images (score 41.2)'
+    """
+    if not ood:
+        return ""
+    reason = (row.get("ood_reason") or "").strip()
+    if reason:
+        return reason
+    score = _float(row.get("ood_score"))
+    return "far from the training images" + (f" (score {score:.1f})" if score is not None else "")
 
 
 def _job(row: dict[str, str], it, spec, pred: Path, show_identifiers: bool, top: float | None) -> dict | None:
@@ -311,6 +335,7 @@ def _counts(cases: list[dict[str, Any]], failed: list[dict[str, Any]], notes: li
         notes.append(f"{n_changed} image(s) have changed since they were predicted: their pages show no image and "
                      "say so; predict them again")  # fmt: skip
     return {"cases": len(cases), "errors": len(failed), "ood": sum(bool(c["ood"]) for c in cases),
+            "not_assessed": sum(not c["assessed"] for c in cases),
             "maps": sum(c["saliency"] == "shown" for c in cases),
             "missing_maps": sum(c["saliency"] == "missing" for c in cases),
             "reviewed": sum(c["review"] != "not reviewed" for c in cases), "changed": n_changed,
@@ -467,18 +492,22 @@ def _drawn(jobs: list[dict | None], workers: int | None, progress: bool) -> Iter
         workers = min(4, cores) if todo > 8 else 0
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
 
-        bar = tqdm(total=todo, unit="case", desc="report", dynamic_ncols=True)
+        bar = progress_bar(todo, "report", "case")
     pool = ProcessPoolExecutor(max_workers=workers) if workers and todo > 1 else None
+    finished = False
     try:
         results = pool.map(safe_render_case, jobs, chunksize=4) if pool else map(safe_render_case, jobs)
         for job, drawn in zip(jobs, results, strict=True):
             if bar is not None and job is not None:
                 bar.update(1)
             yield drawn
+        finished = True
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
         if bar is not None:
-            bar.close()
+            from ..progress import stop
+
+            bar.close() if finished else stop(bar)  # after an error its message is the last line
