@@ -24,9 +24,21 @@ from .errors import ConfigError, MedtlError
 log = logging.getLogger("medtl")
 
 
+def _progress(args: argparse.Namespace) -> bool:
+    """Whether a command reports its progress on stderr: always, unless ``--quiet``; a bar on a
+    terminal, lines in a log file (:mod:`medtl.progress` decides)."""
+    return not getattr(args, "quiet", False)
+
+
+def _quiet_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress on stderr (a bar on a terminal, else a line every 30 s or 5%%)")  # fmt: skip
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
+    # bars on a terminal only: in a log the demo's one line per step is its progress
     run_demo(args.output, data=args.data, config=args.config, overwrite=args.overwrite, progress=sys.stderr.isatty())
     return 0
 
@@ -39,7 +51,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     for target, columns in ((args.output, MANIFEST_COLUMNS), (args.errors, ERROR_COLUMNS)):
         if target:  # before a long scan, not after it
             check_output_file(target, args.dir, overwrite=args.overwrite, columns=columns)
-    result = scan(args.dir, workers=args.workers, progress=not args.quiet and sys.stderr.isatty())
+    result = scan(args.dir, workers=args.workers, progress=_progress(args))
     for target in (args.output, args.errors):
         if target:  # a link in the scanned tree that leads to the output's folder
             check_not_reading_file(target, result.files)
@@ -150,7 +162,7 @@ def _cmd_weights(args: argparse.Namespace) -> int:
         path = weights.import_weights(args.name, args.file)
         print(f"Imported {args.name} → {path}")
     elif args.action == "download":
-        print(weights.fetch(args.name, download=True, progress=sys.stderr.isatty()))
+        print(weights.fetch(args.name, download=True, progress=_progress(args)))
     elif args.action == "verify":
         rows = weights.verify_cached()
         if not rows:
@@ -169,7 +181,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.folds:
         from .evaluate.crossval import cross_validate
 
-        s = cross_validate(cfg, args.output, args.folds, progress=sys.stderr.isatty(), resume=not args.restart,
+        s = cross_validate(cfg, args.output, args.folds, progress=_progress(args), resume=not args.restart,
                            overwrite=args.overwrite)  # fmt: skip
         for f in s["folds"]:
             auroc = "n/a" if f["test_auroc"] is None else f"{f['test_auroc']:.3f}"
@@ -186,7 +198,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from .train.finetune import finetune_seeds
 
         summary = finetune_seeds(cfg, args.output, args.seeds, resume=not args.restart, overwrite=args.overwrite,
-                                 progress=sys.stderr.isatty())  # fmt: skip
+                                 progress=_progress(args))  # fmt: skip
         ci = summary.get("ci95")
         ci_text = f" (95% CI {ci[0]:.3f}–{ci[1]:.3f})" if ci else ""
         print(
@@ -194,7 +206,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
         return 0
     result = finetune(cfg, args.output, resume=not args.restart, overwrite=args.overwrite,
-                      progress=sys.stderr.isatty())  # fmt: skip
+                      progress=_progress(args))  # fmt: skip
     if os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) != "0":
         return 0  # DDP: the other processes trained too; one reports
     if result.already_complete:
@@ -208,11 +220,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"{len(result.skipped)} record(s) skipped (unreadable or unsuitable), e.g.:")
         for item in result.skipped[:5]:
             print(f"  {item['path']}: {item['reason']}")
-    _saliency_check_after_training(result.run_dir, cfg.saliency_check)
+    _saliency_check_after_training(result.run_dir, cfg.saliency_check, _progress(args))
     return 0
 
 
-def _saliency_check_after_training(run_dir, images: int) -> None:
+def _saliency_check_after_training(run_dir, images: int, progress: bool = True) -> None:
     """Choose the run's default saliency map (``RUN/saliency.json``) unless it has one or the config
     says 0. The weights are written and sound: a check that cannot run is a note, not a failure."""
     from .errors import is_fatal
@@ -221,7 +233,7 @@ def _saliency_check_after_training(run_dir, images: int) -> None:
     if images <= 0 or (Path(run_dir) / CHOICE_FILE).is_file():
         return
     try:
-        record = choose_default(run_dir, images=images, progress=sys.stderr.isatty())
+        record = choose_default(run_dir, images=images, progress=progress)
     except MedtlError as exc:
         if is_fatal(exc):  # a full disk: the user must know now
             raise
@@ -242,14 +254,14 @@ def _cmd_saliency_check(args: argparse.Namespace) -> int:
     target = Path(args.run) / CHOICE_FILE
     if target.is_file() and not args.overwrite:
         raise ConfigError(target, "the run already has a saliency check; pass --overwrite to score the methods again")
-    _print_choice(choose_default(args.run, images=args.images, seed=args.seed, progress=sys.stderr.isatty()))
+    _print_choice(choose_default(args.run, images=args.images, seed=args.seed, progress=_progress(args)))
     return 0
 
 
 def _cmd_adapt(args: argparse.Namespace) -> int:
     from .train.domain import adapt_run
 
-    adapt_run(args.run, args.target, args.output, progress=sys.stderr.isatty(), overwrite=args.overwrite)
+    adapt_run(args.run, args.target, args.output, progress=_progress(args), overwrite=args.overwrite)
     print(f"Adapted run written to {args.output} (AdaBN on {args.target})")
     return 0
 
@@ -280,13 +292,16 @@ def _print_audit_summary(overall: dict, flags: list, out: str, groups: dict | No
         print(f"{excluded['rows']} row(s) left out: {excluded['missing_label']} without a label, "
               f"{excluded['missing_score']} without a score")  # fmt: skip
     for flag in flags:
+        if "check" in flag:  # the confounder check's flags carry their own sentence
+            print(f"CONFOUNDER {flag['attribute']}: {flag['reason']}")
+            continue
         print(f"FLAG {flag['attribute']} {flag['metric']}: gap {flag['gap']:.3f} "
               f"(95% CI {flag['ci'][0]:.3f}–{flag['ci'][1]:.3f}), groups {' vs '.join(map(str, flag['groups']))}")  # fmt: skip
     for attr, statuses in (groups or {}).items():
         small = [f"{g} ({st})" for g, st in statuses.items() if st != "ok"]
         if small:
             print(f"not compared by {attr}: {', '.join(small)}")
-    print(f"Wrote {out}/ (audit.json, groups.csv, gaps.csv, PNG plots, audit_section.html)")
+    print(f"Wrote {out}/ (audit.json, groups.csv, gaps.csv, confounders.csv, PNG plots, audit_section.html)")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -295,7 +310,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_run(args.run, args.manifest, args.output, groups=_split_names(args.groups), split=args.split,
                           n_boot=args.n_boot, seed=args.seed, min_group=args.min_group, min_gap=args.min_gap,
                           intersections=args.intersections, age_bins=_age_bins(args.age_bins),
-                          progress=sys.stderr.isatty(), overwrite=args.overwrite,
+                          progress=_progress(args), overwrite=args.overwrite,
                           redact_paths=args.redact_paths)  # fmt: skip
     for note in result.get("notes", []):
         print(f"note: {note}")
@@ -314,14 +329,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         how = f"{method} calibration fitted on validation"
     print(f"threshold {result['threshold']:.3f} (chosen on validation); probabilities: {how}; "
           f"resampled by {result['resampling_unit']}")  # fmt: skip
+    seen = result.get("held_out") or {}
+    if seen.get("train") or seen.get("val"):
+        print(f"NOT HELD OUT: {seen['train']} of these {seen['n']} images trained the run and {seen['val']} chose its "
+              "epoch, threshold and calibration; these figures are not evidence of how it does on new patients")  # fmt: skip
     if result["task"] == "binary":
-        _print_audit_summary(result["overall"], result["flags"], args.output, result.get("groups"),
-                             result.get("excluded"))  # fmt: skip
+        _print_audit_summary(result["overall"], result["flags"] + result.get("confounder_flags", []), args.output,
+                             result.get("groups"), result.get("excluded"))  # fmt: skip
     else:
         for name, part in result["per_label"].items():
             print(f"{name}:", end=" ")
-            _print_audit_summary(part["overall"], part["flags"], f"{args.output}/{part['folder']}", part.get("groups"),
-                                 part.get("excluded"))  # fmt: skip
+            _print_audit_summary(part["overall"], part["flags"] + part.get("confounder_flags", []),
+                                 f"{args.output}/{part['folder']}", part.get("groups"), part.get("excluded"))  # fmt: skip
     return 0
 
 
@@ -333,7 +352,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
                      target=args.target, split=args.split, sanity=args.sanity, sanity_samples=args.sanity_samples,
                      batch_size=args.batch_size, iou_threshold=iou, n_boot=args.n_boot, seed=args.seed,
                      redact_paths=args.redact_paths, overwrite=args.overwrite,
-                     progress=sys.stderr.isatty())  # fmt: skip
+                     progress=_progress(args))  # fmt: skip
     for note in result["notes"]:
         print(f"note: {note}")
     print(f"{len(result['maps'])} map(s) of {result['n_explained']} of {result['n_inputs']} input(s) in {args.output}"
@@ -366,7 +385,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     summary = predict_folder(args.run, args.input, args.output, resume=args.resume, overwrite=args.overwrite,
                              batch_size=args.batch_size, workers=args.workers, shard=args.shard,
                              saliency=args.saliency, redact_paths=args.redact_paths, device=args.device,
-                             progress=sys.stderr.isatty())  # fmt: skip
+                             progress=_progress(args), assess_unfamiliar=args.assess_unfamiliar)  # fmt: skip
     for note in summary.get("notes", []) + ([summary["note"]] if "note" in summary else []):
         print(f"note: {note}")
     print_summary(summary, args.output, stream=sys.stdout)
@@ -388,7 +407,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     record = build_report(args.run, args.predictions, args.output, input_dir=args.input, evaluation=args.evaluation,
                           explanation=args.explanation, show_identifiers=args.show_identifiers,
-                          overwrite=args.overwrite, workers=args.workers, progress=sys.stderr.isatty())  # fmt: skip
+                          overwrite=args.overwrite, workers=args.workers, progress=_progress(args))  # fmt: skip
     for note in record["notes"]:
         print(f"note: {note}")
     c = record["counts"]
@@ -440,12 +459,13 @@ def _cmd_calibrate_ood(args: argparse.Namespace) -> int:
     from .predict import calibrate_ood
 
     info = calibrate_ood(args.run, args.data, quantile=args.quantile, overwrite=args.overwrite,
-                         progress=sys.stderr.isatty())  # fmt: skip
+                         progress=_progress(args))  # fmt: skip
     for note in info.get("notes", []):
         print(f"note: {note}")
     print(f"out-of-distribution statistics in {args.run}/ood.npz: Mahalanobis distance on {info['features']} "
           f"features from {info['n_fit']} training images; flag above {info['threshold']:.4g}, the "
           f"{info['quantile']:.0%} quantile of {info['n_threshold']} validation images")  # fmt: skip
+    print(f"the flag {info['false_alarm_text']}")
     return 0
 
 
@@ -489,7 +509,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     else:
         print("resampled by row: no patient column (pass --patient COLUMN if rows share patients)")
     groups = {a: {g: v["status"] for g, v in gs.items()} for a, gs in res.groups.items()}
-    _print_audit_summary(res.overall, res.flags, args.output, groups, st.get("excluded"))
+    _print_audit_summary(res.overall, res.flags + res.confounder_flags, args.output, groups, st.get("excluded"))
     return 0
 
 
@@ -531,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write the manifest CSV here")
     p.add_argument("--errors", help="write one row per unreadable file here (CSV)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _quiet_option(p)
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier scan's manifest or errors file (never a file of another kind)")
     p.set_defaults(func=_cmd_scan)
@@ -549,6 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train K seeds on one split as one run whose probabilities are their average (the "
                    "`ensemble` config key)")  # fmt: skip
     p.add_argument("--folds", type=int, default=0, help="k-fold cross-validation over patients (RUN/fold_i)")
+    _quiet_option(p)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("adapt", help="adapt a trained run to a new site or scanner (AdaBN, unlabelled images)")
@@ -556,6 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="CSV with a `path` column of target-site images")
     p.add_argument("-o", "--output", required=True, help="the adapted run directory (a new folder)")
     p.add_argument("--overwrite", action="store_true", help="replace a run or output already in that folder")
+    _quiet_option(p)
     p.set_defaults(func=_cmd_adapt)
 
     p = sub.add_parser("evaluate", help="apply a run to a labelled manifest: metrics with CIs, calibration, audit")
@@ -570,6 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redact-paths", action="store_true",
                    help="name images by a salted key, not their path; the keys' paths go to path_keys.csv")
     _audit_options(p)
+    _quiet_option(p)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("explain", help="saliency maps of a run's predictions, with sanity, localization and "
@@ -598,6 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of SmoothGrad noise, random deletion and bootstrap")
     p.add_argument("--redact-paths", action="store_true", help="name inputs by a salted key, not their path")
     p.add_argument("--overwrite", action="store_true", help="replace earlier output in the folder")
+    _quiet_option(p)
     p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("predict", help="predict every image and series under a folder (resumable, shardable); "
@@ -616,6 +640,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "chose; or name one: ig, ig@blur, occlusion, gradcam@1/8 ... (docs/explain.md)")
     p.add_argument("--redact-paths", action="store_true", help="no paths in the outputs: inputs by salted key only")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: a GPU when there is one)")
+    p.add_argument("--assess-unfamiliar", action="store_true",
+                   help="give inputs unlike the training data a decision anyway (default: 'not assessed'; they "
+                   "stay flagged in ood and ood_reason)")  # fmt: skip
+    _quiet_option(p)
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("predict-merge", prog="medtl predict merge",
@@ -640,6 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="show paths and identifying DICOM fields (name, ID, accession, dates); off by default")
     p.add_argument("--workers", type=int, default=None, help="processes drawing the cases (default: up to 4)")
     p.add_argument("--overwrite", action="store_true", help="rebuild the report in place (recorded verdicts are kept)")
+    _quiet_option(p)
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("review", help="serve a report locally so clinicians can record verdicts; "
@@ -670,6 +699,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=16, help="validation images to score the methods on (16)")
     p.add_argument("--seed", type=int, default=0, help="seed of the randomization and the random deletion orders")
     p.add_argument("--overwrite", action="store_true", help="score the methods again")
+    _quiet_option(p)
     p.set_defaults(func=_cmd_saliency_check)
 
     p = sub.add_parser("calibrate-ood", help="add out-of-distribution statistics to a run trained before they "
@@ -679,6 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantile", type=float, default=0.99,
                    help="flag threshold: this quantile of the validation images' scores (0.99)")
     p.add_argument("--overwrite", action="store_true", help="replace statistics the run already has")
+    _quiet_option(p)
     p.set_defaults(func=_cmd_calibrate_ood)
 
     p = sub.add_parser("audit", help="bias audit of any predictions CSV (labels, scores, group columns)")
@@ -784,6 +815,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if not sys.stdout.isatty() and hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # a log file gets each result line beside the progress lines
     try:
         return args.func(args)
     except MedtlError as exc:

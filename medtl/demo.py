@@ -11,6 +11,7 @@ an installed wheel); ``data`` and ``config`` point elsewhere.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import shutil
@@ -30,6 +31,11 @@ STEPS = ("scan", "train", "evaluate", "explain", "predict", "report")
 _CLONE = Path(__file__).resolve().parents[1]
 #: A photograph among the radiographs: it loads, it predicts, and it must be flagged as foreign.
 FOREIGN_FILE = "foreign/photograph.png"
+#: What the demo's model is for, stated on its card and report (the shipped config, meant for real
+#: data, states none of its own).
+DEMO_INTENDED_USE = ("A demonstration on synthetic radiographs: flags images with the sample data's \"label=1\" pattern "
+                     "for a reader to check. Not trained or validated on patients; research use only, not a medical "
+                     "device.")  # fmt: skip
 #: A DICOM file cut short in the middle of its pixel data, as a failed copy leaves it.
 BROKEN_FILE = "broken/IM_truncated.dcm"
 
@@ -143,6 +149,8 @@ def _train(out: Path, *, manifest: Path, config: Path, progress: bool, **_) -> t
     from .train.finetune import finetune
 
     cfg = load_config(config, [f"manifest={manifest.resolve()}"])
+    if not cfg.intended_use.strip():  # the shipped config is for real data and states no use of its own
+        cfg = dataclasses.replace(cfg, intended_use=DEMO_INTENDED_USE)
     with _quiet():
         run = finetune(cfg, out / "run", resume=False, overwrite=True, progress=progress)
     from .explain.choice import choose_default

@@ -43,8 +43,10 @@ def radiograph(size: int, rng: np.random.Generator, *, lesion: bool, tag: bool, 
 
 def write_shortcut_set(folder, *, n: int = 64, size: int = 64, tag: bool = True, seed: int = 0) -> Path:
     """``n`` PNG radiographs (half positive) under ``folder`` and their ``labels.csv``
-    (``path``, ``patient_id``, ``label``). With the tag the lesion is faint (6 grey levels, the
-    noise's own spread): the tag is the easier signal, as a shortcut is."""
+    (``path``, ``patient_id``, ``label``, ``view``). With the tag the lesion is faint (6 grey
+    levels, the noise's own spread): the tag is the easier signal, as a shortcut is. ``view``
+    is the acquisition the tag marks: ``AP`` on every tagged film (so, with the tag, tied to the
+    label), else ``AP`` and ``PA`` alternating in pairs, independent of the label."""
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -54,10 +56,11 @@ def write_shortcut_set(folder, *, n: int = 64, size: int = 64, tag: bool = True,
         name = f"images/img{i:03d}.png"
         pixels = radiograph(size, rng, lesion=bool(label), tag=tag and bool(label), contrast=6.0 if tag else 45.0)
         Image.fromarray(pixels).save(folder / name)
-        rows.append({"path": name, "patient_id": f"P{i:03d}", "label": label})
+        view = ("AP" if label else "PA") if tag else ("AP" if (i // 2) % 2 == 0 else "PA")
+        rows.append({"path": name, "patient_id": f"P{i:03d}", "label": label, "view": view})
     manifest = folder / "labels.csv"
     with open(manifest, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["path", "patient_id", "label"])
+        writer = csv.DictWriter(fh, fieldnames=["path", "patient_id", "label", "view"])
         writer.writeheader()
         writer.writerows(rows)
     return manifest

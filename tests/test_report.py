@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from markupsafe import escape
 from PIL import Image as PILImage
 from report_setup import (
     ACCESSION,
@@ -75,6 +76,71 @@ def test_index_lists_every_prediction_error_and_ood_case(report_inputs, report_f
     assert record["counts"]["cases"] == len(rows) and record["counts"]["errors"] == len(errors)
     assert record["counts"]["ood"] == sum(r["ood"] == "1" for r in rows)
     assert [c["key"] for c in record["cases"]] == [r["key"] for r in sorted(rows, key=lambda r: int(r["index"]))]
+
+
+def test_an_unfamiliar_case_is_not_assessed_and_its_output_shown_only_on_request(report_inputs, report_folder):
+    """Issue 26: a photograph given to a radiograph run shows "not assessed" and why, not a decision."""
+    _, _, predictions, _, _ = report_inputs
+    rows = _rows(predictions / "predictions.csv")
+    photo = next(r for r in rows if r["path"] == "holiday.jpg")
+    assert (photo["ood"], photo["decision"]) == ("1", "not assessed")
+    assert photo["ood_reason"].startswith("colour image; the run was trained on grey images")
+    page = (report_folder / "cases" / f"{photo['key']}.html").read_text()
+    said = escape(photo["ood_reason"])  # as the page escapes it ("score 178.8 &gt; 61.1")
+    assert f"<strong>Not assessed — unlike the training data:</strong> {said}." in page
+    assert "Model decision" not in page and 'class="badge decision' not in page
+    p1 = f"{float(photo['p_label=1']):.3f}"
+    hidden = re.search(r'<details class="prob-box model-output" id="model-output">\s*'
+                       r"<summary>show the model's output anyway</summary>(.*?)</details>", page, re.S)  # fmt: skip
+    assert hidden and f'<span class="value">{p1}</span>' in hidden.group(1)
+    assert page.count(f'<span class="value">{p1}</span>') == 1  # nowhere outside the <details>
+    index = (report_folder / "index.html").read_text()
+    tr = re.search(rf'<tr data-key="{photo["key"]}".*?</tr>', index, re.S).group(0)
+    assert '<span class="badge ood not-assessed">not assessed</span>' in tr and p1 not in tr
+    record = json.loads((report_folder / "report.json").read_text())
+    assert record["counts"]["not_assessed"] == sum(r["decision"] == "not assessed" for r in rows) >= 1
+    # the model section states the flag's measured false alarms and its rules, never a promise
+    assert "held-out in-distribution images (test split) as unfamiliar (" in index and "95 % CI" in index
+    assert "Flagged by rule whatever the score: a colour image" in index
+
+
+@pytest.mark.parametrize("assess", [False, True])
+def test_older_or_assessed_anyway_predictions_of_unfamiliar_cases(report_inputs, tmp_path, assess):
+    """Predictions from before "not assessed" gave a flagged case a decision and no reason: the
+    report shows it not assessed, with its distance as the reason. Predictions made with
+    --assess-unfamiliar keep the decision, with the flag and reason beside it."""
+    run, _, predictions, _, _ = report_inputs
+    old = tmp_path / "predictions"
+    shutil.copytree(predictions, old)
+    rows = _rows(old / "predictions.csv")
+    for r in rows:
+        reason = r.pop("ood_reason")
+        if r["ood"] == "1":
+            r["decision"] = "label=1"
+            r["ood_reason"] = reason if assess else ""
+    with open(old / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, [c for c in rows[0] if c != "ood_reason"] + (["ood_reason"] if assess else []),
+                                extrasaction="ignore", lineterminator="\n")  # fmt: skip
+        writer.writeheader()
+        writer.writerows(rows)
+    summary = json.loads((old / "summary.json").read_text())
+    summary["settings"].pop("assess_unfamiliar")
+    if assess:
+        summary["settings"]["assess_unfamiliar"] = True
+    (old / "summary.json").write_text(json.dumps(summary))
+    record = build_report(run, old, tmp_path / "report", workers=0)
+    flagged = [r for r in rows if r["ood"] == "1"]
+    page = (tmp_path / "report" / "cases" / f"{flagged[0]['key']}.html").read_text()
+    if assess:
+        assert "Model decision" in page and 'id="not-assessed"' not in page and "--assess-unfamiliar" in page
+        assert str(escape(flagged[0]["ood_reason"][1:])) in page  # the ood box's sentence (capitalised)
+        assert record["counts"]["not_assessed"] == 0
+    else:
+        reason = f"far from the training images (score {float(flagged[0]['ood_score']):.1f})"
+        assert f"<strong>Not assessed — unlike the training data:</strong> {reason}." in page
+        assert "Model decision" not in page and record["counts"]["not_assessed"] == len(flagged)
+    assert [c["decision"] for c in record["cases"] if c["ood"]] == ["label=1" if assess else "not assessed"] * len(
+        flagged)
 
 
 def test_a_case_page_shows_image_overlay_probability_threshold_and_model_facts(report_inputs, report_folder):

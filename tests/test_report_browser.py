@@ -51,8 +51,9 @@ def browser():
     driver.quit()
 
 
-def _shot(driver, name: str) -> None:
-    """A full-page screenshot for docs/review.md when MEDTL_SCREENSHOTS names a folder."""
+def _shot(driver, name: str, top: int | None = None) -> None:
+    """A full-page screenshot for docs/review.md when MEDTL_SCREENSHOTS names a folder (its first
+    ``top`` pixels of 1000 only, when given)."""
     folder = os.environ.get("MEDTL_SCREENSHOTS")
     if not folder:
         return
@@ -65,6 +66,8 @@ def _shot(driver, name: str) -> None:
     driver.set_window_size(1400, 1000)
     # small enough for a docs page: 1000 px wide, 256 colours
     picture = picture.resize((1000, round(picture.height * 1000 / picture.width)), Image.LANCZOS)
+    if top is not None:
+        picture = picture.crop((0, 0, 1000, min(top, picture.height)))
     picture.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(Path(folder) / name, optimize=True)
 
 
@@ -155,6 +158,24 @@ def test_markup_in_a_dicom_header_is_shown_not_run(browser, report_inputs, repor
     facts = browser.find_element(By.CSS_SELECTOR, "section.facts").text
     assert MARKUP_MANUFACTURER in facts  # the text itself, as text
     assert browser.execute_script("return window.__medtl_xss") is None
+
+
+def test_an_unfamiliar_case_shows_not_assessed_and_its_output_only_when_asked(browser, report_inputs, report_folder):
+    from selenium.webdriver.common.by import By
+    from test_report import _rows
+
+    photo = next(r for r in _rows(report_inputs[2] / "predictions.csv") if r["path"] == "holiday.jpg")
+    browser.get((report_folder / "cases" / f"{photo['key']}.html").as_uri())
+    box = browser.find_element(By.ID, "not-assessed")
+    assert box.is_displayed()
+    assert f"Not assessed — unlike the training data: {photo['ood_reason']}." in box.text
+    assert browser.find_elements(By.CSS_SELECTOR, ".badge.decision") == []
+    rows = browser.find_elements(By.CSS_SELECTOR, "#model-output .prob-row")
+    assert rows and not any(r.is_displayed() for r in rows)  # the output only on request
+    browser.find_element(By.CSS_SELECTOR, "#model-output > summary").click()
+    assert all(r.is_displayed() for r in rows)
+    assert f"{float(photo['p_label=1']):.3f}" in browser.find_element(By.ID, "model-output").text
+    assert _errors(browser) == []
 
 
 def test_review_a_case_reload_see_it_and_export_it(browser, report_folder, tmp_path):

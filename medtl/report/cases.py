@@ -160,9 +160,26 @@ def _meta(img) -> list[tuple[str, str]]:
             if key == "age":
                 value = "90 or older" if int(value) >= 90 else f"{int(value)} years"
             shown.append((label, str(value)))
-    if img.spacing:
+    if not spacing_known(img):  # a raster's or an npz item's 1 mm is a placeholder, not a fact
+        shown.append(("Pixel spacing", "unknown (the file does not record it)"))
+    elif img.spacing:
         shown.append(("Pixel spacing", " × ".join(f"{float(s):.3g}" for s in img.spacing) + " mm"))
     return shown
+
+
+def spacing_known(img) -> bool:
+    """Whether the image's spacing (and so any position in mm) came from the file.
+
+    >>> from medtl.io.image import Image
+    >>> spacing_known(Image(np.zeros((2, 2)), np.eye(4), {"flags": ["spacing_unknown"]}))
+    False
+    """
+    return "spacing_unknown" not in (img.meta.get("flags") or [])
+
+
+def _voxels(position: str) -> str:
+    """A position in mm written on a grid of unknown spacing, as what it is: a voxel index."""
+    return "voxel " + position.split(" ")[1].split(".")[0] + " (spacing unknown)"
 
 
 def _scale_top(job: dict[str, Any], peak: float) -> float:
@@ -243,13 +260,16 @@ def render_case(job: dict[str, Any]) -> dict[str, Any]:
     peak = float(np.nanmax(sal)) if sal is not None else 0.0
     top = _scale_top(job, peak)
     views = []
+    known = spacing_known(img)
     for plane in planes(vol, sal if peak > 0 else None, affine):
+        # without a recorded geometry the positions are voxel indices and the edges' directions unknown
         view = {"name": plane.name, "image": _pic(image_png(plane.image, 512)), "width_mm": plane.width_mm,
-                "height_mm": plane.height_mm, "edges": plane.edges, "position": plane.position, "heat": None}  # fmt: skip
+                "height_mm": plane.height_mm, "edges": plane.edges if known else ("", "", "", ""),
+                "position": plane.position if known else _voxels(plane.position), "heat": None}  # fmt: skip
         if plane.saliency is not None:
             view["heat"] = _pic(heat_png(plane.saliency, 512, top=top))
         views.append(view)
-    strip = [{"picture": _pic(p), "label": label, "peak": peak} for p, label, peak in
+    strip = [{"picture": _pic(p), "label": label if known else _voxels(label), "peak": peak} for p, label, peak in
              slice_strip(vol, sal if peak > 0 else None, affine, top=top)]  # fmt: skip
     out["figures"] = {"kind": "3d", "planes": views, "strip": strip, "through": "the map's peak" if peak > 0 else
                       "the centre of the volume", "empty": sal is not None and not peak > 0}  # fmt: skip

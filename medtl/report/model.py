@@ -105,6 +105,10 @@ def _audit(evaluation: str | os.PathLike | None, run: Path) -> dict[str, Any]:
     overall = data.get("overall") or {}
     return {
         "available": True,
+        "metrics": metrics,
+        "label": settings.get("label"),
+        "compared": sum(g["status"] == "ok" and g["group"] != "(missing)" for g in groups),
+        "confounders": _confounders(data),
         "n": overall.get("n"),
         "n_pos": overall.get("n_pos"),
         "split": metrics.get("split"),
@@ -115,6 +119,59 @@ def _audit(evaluation: str | os.PathLike | None, run: Path) -> dict[str, Any]:
         "groups": groups,
         "flags": [str(f.get("reason", f)) if isinstance(f, dict) else str(f) for f in data.get("flags") or []],
     }
+
+
+def _confounders(data: dict[str, Any]) -> dict[str, Any]:
+    """The audit's confounder check for the model page: flag sentences, what could not be
+    measured, and one table row per figure (an audit from before the check: ``available`` False)."""
+    from ..evaluate.confounders import confounder_rows
+
+    check = data.get("confounders")
+    if not isinstance(check, dict):
+        return {"available": False, "flags": [], "not_measured": [], "rows": []}
+    rows = []
+    for r in confounder_rows(check):
+        rows.append(dict(r, auroc=None if r["auroc"] is None else round(float(r["auroc"]), 2),
+                         ci=_ci([r["ci_low"], r["ci_high"]])))  # fmt: skip
+    return {"available": True, "flags": [str(f.get("reason", "")) for f in data.get("confounder_flags") or []],
+            "not_measured": [m for e in check.values() for m in e.get("not_measured", [])], "rows": rows,
+            "rule": str((data.get("settings") or {}).get("confounder_rule") or "")}  # fmt: skip
+
+
+def _trust(run: Path, evaluation: str | os.PathLike | None, audit: dict[str, Any], metrics: dict[str, Any],
+           calibration: dict[str, Any], stated: bool) -> dict[str, Any]:  # fmt: skip
+    """The report's header (:mod:`medtl.report.trust`): the held-out discrimination first."""
+    from .trust import discrimination, score_range, trust_header
+
+    held = audit.get("metrics") if audit["available"] else (read_json(Path(evaluation) / "metrics.json")
+                                                            if evaluation is not None else None)  # fmt: skip
+    disc = discrimination(held, metrics.get("test"))
+    rng = None
+    if evaluation is not None and audit.get("label"):
+        rows = _csv_rows(Path(evaluation) / "predictions.csv")
+        rng = score_range([_number(r.get("score")) for r in rows], [_number(r.get(audit["label"])) for r in rows])
+    elif isinstance(metrics.get("test"), dict):
+        rng = metrics["test"].get("score_range")
+    cal = {"method": calibration.get("method", "temperature"), "n": calibration.get("n"), "range": rng}
+    gaps = audit["flags"] if audit["available"] else []
+    confounders = audit["confounders"]["flags"] if audit["available"] else []
+    return trust_header(disc, cal, confounders=confounders, gaps=gaps, intended_stated=stated)
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _number(text: Any) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
 
 
 def _explain_record(explanation: str | os.PathLike, run: Path) -> dict[str, Any]:
@@ -145,7 +202,7 @@ def _sanity(data: dict[str, Any] | None, explanation: str | os.PathLike | None, 
     faith = (data.get("faithfulness") or {}).get(method) or {}
     passed = bool(result.get("passed"))
     text = (f"{method} passed the model-randomisation check: its maps change when the network's weights are "
-            "re-initialised, so they depend on what the model learned." if passed else
+            "re-initialised, so they depend on what the model learned (not that what it learned is right)." if passed else
             f"{method} FAILED the model-randomisation check: its maps barely change when the network's weights are "
             "re-initialised, so they may show image edges rather than what the model learned. Do not read the "
             "overlays as the model's reasons.")  # fmt: skip
@@ -260,6 +317,7 @@ def _caveats(card: dict[str, list[str]], calibrated: bool, audit: dict[str, Any]
         caveats.insert(0, "Probabilities are not calibrated: they rank cases but are not risks.")
     if audit["available"]:
         caveats += [f"Bias audit: {f}" for f in audit["flags"]]
+        caveats += [f"Confounder check: {f}" for f in audit["confounders"]["flags"]]
         if audit.get("n") is not None and audit["n"] < 100:
             caveats.append(f"The audit rests on {audit['n']} images: its intervals are wide and small groups "
                            "are shown, not compared.")  # fmt: skip
@@ -284,7 +342,8 @@ def model_summary(run_dir: str | os.PathLike, evaluation: str | os.PathLike | No
 
     Returns:
         ``name``, ``backbone``, ``task``, ``labels``, ``intended_use``, ``training`` (sentences),
-        ``calibration`` (``calibrated`` and a sentence), ``threshold``, ``ood``, ``audit``, ``sanity``,
+        ``calibration`` (``calibrated`` and a sentence), ``threshold``, ``ood`` and ``ood_rules``
+        (:func:`ood_summary`), ``audit``, ``sanity``,
         ``saliency`` (the run's choice of method, the candidates, the explanation's localization
         scores and the shortcut figures) and ``caveats`` (the card's known limits, then warnings
         from the audit and checks).
@@ -307,14 +366,17 @@ def model_summary(run_dir: str | os.PathLike, evaluation: str | os.PathLike | No
     card = card_sections(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
 
     intended = card.get("Intended use") or ([cfg.intended_use] if cfg.intended_use.strip() else [])
+    stated = bool(cfg.intended_use.strip()) and not any(i.startswith("Not stated") for i in intended)
     if not intended:
         intended = ["Not stated: the model's training config sets no intended_use. Research use only."]
     training = _training(cfg, spec, split, metrics)
 
     calibrated = calibration.get("method", "temperature") != "none"
     if calibrated:
-        cal_text = (f"Probabilities are calibrated ({calibration.get('method')}, fitted on "
-                    f"{calibration.get('n', '?')} validation images).")  # fmt: skip
+        cal_text = (f"Probabilities are recalibrated ({calibration.get('method')}, fitted on "
+                    f"{calibration.get('n', '?')} validation images): this makes the scores honest about how sure the "
+                    "model is, not the model any better. A model that separates the classes poorly is squeezed "
+                    "towards the prevalence, and then looks well calibrated because it says little.")  # fmt: skip
     else:
         cal_text = ("Probabilities are NOT calibrated: " + _plain(str(calibration.get("fitted_on", "not fitted")))
                     + ". Read them as scores that rank cases, not as risks.")  # fmt: skip
@@ -327,7 +389,9 @@ def model_summary(run_dir: str | os.PathLike, evaluation: str | os.PathLike | No
     sanity = _sanity(explained, explanation, method)
     maps = dict(saliency_check(run), localization=_localization(explained, method), report_anatomy=anatomy)
     caveats = _caveats(card, calibrated, audit, sanity, method)
+    trust = _trust(run, evaluation, audit, metrics, calibration, stated)
     return {
+        "trust": trust,
         "name": run.name,
         "backbone": cfg.backbone,
         "task": metrics.get("task", calibration.get("task", "")),
@@ -336,9 +400,34 @@ def model_summary(run_dir: str | os.PathLike, evaluation: str | os.PathLike | No
         "training": training,
         "calibration": {"calibrated": calibrated, "text": cal_text},
         "threshold": thr,
-        "ood": _plain(str(metrics["ood"])) if metrics.get("ood") else None,
+        **ood_summary(run, split),
         "audit": audit,
         "sanity": sanity,
         "saliency": maps,
         "caveats": caveats,
     }
+
+
+def ood_summary(run: Path, split: dict[str, Any]) -> dict[str, str | None]:
+    """What the report says about unfamiliar images: ``ood``, the distance check with its
+    false-alarm rate as measured on held-out in-distribution images (k of n with a 95 % interval,
+    never a promised rate; ``None`` for a run without statistics), and ``ood_rules``, what is
+    flagged whatever the distance (:mod:`medtl.data.familiar`).
+
+    >>> import tempfile
+    >>> ood_summary(Path(tempfile.mkdtemp()), {})["ood_rules"]
+    'no rule flags: the run does not record what its training images were (trained before medtl did)'
+    """
+    from ..data.familiar import familiar_text, read_familiar
+    from ..predict.ood import false_alarm_text, read_ood
+
+    stats = read_ood(run)
+    rules = familiar_text(read_familiar(run))
+    if stats is None:
+        return {"ood": None, "ood_rules": rules}
+    tested = ((split or {}).get("counts") or {}).get("test") or {}
+    why_not = "the run has no test split" if tested.get("images") == 0 else ""
+    text = (f"Mahalanobis distance on {stats.n_fit} training images, flagged above {stats.threshold:.4g} (the "
+            f"{100 * stats.quantile:.0f} % quantile of {stats.n_threshold} validation images); it "
+            f"{false_alarm_text(stats, why_not)}")  # fmt: skip
+    return {"ood": _plain(text), "ood_rules": rules}

@@ -246,6 +246,18 @@ def _parse_value(text: str) -> Any:
     return yaml.safe_load(text)
 
 
+#: The keys whose value is free text: a ``--set`` value with ``: `` or a leading ``[`` needs quotes.
+_TEXT_KEYS = {f.name for f in dataclasses.fields(TrainConfig) if f.type in ("str", str)}
+
+
+def _quote_hint(key: str, text: str) -> str:
+    """The one-line fix for text that YAML reads as something else."""
+    if key not in _TEXT_KEYS:
+        return ""
+    inner = text.strip().replace('"', '\\"')
+    return f"; quote text: --set '{key}=\"{inner}\"'"
+
+
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> TrainConfig:
     """Read a YAML config (or none) and apply ``key=value`` overrides (values parsed as YAML).
 
@@ -274,7 +286,10 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
         try:
             values[key] = _parse_value(text)
         except yaml.YAMLError:
-            raise ConfigError(f"--set {item}", "the value is not valid YAML") from None
+            raise ConfigError(f"--set {item}", "the value is not valid YAML" + _quote_hint(key, text)) from None
+        if key in _TEXT_KEYS and isinstance(values[key], (dict, list)):
+            raise ConfigError(f"--set {item}", f"'{key}' takes text, but YAML read this value as a "
+                              f"{'mapping' if isinstance(values[key], dict) else 'list'}" + _quote_hint(key, text))  # fmt: skip
         source[key] = f"--set {item}"
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     for key in values:

@@ -265,7 +265,9 @@ def finetune(
             of the same settings is left as it is (nothing retrained, nothing rewritten).
         overwrite: replace another command's output in ``run_dir`` (``--overwrite``): only the
             files it recorded.
-        progress: progress bars (a terminal); without them one line per epoch is printed.
+        progress: report progress on stderr: bars on a terminal; without one (a batch job's log)
+            lines while caching and during long epochs (:mod:`medtl.progress`). Without bars one
+            line per epoch is printed on stdout either way.
 
     Raises:
         ConfigError: bad options, a changed configuration on resume (naming the keys), too few
@@ -278,6 +280,7 @@ def finetune(
     cfg = _absolute(cfg)
     _check_gpu(cfg)
     writer = _writer()
+    progress = progress and writer  # under DDP one process reports
     if resume and (done := _finished(cfg, run_dir)) is not None:
         return done  # the same run, already trained: nothing is rewritten, no digest changes
     inputs = data_inputs(cfg)
@@ -427,6 +430,7 @@ def _recorded_data(cfg: TrainConfig, run_dir: Path, progress: bool, writer: bool
 
 def _train(cfg: TrainConfig, run_dir: Path, progress: bool, writer: bool, stored: TrainConfig | None) -> RunResult:
     from ..models import create
+    from ..progress import is_terminal
     from .callbacks import AtomicCheckpointIO, EpochLog, RandomStates
 
     _seed(cfg)
@@ -447,7 +451,7 @@ def _train(cfg: TrainConfig, run_dir: Path, progress: bool, writer: bool, stored
         precision=("16-mixed" if torch.cuda.is_available() else "32-true") if cfg.precision == "auto"
         else cfg.precision,
         deterministic="warn" if cfg.deterministic else False,
-        enable_progress_bar=progress,
+        enable_progress_bar=progress and is_terminal(),  # a log file gets EpochLog's lines
         enable_model_summary=False,
         accelerator=cfg.accelerator,
         devices=cfg.devices,
@@ -468,8 +472,8 @@ def _train(cfg: TrainConfig, run_dir: Path, progress: bool, writer: bool, stored
         # best average), both the average and the raw weights in every checkpoint (resumable);
         # BatchNorm statistics are averaged too
         callbacks.append(WeightAveraging(multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True))
-    if not progress and writer:
-        callbacks.append(EpochLog(cfg.epochs))
+    if not trainer_kw["enable_progress_bar"] and writer:
+        callbacks.append(EpochLog(cfg.epochs, batches=progress))
     trainer = L.Trainer(**trainer_kw, callbacks=callbacks)
     train, val, train_loader, val_loader, labels, aug = _loaders(cfg, run_dir, spec, data.manifest, data.split,
                                                                  progress, trainer.world_size)  # fmt: skip
@@ -504,7 +508,7 @@ def _train(cfg: TrainConfig, run_dir: Path, progress: bool, writer: bool, stored
     best_epoch = int(saved["epoch"])
     skipped = train.failures + val.failures
     if writer:  # under DDP one process writes the run directory
-        _write_run(run_dir, cfg, spec, model, data, val, best_auroc, best_epoch, skipped, task)
+        _write_run(run_dir, cfg, spec, model, data, val, best_auroc, best_epoch, skipped, task, progress=progress)
     return RunResult(run_dir, best_auroc, best_epoch, skipped, model.eval(), channels.rule)
 
 
@@ -543,7 +547,8 @@ def _train_ensemble(cfg: TrainConfig, run_dir: Path, progress: bool, writer: boo
     probs = probabilities(logits, task)
     val_auroc = auroc(ys, probs) if ys is not None and len(ys) else float("nan")
     if writer:
-        _write_run(run_dir, cfg, spec, ensemble, data, val, val_auroc, epochs, skipped + val.failures, task)
+        _write_run(run_dir, cfg, spec, ensemble, data, val, val_auroc, epochs, skipped + val.failures, task,
+                   progress=progress)
     return RunResult(run_dir, val_auroc, epochs, skipped, ensemble, spec.extra.get("channels_rule", ""))
 
 
@@ -569,7 +574,8 @@ def _fit(trainer, module, train_loader, val_loader, ckpt_path: str | None) -> No
         raise KeyboardInterrupt from None
 
 
-def _write_run(run_dir, cfg, spec, model, data: RunData, val, best_auroc, best_epoch, skipped, task) -> None:
+def _write_run(run_dir, cfg, spec, model, data: RunData, val, best_auroc, best_epoch, skipped, task, *,
+               progress: bool = False) -> None:
     import json
 
     from .report import model_card, write_curves
@@ -581,9 +587,12 @@ def _write_run(run_dir, cfg, spec, model, data: RunData, val, best_auroc, best_e
     labels = list(cols) if len(cols) > 1 else [f"{cols[0]}={k}" for k in range(model.num_classes)]
     write_json(run_dir / "labels.json", labels)
     loader = torch.utils.data.DataLoader(val.dataset, batch_size=cfg.batch_size)
-    logits, val_features, ys = predict_outputs(model, loader, flips=cfg.flips if cfg.tta else (), device="cpu")
+    logits, val_features, ys = predict_outputs(model, loader, flips=cfg.flips if cfg.tta else (), device="cpu",
+                                               progress=progress, desc="calibration (validation)")  # fmt: skip
     probs, calibration = _calibrate(run_dir, logits, ys, task)
-    ood_note = _fit_ood(run_dir, cfg, spec, model, data, val_features, task)
+    test = _test_outputs(run_dir, cfg, spec, model, data, progress)
+    ood_note = _fit_ood(run_dir, cfg, spec, model, data, val_features, task, test, progress)
+    ood_note += "; " + _record_inputs(run_dir, data, spec, progress)
     threshold = 0.5
     if task == "binary" and len(np.unique(ys[:, 0])) == 2:
         from ..evaluate.metrics import choose_threshold
@@ -595,7 +604,8 @@ def _write_run(run_dir, cfg, spec, model, data: RunData, val, best_auroc, best_e
     # paths of skipped images stay out of shareable files: the count and the reasons only
     reasons = sorted({s["reason"] for s in skipped})
     result = {"val_auroc": _finite(best_auroc), "best_epoch": best_epoch, "n_val": int(len(ys)), "task": task,
-              "skipped": len(skipped), "skipped_reasons": reasons[:20], "ood": ood_note}  # fmt: skip
+              "skipped": len(skipped), "skipped_reasons": reasons[:20], "ood": ood_note,
+              "test": _test_metrics(test, calibration, labels, task)}  # fmt: skip
     write_json(run_dir / "metrics.json", result)
     write_curves(run_dir)
     card = model_card(cfg, spec, {**result, "val_auroc": best_auroc, "skipped": skipped, "threshold": threshold,
@@ -603,25 +613,73 @@ def _write_run(run_dir, cfg, spec, model, data: RunData, val, best_auroc, best_e
     write_text(run_dir / "model_card.md", card)
 
 
-def _fit_ood(run_dir: Path, cfg: TrainConfig, spec, model, data: RunData, val_features: np.ndarray, task: str) -> str:
+def _fit_ood(run_dir: Path, cfg: TrainConfig, spec, model, data: RunData, val_features: np.ndarray, task: str,
+             test: dict, progress: bool = False) -> str:
     """Fit the out-of-distribution statistics (:mod:`medtl.predict.ood`) on the training images'
     embeddings, unaugmented, with the threshold on validation; write ``ood.npz``. A run too small
     to fit them is still a run: the returned note says why there are none."""
     from ..data.dataset import prepare
     from ..errors import ConfigError
-    from ..predict.ood import fit_ood, save_ood
+    from ..predict.ood import false_alarm_text, fit_ood, save_ood
 
     train = prepare(data.manifest, data.split.train, spec, cache_dir=cfg.cache_dir or str(run_dir / "cache"))
     loader = torch.utils.data.DataLoader(train.dataset, batch_size=cfg.batch_size)
-    _, features, ys = predict_outputs(model, loader, flips=cfg.flips if cfg.tta else (), device="cpu")
+    _, features, ys = predict_outputs(model, loader, flips=cfg.flips if cfg.tta else (), device="cpu",
+                                      progress=progress, desc="out-of-distribution statistics (training)")  # fmt: skip
     classes = None if task == "multilabel" or ys is None else ys[:, 0]
     try:
         stats = fit_ood(features, classes, val_features)
     except ConfigError as exc:
         return f"no out-of-distribution statistics: {exc.reason}"
+    # the test split, held out from both the fit and the threshold, measures the flag's false alarms
+    # on new in-distribution images (the validation images' own rate is in-sample)
+    why_not = test.get("why", "")
+    if not why_not:
+        stats.measure_false_alarm(test["features"], on="test")
     save_ood(run_dir, stats)
     return (f"Mahalanobis on {stats.n_fit} training embeddings, threshold {stats.threshold:.4g} at the "
-            f"{stats.quantile:.0%} quantile of {stats.n_threshold} validation images")
+            f"{stats.quantile:.0%} quantile of {stats.n_threshold} validation images; "
+            f"{false_alarm_text(stats, why_not)}")
+
+
+def _test_outputs(run_dir: Path, cfg: TrainConfig, spec, model, data: RunData, progress: bool) -> dict:
+    """The trained model on the test split, which took part in nothing before: logits, features,
+    labels and patients; ``{"why": ...}`` where there is none to score."""
+    from ..data.dataset import prepare
+
+    if not len(data.split.test):
+        return {"why": "the run has no test split"}
+    test = prepare(data.manifest, data.split.test, spec, cache_dir=cfg.cache_dir or str(run_dir / "cache"))
+    if not test.indices:
+        return {"why": "none of the test images could be read"}
+    loader = torch.utils.data.DataLoader(test.dataset, batch_size=cfg.batch_size)
+    logits, features, ys = predict_outputs(model, loader, flips=cfg.flips if cfg.tta else (), device="cpu",
+                                           progress=progress, desc="held-out test split")  # fmt: skip
+    patients = [data.manifest.records[i].patient for i in test.indices]
+    return {"logits": logits, "features": features, "ys": ys, "patients": patients}
+
+
+def _test_metrics(test: dict, calibration: dict, labels: list[str], task: str) -> dict | None:
+    """The run's held-out discrimination (:func:`medtl.train.report.held_out_summary`) on its
+    calibrated test probabilities, for ``metrics.json``, the model card and reports; ``None``
+    without a test split."""
+    from ..evaluate.calibration import apply_calibration
+    from .report import held_out_summary
+
+    if "why" in test or test["ys"] is None:
+        return None
+    probs = apply_calibration(test["logits"], calibration, task)
+    return held_out_summary(probs, test["ys"], test["patients"], labels, task)
+
+
+def _record_inputs(run_dir: Path, data: RunData, spec, progress: bool) -> str:
+    """Write ``familiar.json`` (what the training images were: colour, modality, 2D/3D; the rules
+    of :mod:`medtl.data.familiar`) and return the rules as a sentence for the model card."""
+    from ..data.familiar import familiar_text, probe_training, write_familiar
+
+    record = probe_training(data.manifest, data.split.train, len(spec.size), progress=progress)
+    write_familiar(run_dir, record)
+    return familiar_text(record)
 
 
 def _calibrate(run_dir: Path, logits: np.ndarray, ys: np.ndarray, task: str) -> tuple[np.ndarray, dict]:

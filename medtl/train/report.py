@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .config import TrainConfig
 
-__all__ = ["write_curves", "model_card"]
+__all__ = ["write_curves", "model_card", "held_out_summary", "discrimination_section"]
 
 
 def write_curves(run_dir: Path) -> None:
@@ -79,6 +79,73 @@ def _ensemble_line(cfg: TrainConfig) -> str:
             "ensemble's validation outputs")  # fmt: skip
 
 
+def held_out_summary(probs, ys, patients, names: list[str], task: str, *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """The run's held-out discrimination: AUROC with a 95 % patient-bootstrap CI on the test
+    split, per output (one for a binary run), and the range of calibrated scores it leaves.
+
+    ``probs`` (N, K) calibrated probabilities, ``ys`` (N, L) labels (NaN: unlabelled), one
+    ``patients`` id per row. A binary run's figure is at the top level (``auroc``, ``auroc_ci``,
+    ``n``, ``n_pos``, ``n_patients``, ``score_range``); a multi-output run's under ``per_label``.
+
+    >>> import numpy as np
+    >>> out = held_out_summary(np.array([[0.8, 0.2], [0.3, 0.7]] * 10), np.array([[0], [1]] * 10), list(range(20)),
+    ...                    ["label=0", "label=1"], "binary", n_boot=50)
+    >>> out["auroc"], out["auroc_ci"], out["n"], out["n_pos"]
+    (1.0, [1.0, 1.0], 20, 10)
+    """
+    import numpy as np
+
+    from ..evaluate.bootstrap import bootstrap_ci
+    from ..report.trust import score_range
+
+    probs, ys = np.asarray(probs, float), np.asarray(ys, float)
+    if task == "binary":
+        targets = [(None, ys[:, 0] == 1, probs[:, 1], np.isfinite(ys[:, 0]))]
+    elif task == "multiclass":
+        targets = [(n, ys[:, 0] == k, probs[:, k], np.isfinite(ys[:, 0])) for k, n in enumerate(names)]
+    else:
+        targets = [(n, ys[:, k] == 1, probs[:, k], np.isfinite(ys[:, k])) for k, n in enumerate(names)]
+    out: dict = {"split": "test", "n_boot": n_boot, "unit": "patient"}
+    per = {}
+    for name, y, s, keep in targets:
+        y, s, who = y[keep].astype(int), s[keep], [p for p, k in zip(patients, keep, strict=True) if k]
+        part = {"n": int(len(y)), "n_pos": int(y.sum()), "n_patients": len(set(who)), "auroc": None, "auroc_ci": None}
+        if len(y) and 0 < y.sum() < len(y):
+            boot = bootstrap_ci(y, s, cluster=who, n_boot=n_boot, seed=seed)
+            part.update(auroc=boot["estimate"]["auroc"], auroc_ci=boot["ci"]["auroc"])
+        part["score_range"] = score_range(s.tolist(), y.tolist())
+        per[name] = part
+    if task == "binary":
+        out.update(per[None])
+    else:
+        out["per_label"] = per
+    return out
+
+
+def discrimination_section(test: dict | None, cfg: TrainConfig) -> str:
+    """The card's first section: the held-out AUROC with its CI, or why there is none, in words
+    that do not let a chance-level model read as a working one."""
+    if not test:
+        return ("**Unknown.** This run has no held-out test split (`test_fraction` "
+                f"{cfg.test_fraction:g}): measure it with `medtl evaluate RUN DATA` on patients it never saw "
+                "before reading anything else on this card.")  # fmt: skip
+    parts = [(None, test)] if "per_label" not in test else list(test["per_label"].items())
+    lines = []
+    for name, part in parts:
+        label = f"{name}: " if name is not None else ""
+        ci = part.get("auroc_ci")
+        if part.get("auroc") is None:
+            lines.append(f"- {label}test AUROC undefined ({part['n']} images, {part['n_pos']} positive: one class only)")
+            continue
+        value = f"{part['auroc']:.3f}" + (f" (95 % CI {ci[0]:.3f}–{ci[1]:.3f})" if ci else " (no CI)")
+        verdict = (" — **not shown to separate the classes**: the interval includes 0.5 (chance)"
+                   if not ci or ci[0] <= 0.5 else "")  # fmt: skip
+        lines.append(f"- {label}**test AUROC {value}** on {part['n']} images of {part['n_patients']} patients "
+                     f"({part['n_pos']} positive){verdict}")  # fmt: skip
+    return ("\n".join(lines) + "\n\nThe test split took no part in training, the choice of epoch, calibration or the "
+            "threshold; intervals resample patients. Data from another hospital, scanner or population can differ.")
+
+
 def _intended_use(cfg: TrainConfig) -> str:
     text = " ".join(cfg.intended_use.split())
     return text or ("Not stated: set `intended_use` in the training config (what the model is for, on whom, "
@@ -93,6 +160,10 @@ def model_card(cfg: TrainConfig, spec, result: dict, calibration: dict, split: d
     channels = spec.extra.get("channels_rule", f"{spec.channels} channel(s)")
     return f"""# Model card (draft)
 
+## Discrimination on held-out data
+{discrimination_section(result.get("test"), cfg)}
+
+## Details
 - **Backbone**: {cfg.backbone}, pretrained: {cfg.pretrained or "none"}, {cfg.spatial_dims}D, input {list(cfg.size)}
 - **Input**: {spec.channels} channel(s), preset {spec.preset} ({channels})
 - **Task**: {", ".join(cfg.label_columns)} from `{data}`
@@ -101,7 +172,7 @@ def model_card(cfg: TrainConfig, spec, result: dict, calibration: dict, split: d
 - **Validation AUROC**: {result["val_auroc"]:.3f} on {result["n_val"]} images. Not a test result.
 - **Calibration**: {_calibration_line(calibration)}
 - **Operating point**: threshold {result["threshold"]:.3f} ({result["rule"]}) on calibrated validation probabilities
-- **Out-of-distribution flag**: {result.get("ood") or "none"} (`ood.npz`; used by `medtl predict`)
+- **Out-of-distribution flag**: {result.get("ood") or "none"} (`ood.npz`, `familiar.json`; `medtl predict` does not assess a flagged image)
 - **Skipped records**: {len(result["skipped"])}
 
 ## Intended use
