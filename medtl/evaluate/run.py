@@ -226,6 +226,7 @@ def predict_manifest(
     import torch
 
     from ..data.dataset import prepare
+    from ..progress import track
     from ..rundir import load_run
     from ..tasks import task_for
     from ..train.inference import predict_logits
@@ -251,7 +252,8 @@ def predict_manifest(
             raise EvaluationError(manifest, f"none of its {len(indices)} images could be read: {reasons[0]}"
                                   + (f" (and {len(reasons) - 1} other reason(s))" if len(reasons) > 1 else ""))
         loader = torch.utils.data.DataLoader(prepared.dataset, batch_size=cfg.batch_size)
-        logits, _ = predict_logits(model, loader, flips=cfg.flips if cfg.tta else (), device="cpu")
+        batches = track(loader, "evaluate", "batch", total=len(loader), enabled=progress)
+        logits, _ = predict_logits(model, batches, flips=cfg.flips if cfg.tta else (), device="cpu")
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     task = task_for(data.label_columns, logits.shape[1])
