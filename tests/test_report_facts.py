@@ -124,3 +124,24 @@ def test_the_model_card_leads_with_the_held_out_auroc(report_inputs):
     chance = discrimination_section(dict(test, auroc=0.59, auroc_ci=[0.43, 0.76]), TrainConfig())
     assert "**not shown to separate the classes**: the interval includes 0.5" in chance
     assert discrimination_section(None, TrainConfig(test_fraction=0.0)).startswith("**Unknown.**")
+
+
+def test_an_evaluation_on_the_training_images_is_not_called_held_out(report_inputs, tmp_path):
+    """`medtl evaluate RUN train.csv --split all` scores the images the model learned: the report
+    says its figure is not evidence, naming how many images trained and tuned the model."""
+    import json
+
+    from report_setup import SAMPLE
+
+    from medtl.evaluate.run import evaluate_run
+    from medtl.report.model import model_summary
+
+    run = report_inputs[0]
+    result = evaluate_run(run, SAMPLE / "cxr.csv", tmp_path / "all", groups=["sex"], split="all", n_boot=20,
+                          min_group=2)  # fmt: skip
+    counts = json.loads((run / "split.json").read_text())["counts"]
+    seen = result["held_out"]
+    assert seen["checked"] and (seen["train"], seen["val"]) == (counts["train"]["images"], counts["val"]["images"])
+    first = model_summary(run, evaluation=tmp_path / "all")["trust"]["lines"][0]["text"]
+    assert first.startswith("The decisions in this report are not evidence: the evaluation is not held out")
+    assert f"{seen['train']} of its {seen['n']} images trained the model" in first
