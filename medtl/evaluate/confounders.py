@@ -49,7 +49,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .bootstrap import cluster_codes, percentile_ci, resample_weights, weighted_auroc
+from .bootstrap import CHUNK_ELEMENTS, cluster_codes, percentile_ci, resample_weights, weighted_auroc
 
 __all__ = ["confounder_check", "confounder_rows", "CHECKS", "CONFOUNDER_RULE"]
 
@@ -67,21 +67,33 @@ CONFOUNDER_RULE = (
 
 
 class _Boot:
-    """AUROCs of any (labels, scores) on one fixed set of patient resamples (weights (n, B))."""
+    """AUROCs of any (labels, scores) on one fixed set of patient resamples.
+
+    The draws are kept per patient as small integers (patients x resamples: 10 MB for 5,000
+    patients and 1,000 resamples) and expanded to rows a block of resamples at a time, so a
+    100,000-row audit never holds a float matrix of every row and resample (800 MB)."""
 
     def __init__(self, n: int, cluster: np.ndarray | None, n_boot: int, seed: int, level: float):
-        codes, k = cluster_codes(cluster, n)
-        self.weights = (
-            np.concatenate([w for _, w in resample_weights(codes, k, n_boot, seed)], axis=1) if n_boot else None
-        )
+        self.codes, k = cluster_codes(cluster, n)
         self.level = level
+        self.counts = None
+        if n_boot:
+            # identity codes: resample_weights then yields each patient's count (k, chunk)
+            small = np.uint8 if k <= 255 else np.uint16
+            blocks = [w.astype(small) for _, w in resample_weights(np.arange(k), k, n_boot, seed)]
+            self.counts = np.concatenate(blocks, axis=1)
 
-    def subset(self, rows: np.ndarray) -> "_Boot":
+    def subset(self, rows: np.ndarray) -> _Boot:
         """The same resamples, restricted to ``rows``."""
         sub = object.__new__(_Boot)
-        sub.weights = None if self.weights is None else self.weights[rows]
-        sub.level = self.level
+        sub.codes, sub.counts, sub.level = self.codes[rows], self.counts, self.level
         return sub
+
+    def _replicates(self, y: np.ndarray, s: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        codes, n_boot = self.codes[rows], self.counts.shape[1]
+        step = max(1, CHUNK_ELEMENTS // max(len(rows), 1))
+        return np.concatenate([weighted_auroc(y, s, self.counts[codes, b : b + step].astype(np.float64))
+                               for b in range(0, n_boot, step)])  # fmt: skip
 
     def auroc(
         self, y: np.ndarray, s: np.ndarray, rows: np.ndarray | None = None, *, flip: bool = False
@@ -93,8 +105,8 @@ class _Boot:
         if yy.min(initial=1) == yy.max(initial=0):
             return out
         out["auroc"] = float(weighted_auroc(yy, ss, np.ones(len(yy))))
-        if self.weights is not None:
-            out["ci"], note = percentile_ci(weighted_auroc(yy, ss, self.weights[rows]), self.level)
+        if self.counts is not None:
+            out["ci"], note = percentile_ci(self._replicates(yy, ss, rows), self.level)
             if note:
                 out["note"] = note
         return out
