@@ -179,6 +179,9 @@ def _evaluate(out: Path, *, manifest: Path, progress: bool, **_) -> tuple[str, d
     audit = f"flagged gaps: {', '.join(flags)}" if flags else "no gap flagged between groups of sex or site"
     if small:
         audit += f" (some groups of {', '.join(small)} too small to judge)"
+    confounded = [f"{f['attribute']} ({f['check'].replace('_', ' ')})" for f in r.get("confounder_flags", [])]
+    if confounded:
+        audit += f"; confounder check flags {', '.join(confounded)}"
     line = f"test AUROC {o['auroc']:.2f}{_ci(o.get('auroc_ci'))} on {o['n']} images; {audit} → {out / 'evaluation'}"
     return line, {"auroc": o["auroc"], "auroc_ci": o.get("auroc_ci"), "n": o["n"], "flags": flags}
 

@@ -61,6 +61,9 @@ def test_the_report_header_leads_with_the_held_out_auroc(report_inputs, report_f
     assert any(t.startswith(said) for t in texts[:2]), texts
     calibration = next(t for c, t in first if "calibration" in c)
     assert "held-out scores from" in calibration and "% are positive" in calibration
+    fitted = json.loads((report_inputs[0] / "calibration.json").read_text())["fitted_on"]
+    if fitted != "val":  # the header says why the scores are raw, as the calibration record does
+        assert calibration.startswith(f"Uncalibrated ({fitted})"), calibration
     assert "calibrated" not in re.sub(r"After calibration|Uncalibrated", "", calibration)  # no verdict, a range
     assert ' class="ok"' not in re.search(r'<section class="model".*?</section>', index, re.S).group(0)
 

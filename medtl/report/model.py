@@ -152,7 +152,8 @@ def _trust(run: Path, evaluation: str | os.PathLike | None, audit: dict[str, Any
         rng = score_range([_number(r.get("score")) for r in rows], [_number(r.get(audit["label"])) for r in rows])
     elif isinstance(metrics.get("test"), dict):
         rng = metrics["test"].get("score_range")
-    cal = {"method": calibration.get("method", "temperature"), "n": calibration.get("n"), "range": rng}
+    cal = {"method": calibration.get("method", "temperature"), "n": calibration.get("n"), "range": rng,
+           "fitted_on": calibration.get("fitted_on", "val")}  # fmt: skip
     gaps = audit["flags"] if audit["available"] else []
     confounders = audit["confounders"]["flags"] if audit["available"] else []
     return trust_header(disc, cal, confounders=confounders, gaps=gaps, intended_stated=stated)

@@ -139,7 +139,8 @@ def trust_header(disc: dict[str, Any], calibration: dict[str, Any] | None, *, co
 
     Args:
         disc: :func:`discrimination`'s result.
-        calibration: ``{"method", "n", "range"}``: the calibration fitted on validation and the
+        calibration: ``{"method", "n", "fitted_on", "range"}``: the calibration (``fitted_on`` is
+            ``val``, or why it was not fitted) and the
             :func:`score_range` of held-out scores (``range`` may be ``None``), or ``None``.
         confounders: the confounder check's flag sentences.
         gaps: the bias audit's flagged gaps, as sentences.
@@ -166,9 +167,13 @@ def trust_header(disc: dict[str, Any], calibration: dict[str, Any] | None, *, co
         lines.append(_line("amber", "intended-use", "No intended use was stated for this model (its training config sets "
                            "no intended_use): what it is for, and for whom, is not known."))  # fmt: skip
     if calibration:
-        what = (f"After calibration ({calibration['method']}, fitted on {calibration.get('n', '?')} validation images)"
-                if calibration.get("method") not in (None, "none") else "Uncalibrated (no calibration beat the raw "
-                "outputs on validation)")  # fmt: skip
+        fitted = calibration.get("fitted_on", "val")
+        if fitted != "val":  # too few validation images: the network's raw outputs
+            what = f"Uncalibrated ({fitted})"
+        elif calibration.get("method") in (None, "none"):
+            what = "Uncalibrated (no calibration beat the raw outputs on validation)"
+        else:
+            what = f"After calibration ({calibration['method']}, fitted on {calibration.get('n', '?')} validation images)"
         rng = calibration.get("range")
         lines.append(_line("plain", "calibration", f"{what}: held-out {rng['text']}." if rng else
                            f"{what}: no held-out scores show the range they span."))  # fmt: skip
