@@ -141,6 +141,7 @@ def _confounders(data: dict[str, Any]) -> dict[str, Any]:
 def _trust(run: Path, evaluation: str | os.PathLike | None, audit: dict[str, Any], metrics: dict[str, Any],
            calibration: dict[str, Any], stated: bool) -> dict[str, Any]:  # fmt: skip
     """The report's header (:mod:`medtl.report.trust`): the held-out discrimination first."""
+    from .build import _float, _read_csv
     from .trust import discrimination, score_range, trust_header
 
     held = audit.get("metrics") if audit["available"] else (read_json(Path(evaluation) / "metrics.json")
@@ -148,8 +149,8 @@ def _trust(run: Path, evaluation: str | os.PathLike | None, audit: dict[str, Any
     disc = discrimination(held, metrics.get("test"))
     rng = None
     if evaluation is not None and audit.get("label"):
-        rows = _csv_rows(Path(evaluation) / "predictions.csv")
-        rng = score_range([_number(r.get("score")) for r in rows], [_number(r.get(audit["label"])) for r in rows])
+        rows = _read_csv(Path(evaluation) / "predictions.csv")
+        rng = score_range([_float(r.get("score")) for r in rows], [_float(r.get(audit["label"])) for r in rows])
     elif isinstance(metrics.get("test"), dict):
         rng = metrics["test"].get("score_range")
     cal = {"method": calibration.get("method", "temperature"), "n": calibration.get("n"), "range": rng,
@@ -157,22 +158,6 @@ def _trust(run: Path, evaluation: str | os.PathLike | None, audit: dict[str, Any
     gaps = audit["flags"] if audit["available"] else []
     confounders = audit["confounders"]["flags"] if audit["available"] else []
     return trust_header(disc, cal, confounders=confounders, gaps=gaps, intended_stated=stated)
-
-
-def _csv_rows(path: Path) -> list[dict[str, str]]:
-    import csv
-
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _number(text: Any) -> float | None:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return None
 
 
 def _explain_record(explanation: str | os.PathLike, run: Path) -> dict[str, Any]:
