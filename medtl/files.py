@@ -357,7 +357,8 @@ def open_append(path: str | os.PathLike, *, truncate: bool = False) -> _Appender
 
 def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]], columns: list[str] | None = None) -> list[str]:
     """One CSV row per dict, atomically; columns in first-seen order unless given, ``None`` as an
-    empty cell. Returns the columns.
+    empty cell, a text a spreadsheet would run as a formula neutralised
+    (:func:`medtl.csvcells.safe_cell`). Returns the columns.
 
     >>> import tempfile, os
     >>> p = os.path.join(tempfile.mkdtemp(), "t.csv")
@@ -366,15 +367,10 @@ def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]], columns: list
     >>> open(p).read().splitlines()
     ['a,b,c', '1,,', '2,,x']
     """
-    import csv
-    import io
+    from .csvcells import csv_text
 
     columns = columns or list(dict.fromkeys(k for r in rows for k in r))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
-    write_text(path, buffer.getvalue())
+    write_text(path, csv_text(rows, columns))
     return columns
 
 

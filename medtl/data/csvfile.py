@@ -16,7 +16,9 @@ labels and scores never do. Blank lines are skipped, a UTF-8 byte-order mark is 
 ``\\r\\n`` line ends are read as written by Excel.
 
 It lives in ``medtl.data`` (beside the manifest reader) so that ``evaluate`` and ``report``, to
-the right of ``data``, import it without an upward arrow; it imports only :mod:`medtl.errors`.
+the right of ``data``, import it without an upward arrow; it imports only :mod:`medtl.errors` and
+:mod:`medtl.csvcells` (a cell medtl wrote as ``'=...``, safe to open in a spreadsheet, reads back as
+``=...``).
 
 >>> import pathlib, tempfile
 >>> p = pathlib.Path(tempfile.mkdtemp()) / "m.csv"
@@ -34,6 +36,7 @@ import io
 import os
 from collections.abc import Collection
 
+from ..csvcells import plain_cell
 from ..errors import ConfigError, MedtlError
 
 __all__ = ["CsvRow", "read_csv_rows"]
@@ -154,7 +157,8 @@ def _row(path, columns: list[str], fields: list[str], start: int, end: int, mult
                else "a value or a comma is missing")  # fmt: skip
         raise error(path, f"line {start}: {len(fields)} field{'s' * (len(fields) != 1)}, but the header has "
                           f"{len(columns)} ({shown}): {why}")  # fmt: skip
-    return CsvRow(dict(zip(columns, fields, strict=True)), start)
+    # a cell medtl wrote as '=... (safe to open in a spreadsheet) reads back as it was
+    return CsvRow({c: plain_cell(f) for c, f in zip(columns, fields, strict=True)}, start)
 
 
 def _broken_quote(start: int, at: int, detail: str) -> str:

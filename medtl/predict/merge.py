@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..csvcells import plain_cell
 from ..errors import NoInputError, OutputError
 from .folder import ERRORS, PREDICTIONS, SUMMARY, encode_csv
 
@@ -25,7 +26,8 @@ __all__ = ["merge_outputs"]
 
 def _read(path: Path) -> tuple[list[str], list[list[str]]]:
     with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.reader(fh))
+        # read back as written, so encode_csv writes the very same bytes again
+        rows = [[plain_cell(c) for c in row] for row in csv.reader(fh)]
     return (rows[0] if rows else []), rows[1:]
 
 

@@ -18,7 +18,6 @@ Paths and identifying header fields appear only with ``show_identifiers=True``.
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
 import json
 import math
@@ -30,6 +29,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ..csvcells import read_dicts
 from ..errors import ConfigError
 
 __all__ = ["build_report", "REPORT_FILE", "VERDICTS_FILE", "environment"]
@@ -61,8 +61,7 @@ def environment():
 def _read_csv(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
         return []
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+    return read_dicts(path)
 
 
 def _predictions(folder: Path) -> tuple[dict[str, Any], list[dict[str, str]], list[dict[str, str]]]:

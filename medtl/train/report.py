@@ -17,9 +17,8 @@ def write_curves(run_dir: Path) -> None:
     """``curves.csv`` and ``curves.png`` from the run's CSV logs (every version: a resumed run
     logs to the next one, and its rows override what it repeated)."""
     import csv
-    import io
 
-    from ..rundir import atomic_path, write_text
+    from ..rundir import atomic_path, write_csv
 
     sources = sorted((run_dir / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
     if not sources:
@@ -31,11 +30,7 @@ def write_curves(run_dir: Path) -> None:
                 e = int(float(record.get("epoch") or 0))
                 by_epoch.setdefault(e, {"epoch": e}).update({k: v for k, v in record.items() if v and k != "step"})
     cols = ["epoch", "train_loss", "val_loss", "val_auroc"]
-    buffer = io.StringIO()
-    w = csv.DictWriter(buffer, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    w.writerows(by_epoch[e] for e in sorted(by_epoch))
-    write_text(run_dir / "curves.csv", buffer.getvalue())
+    write_csv(run_dir / "curves.csv", [by_epoch[e] for e in sorted(by_epoch)], cols)
     try:
         import matplotlib
 
