@@ -27,9 +27,7 @@ How it works, and why each piece is there:
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 import sys
@@ -40,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from ..csvcells import read_dicts
 from ..errors import ConfigError, ImageReadError, MedtlError, NoInputError, OutputError, is_fatal
 from ..rundir import describe, environment_versions, mark_complete, output_folder, weights_digest, write_json
 
@@ -230,9 +229,9 @@ def _collate(items: list[dict]) -> dict[str, Any]:
 def encode_csv(rows) -> bytes:
     """CSV lines (``\\n`` endings, UTF-8) of ``rows``, ready to append: the one format every
     ``predictions.csv`` and ``errors.csv`` is written in, so merged and resumed files compare by bytes."""
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(rows)
-    return buf.getvalue().encode("utf-8")
+    from ..csvcells import csv_line
+
+    return "".join(csv_line(row) for row in rows).encode("utf-8")
 
 
 class _Output:
@@ -388,19 +387,15 @@ def _check_whole(out: Path, names: tuple[str, ...], state: str) -> None:
     deleted from a chunk done in an earlier session is not made again by ``--resume``."""
     missing = [name for name in names if not (out / name).is_file()]
     if not missing:
-        with open(out / PREDICTIONS, newline="", encoding="utf-8") as fh:
-            missing = [m for row in csv.DictReader(fh) for c in ("saliency", "saliency_nifti")
-                       if (m := row.get(c)) and not (out / m).is_file()][:1]  # fmt: skip
+        missing = [m for row in read_dicts(out / PREDICTIONS) for c in ("saliency", "saliency_nifti")
+                   if (m := row.get(c)) and not (out / m).is_file()][:1]  # fmt: skip
     if missing:
         raise OutputError(out, f"{state} {missing[0]} is missing: its results are not whole; pass --overwrite to "
                           "predict again, or give another -o")  # fmt: skip
 
 
 def _count(out: Path) -> dict[str, int]:
-    with open(out / PREDICTIONS, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    with open(out / ERRORS, newline="", encoding="utf-8") as fh:
-        errors = list(csv.DictReader(fh))
+    rows, errors = read_dicts(out / PREDICTIONS), read_dicts(out / ERRORS)
     failed_keys = {e["key"] for e in errors if e["stage"] != "saliency"}
     return {
         "predicted": len(rows),
@@ -607,10 +602,13 @@ def _run_job(predictor, inputs, input_dir, out, job, columns, labels, workers, r
     redact = job["redact_paths"]
     try:
         if todo:
+            from ..data.workers import worker_init
+
             loader = torch.utils.data.DataLoader(
                 _Items(predictor.spec, inputs, input_dir, redact), batch_sampler=[members[c] for c in todo],
                 num_workers=workers, collate_fn=_collate, pin_memory=predictor.device.type == "cuda",
-                **({"prefetch_factor": 2, "persistent_workers": False} if workers else {}),
+                **({"prefetch_factor": 2, "persistent_workers": False, "worker_init_fn": worker_init()}
+                   if workers else {}),  # fmt: skip
             )  # fmt: skip
             for chunk, batch in zip(todo, loader, strict=True):
                 t0 = time.perf_counter()

@@ -203,7 +203,10 @@ def _loaders(cfg: TrainConfig, run_dir: Path, spec, manifest, split, progress: b
     if cfg.workers:
         from monai.data.utils import worker_init_fn
 
-        kw["worker_init_fn"] = worker_init_fn  # each worker re-seeds its transforms: no repeated augmentations
+        from ..data.workers import worker_init
+
+        # each worker re-seeds its transforms (no repeated augmentations) and dies with this process
+        kw["worker_init_fn"] = worker_init(worker_init_fn)
     # a last batch of one image breaks BatchNorm when a small input leaves 1×1 feature maps
     drop_last = len(labels) // world_size > cfg.batch_size or len(labels) % cfg.batch_size == 1
     train_loader = torch.utils.data.DataLoader(train.dataset, shuffle=sampler is None, sampler=sampler,
