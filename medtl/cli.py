@@ -418,15 +418,22 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_review(args: argparse.Namespace) -> int:
-    from .report import ReviewServer
+    from .report import ReviewServer, list_readers
 
-    server = ReviewServer(args.report, reviewer=args.reviewer, host=args.host, port=args.port)
-    if server.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: listening on {server.host}: other machines can open these pages (posting still needs "
-              "this server's form token)", file=sys.stderr)  # fmt: skip
-    print(f"reviewing {args.report} as {server.reviewer} at {server.url} (Ctrl-C to stop; verdicts are saved as "
-          "they are recorded)", flush=True)  # fmt: skip
-    if args.open:
+    server = ReviewServer(args.report, reviewer=args.reviewer, host=args.host, port=args.port, remote=args.remote,
+                          allow_hosts=args.allow_host, remote_identifiers=args.remote_identifiers)  # fmt: skip
+    readers = [r["name"] for r in list_readers(args.report) if r["removed_at"] is None]
+    if args.remote:
+        print(f"warning: listening on {server.host}:{server.port} for other machines: only readers' personal links "
+              "open pages; the traffic is not encrypted (put an HTTPS proxy in front on an untrusted network)",
+              file=sys.stderr)  # fmt: skip
+    if readers:
+        print(f"reviewing {args.report} with {len(readers)} reader(s) ({', '.join(readers)}) on port {server.port}: "
+              "each opens their personal link (Ctrl-C to stop; verdicts are saved as they are recorded)", flush=True)
+    else:
+        print(f"reviewing {args.report} as {server.reviewer} at {server.url} (Ctrl-C to stop; verdicts are saved as "
+              "they are recorded)", flush=True)  # fmt: skip
+    if args.open and not readers:
         import webbrowser
 
         webbrowser.open(server.url)
@@ -436,6 +443,38 @@ def _cmd_review(args: argparse.Namespace) -> int:
         print("stopped; every recorded verdict is in verdicts.sqlite", file=sys.stderr)
     finally:
         server.shutdown()
+    return 0
+
+
+def _cmd_review_add_reader(args: argparse.Namespace) -> int:
+    from .report import add_reader
+    from .report.study import DEFAULT_BASE_URL
+
+    link = add_reader(args.report, args.name, new_link=args.new_link, base_url=args.base_url or DEFAULT_BASE_URL)
+    print(f"{'new link for' if args.new_link else 'added reader'} {args.name.strip()}: {link}")
+    print("give this link to the reader only: it records verdicts in their name, and it is shown this once "
+          "(`--new-link` makes another and ends this one)", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _cmd_review_remove_reader(args: argparse.Namespace) -> int:
+    from .report import remove_reader
+
+    remove_reader(args.report, args.name)
+    print(f"removed reader {args.name.strip()}: their link no longer opens the review; their verdicts stay")
+    return 0
+
+
+def _cmd_review_readers(args: argparse.Namespace) -> int:
+    from .report import list_readers
+
+    rows = list_readers(args.report)
+    if not rows:
+        print("no readers: `medtl review` is a single-user review on this machine (add readers with `medtl review "
+              "add-reader REPORT NAME`)")  # fmt: skip
+    for r in rows:
+        state = f"removed {r['removed_at'][:16]}" if r["removed_at"] else "current"
+        print(f"{r['name']}\tadded {r['added_at'][:16]}\t{state}\t{r['verdicts']} live verdict(s)")
     return 0
 
 
@@ -671,14 +710,40 @@ def build_parser() -> argparse.ArgumentParser:
     _quiet_option(p)
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("review", help="serve a report locally so clinicians can record verdicts; "
-                       "`medtl review import` / `export` move verdicts")  # fmt: skip
+    p = sub.add_parser("review", help="serve a report so clinicians can record verdicts; `medtl review add-reader` / "
+                       "`readers` / `remove-reader` manage readers, `import` / `export` move verdicts")  # fmt: skip
     p.add_argument("report", help="a `medtl report` folder")
     p.add_argument("--port", type=int, default=8765, help="port (8765; 0 picks a free one)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
-    p.add_argument("--reviewer", default=None, help="your name as verdicts record it (default: your login name)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only; any "
+                   "other needs --remote)")  # fmt: skip
+    p.add_argument("--remote", action="store_true", help="let other machines connect (the report needs readers: "
+                   "only their personal links open pages)")  # fmt: skip
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="a name readers open the server by (the machine's DNS name); repeatable")  # fmt: skip
+    p.add_argument("--remote-identifiers", action="store_true", help="serve a report built with --show-identifiers "
+                   "to other machines too")  # fmt: skip
+    p.add_argument("--reviewer", default=None, help="the reviewer of a single-user review (default: your login name)")
     p.add_argument("--open", action="store_true", help="open the index in this machine's browser")
     p.set_defaults(func=_cmd_review)
+
+    p = sub.add_parser("review-add-reader", prog="medtl review add-reader",
+                       description="Add a reader to a report's review and print their personal link.")  # fmt: skip
+    p.add_argument("report", help="a `medtl report` folder")
+    p.add_argument("name", help="the reader's name as verdicts record it (printable, up to 100 characters)")
+    p.add_argument("--new-link", action="store_true", help="give an existing reader a new link (the old one ends)")
+    p.add_argument("--base-url", default=None, help="where readers open the server (default: medtl review's own "
+                   "address, http://127.0.0.1:8765)")  # fmt: skip
+    p.set_defaults(func=_cmd_review_add_reader)
+
+    p = sub.add_parser("review-remove-reader", prog="medtl review remove-reader",
+                       description="End a reader's personal link (their verdicts stay).")  # fmt: skip
+    p.add_argument("report", help="a `medtl report` folder")
+    p.add_argument("name", help="the reader's name")
+    p.set_defaults(func=_cmd_review_remove_reader)
+
+    p = sub.add_parser("review-readers", prog="medtl review readers", description="List a report's readers.")
+    p.add_argument("report", help="a `medtl report` folder")
+    p.set_defaults(func=_cmd_review_readers)
 
     p = sub.add_parser("review-import", prog="medtl review import",
                        description="Add another reviewer's exported verdicts to a report (all or nothing).")
@@ -774,7 +839,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_ALIASES = {"predict-merge": "predict merge", "review-import": "review import", "review-export": "review export"}
+_ALIASES = {"predict-merge": "predict merge", "review-import": "review import", "review-export": "review export",
+            "review-add-reader": "review add-reader", "review-remove-reader": "review remove-reader",
+            "review-readers": "review readers"}  # fmt: skip
 
 
 def _how_to_go_on(command: str, exc: BaseException) -> str:
@@ -793,7 +860,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     for i in range(len(argv) - 1):  # `medtl predict merge`, `medtl review import` ... are their own commands
-        if (argv[i], argv[i + 1]) in (("predict", "merge"), ("review", "import"), ("review", "export")):
+        if f"{argv[i]}-{argv[i + 1]}" in _ALIASES:
             argv[i : i + 2] = [f"{argv[i]}-{argv[i + 1]}"]
             break
         if not argv[i].startswith("-"):

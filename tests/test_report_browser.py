@@ -232,6 +232,45 @@ def test_review_a_case_reload_see_it_and_export_it(browser, report_folder, tmp_p
         server.shutdown()
 
 
+def test_two_readers_record_from_their_own_links(browser, report_folder, tmp_path):
+    """A lead adds two readers; each opens their own link in the browser and records a verdict;
+    each verdict is attributed to the reader whose link posted it, and neither sees the other's."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from medtl.report import VerdictStore, add_reader
+
+    folder = tmp_path / "report"
+    shutil.copytree(report_folder, folder)
+    server = ReviewServer(folder, port=0)
+    links = {name: add_reader(folder, name, base_url=server.url) for name in ("Dr. Ada Lee", "dr_ben")}
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        key = _case_with_a_map(folder)
+        browser.get(server.url)  # without a link: no pages, and a plain reason
+        assert "open your personal link" in browser.find_element(By.TAG_NAME, "body").text
+        assert all("401 (Unauthorized)" in e for e in _errors(browser))  # that refusal, and nothing else
+        for name, verdict, comment in (("Dr. Ada Lee", "agree", "clear"), ("dr_ben", "disagree", "=1+1 artefact")):
+            browser.get(links[name])
+            browser.find_element(By.CSS_SELECTOR, f"tr[data-key='{key}'] a").click()
+            assert browser.find_element(By.ID, "reader").text == f"Recording as {name} (your personal link)."
+            browser.find_element(By.CSS_SELECTOR, f"input[name=verdict][value={verdict}]").click()
+            browser.find_element(By.NAME, "comment").send_keys(comment)
+            browser.find_element(By.CSS_SELECTOR, "#verdict-form button[type=submit]").click()
+            WebDriverWait(browser, 20).until(lambda d: "saved=" in d.current_url and d.find_elements(By.ID, "saved"))
+            assert browser.find_element(By.ID, "saved").text == f"Recorded: {verdict} by {name}."
+            history = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "table.history tbody td")]
+            assert history[1:4] == [name, verdict, comment] and len(history) == 6  # only this reader's
+            if name == "dr_ben":
+                _shot(browser, "review-reader.png", top=1000)
+        assert _errors(browser) == []
+    finally:
+        server.shutdown()
+    with VerdictStore(folder / "verdicts.sqlite") as store:
+        assert [(r["reviewer"], r["verdict"], r["comment"], r["source"]) for r in store.history()] == [
+            ("Dr. Ada Lee", "agree", "clear", "live"), ("dr_ben", "disagree", "=1+1 artefact", "live")]  # fmt: skip
+
+
 def test_a_3d_case_draws_its_planes_and_strip(browser, ct_report_folder):
     from selenium.webdriver.common.by import By
 

@@ -29,10 +29,7 @@ def test_latest_history_and_append_only(tmp_path):
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         raw.execute("DELETE FROM verdicts")
     raw.close()
-    # the very same post twice (a double click) is stored once
-    again = store.record("s2", "dr_a", "agree", recorded_at="2026-11-28T10:00:00+00:00")
-    assert store.record("s2", "dr_a", "agree", recorded_at="2026-11-28T10:00:00+00:00") == again
-    assert len(store.history("s2")) == 1
+    assert {r["source"] for r in store.history()} == {"live"}
 
 
 @pytest.mark.parametrize(
@@ -44,6 +41,11 @@ def test_latest_history_and_append_only(tmp_path):
         ({"probability": 1.5}, r"probability must be in \[0, 1\], not 1.5"),
         ({"probability": "high"}, "probability must be a number"),
         ({"comment": "x" * 5001}, "longer than 5000 characters"),
+        ({"comment": "nul \0 byte"}, "control character"),
+        ({"reviewer": "dr_a\0"}, "must be printable text"),
+        ({"reviewer": "dr_a\ndr_b"}, "must be printable text"),
+        ({"reviewer": "dr_a\rdr_b"}, "must be printable text"),
+        ({"reviewer": "x" * 101}, "must be 1-100 characters"),
     ],
 )
 def test_bad_verdicts_are_refused_with_the_reason(tmp_path, kwargs, message):
@@ -72,6 +74,7 @@ def test_export_then_import_into_another_reviewers_store(tmp_path):
     assert b.import_csv(tmp_path / "a.csv") == {"imported": 0, "skipped": 2}  # twice adds nothing
     latest = b.latest()
     assert set(latest["s1"]) == {"dr_a", "dr_b"}
+    assert latest["s1"]["dr_a"]["source"] == "import" and latest["s1"]["dr_b"]["source"] == "live"
     assert latest["s2"]["dr_a"]["comment"] == 'quote " and, comma\nand a new line'
     assert latest["s1"]["dr_a"]["probability"] == 0.7
 
@@ -133,3 +136,86 @@ def test_a_server_killed_mid_write_loses_no_recorded_verdict(tmp_path):
     stored = {r["id"] for r in store.history()}
     assert acknowledged <= stored
     store.record("after", "dr_a", "agree")  # still writable
+
+
+def _forged(path, study, reviewer, verdict, recorded_at, source="review"):
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["study", "reviewer", "verdict", "comment", "probability", "recorded_at", "source"])
+        w.writerow([study, reviewer, verdict, "", "0.5", recorded_at, source])
+
+
+def test_an_import_cannot_pass_for_a_live_verdict(tmp_path):
+    """A file claiming dr_a, source=review and any date is stored as imported from that file
+    (name and SHA-256), and never overrules what dr_a recorded live."""
+    import hashlib
+
+    store = VerdictStore(tmp_path / "v.sqlite")
+    store.record("s1", "dr_a", "agree")
+    for stamp in ("2020-01-01T00:00:00+00:00", "2099-01-01T00:00:00+00:00"):  # back-dated and forward-dated
+        _forged(tmp_path / "forged.csv", "s1", "dr_a", "disagree", stamp)
+        store.import_csv(tmp_path / "forged.csv")
+        current = store.latest()["s1"]["dr_a"]
+        assert (current["verdict"], current["source"]) == ("agree", "live")
+    imported = [r for r in store.history("s1") if r["source"] == "import"]
+    assert len(imported) == 2
+    digest = hashlib.sha256((tmp_path / "forged.csv").read_bytes()).hexdigest()
+    assert imported[-1]["import_sha256"] == digest and imported[-1]["import_file"] == "forged.csv"
+    assert all(r["stored_at"] for r in imported)
+    # a reviewer known only from files: the latest claimed date is current, still marked imported
+    _forged(tmp_path / "b1.csv", "s2", "dr_b", "agree", "2026-01-02T00:00:00+00:00")
+    _forged(tmp_path / "b0.csv", "s2", "dr_b", "disagree", "2026-01-01T00:00:00+00:00")
+    store.import_csv(tmp_path / "b1.csv"), store.import_csv(tmp_path / "b0.csv")
+    assert (store.latest()["s2"]["dr_b"]["verdict"], store.latest()["s2"]["dr_b"]["source"]) == ("agree", "import")
+    # the export says where each came from, and importing it elsewhere keeps it imported
+    store.export_csv(tmp_path / "out.csv")
+    with open(tmp_path / "out.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["source"] for r in rows] == ["live", "import", "import", "import", "import"]
+    other = VerdictStore(tmp_path / "other.sqlite")
+    other.import_csv(tmp_path / "out.csv")
+    assert {r["source"] for r in other.history()} == {"import"}
+
+
+def test_names_in_an_import_are_checked_like_live_ones(tmp_path):
+    _forged(tmp_path / "f.csv", "s1", "dr_a\tdr_b", "agree", "2026-01-01T00:00:00+00:00")
+    store = VerdictStore(tmp_path / "v.sqlite")
+    with pytest.raises(ConfigError, match="f.csv line 2: the reviewer's name must be printable text"):
+        store.import_csv(tmp_path / "f.csv")
+    assert store.history() == []
+
+
+def test_a_database_from_before_readers_is_brought_up_to_date(tmp_path):
+    """A report reviewed with medtl 0.x keeps its verdicts, gains the new columns and readers."""
+    old = sqlite3.connect(tmp_path / "v.sqlite", isolation_level=None)
+    old.executescript(
+        "CREATE TABLE verdicts (id INTEGER PRIMARY KEY AUTOINCREMENT, study TEXT NOT NULL, reviewer TEXT NOT NULL,"
+        " verdict TEXT NOT NULL, comment TEXT NOT NULL DEFAULT '', probability REAL, recorded_at TEXT NOT NULL,"
+        " source TEXT NOT NULL DEFAULT 'review');"
+        "INSERT INTO verdicts (study, reviewer, verdict, recorded_at) VALUES ('s1', 'dr_a', 'agree', '2026-01-01');"
+        "INSERT INTO verdicts (study, reviewer, verdict, recorded_at, source) VALUES"
+        " ('s1', 'dr_b', 'agree', '2026-01-01', 'import:theirs.csv');"
+    )
+    old.close()
+    store = VerdictStore(tmp_path / "v.sqlite")
+    assert [(r["reviewer"], r["source"]) for r in store.history()] == [("dr_a", "live"), ("dr_b", "import")]
+    secret = store.add_reader("dr_c")
+    store.record("s1", "dr_c", "uncertain")
+    assert store.reader(secret) == "dr_c" and len(store.history()) == 3
+
+
+def test_readers_links_are_secret_and_can_be_replaced_or_ended(tmp_path):
+    store = VerdictStore(tmp_path / "v.sqlite")
+    first = store.add_reader("Dr. Lee")
+    assert store.reader(first) == "Dr. Lee" and first not in (tmp_path / "v.sqlite").read_bytes().decode("latin-1")
+    with pytest.raises(ConfigError, match="already a reader"):
+        store.add_reader("Dr. Lee")
+    second = store.add_reader("Dr. Lee", new_link=True)
+    assert store.reader(first) is None and store.reader(second) == "Dr. Lee"
+    with pytest.raises(ConfigError, match="must be printable text"):
+        store.add_reader("dr\nroot")
+    store.remove_reader("Dr. Lee")
+    assert store.reader(second) is None
+    assert [(r["name"], r["removed_at"] is not None) for r in store.readers()] == [("Dr. Lee", True)]
+    with pytest.raises(ConfigError, match="not a current reader"):
+        store.remove_reader("Dr. Lee")

@@ -1,32 +1,45 @@
-"""``medtl review``: a small local server over a report, where clinicians record verdicts.
+"""``medtl review``: a small server over a report, where clinicians record verdicts.
 
 It serves the report's own pages; each case page gains a form (agree / disagree / uncertain and
 a comment) and the case's history, and the index shows every case's review status. Verdicts go
 to ``verdicts.sqlite`` in the report folder (:class:`~medtl.report.verdicts.VerdictStore`:
 append-only, durable once the page says "Recorded"), with the model's probability at the time.
 
-What keeps it local and safe: it listens on 127.0.0.1 unless told otherwise; it answers only
-requests whose ``Host`` is the address it listens on (a web page cannot reach it through DNS
-rebinding); every post must carry the form token this server put in its own pages and, when
-the browser says where a post comes from (``Origin``, ``Sec-Fetch-Site``), come from this server
-(another site cannot post a verdict in the reviewer's name); it serves only the report's pages
-and names cases by the keys in ``report.json``, never by a path. Nothing is fetched from or sent
-to anywhere else.
+**Who speaks.** A verdict is attributed by the server, never by the form:
+
+* a report without readers is a *single-user* review: every verdict is the reviewer's the
+  server was started for (``--reviewer``, or the login name), and only this machine is served;
+* once the lead adds readers (:func:`medtl.report.study.add_reader`), each opens their personal
+  link ``/r/<secret>/``; a verdict posted through it is that reader's, and a reader sees only
+  their own verdicts (readers stay blind to each other). Pages without a link are not served.
+
+**What keeps it safe** (:mod:`medtl.report.access` holds the address rules): loopback unless the
+lead passes ``--remote`` (and the report has readers); an exact ``Host`` check (no DNS
+rebinding); a form token per reader on every post, and ``Origin`` / ``Sec-Fetch-Site`` checked
+when the browser sends them (no cross-site posts); cases named by the keys in ``report.json``,
+never by a path; identifiers only to this machine unless named. **Under load**: a listen backlog
+of 128, a read timeout (a half-sent request is dropped, with one log line), at most 32 requests
+at work at once (more wait, then get 503 with ``Retry-After``), and a report rebuilt with
+``--overwrite`` is picked up on the next request.
 
 >>> import inspect
->>> list(inspect.signature(ReviewServer).parameters)
-['report_dir', 'reviewer', 'host', 'port']
+>>> list(inspect.signature(ReviewServer).parameters)  # doctest: +NORMALIZE_WHITESPACE
+['report_dir', 'reviewer', 'host', 'port', 'remote', 'allow_hosts', 'remote_identifiers', 'read_timeout']
 """
 
 from __future__ import annotations
 
-import csv
 import getpass
+import hashlib
 import hmac
 import json
 import re
 import secrets
+import socket
+import sys
 import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,46 +47,49 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ConfigError
-from .build import CASES, REPORT_FILE, VERDICTS_FILE, environment, verdict_statuses
-from .verdicts import VERDICTS, VerdictStore
+from .access import allowed_hosts, check_listen, is_loopback
+from .build import CASES, VERDICTS_FILE, environment, verdict_statuses
+from .study import read_report
+from .verdicts import VERDICTS, VerdictStore, check_name
 
-__all__ = ["ReviewServer", "import_verdicts", "export_verdicts", "read_report"]
+__all__ = ["ReviewServer", "Viewer"]
 
 _REVIEW = re.compile(r"<!--medtl:review-->.*?<!--/medtl:review-->", re.S)
 _VERDICTS = re.compile(r"<!--medtl:verdicts-->.*?<!--/medtl:verdicts-->", re.S)
+_PERSONAL = re.compile(r"^/r/([A-Za-z0-9_-]{16,64})(/.*)$")
 _CASE = re.compile(r"^/cases/([A-Za-z0-9_-]{1,64})\.html$")
 _POST = re.compile(r"^/cases/([A-Za-z0-9_-]{1,64})/verdict$")
 _MAX_BODY = 64 * 1024
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+_SLOTS, _SLOT_WAIT = 32, 10.0  # requests at work at once; how long one waits for a turn (s)
+_BACKLOG = 128  # connections the kernel holds before accept: a ward's burst, not 5
 
 
-def read_report(report_dir: str | Path) -> dict[str, Any]:
-    """A report folder's ``report.json``.
+@dataclass(frozen=True)
+class Viewer:
+    """Who a request speaks for: ``name`` (as verdicts record it), ``prefix`` (``""``, or
+    ``/r/<secret>`` for a reader's personal link) and ``personal`` (a reader of several)."""
 
-    Raises:
-        ConfigError: the folder holds no finished ``medtl report``.
-    """
-    from ..rundir import describe, is_run
-
-    folder = Path(report_dir)
-    found = describe(folder) if folder.is_dir() else None
-    if is_run(folder):
-        raise ConfigError(folder, "is a run directory, which stays as training left it: verdicts live in a report "
-                          "folder (`medtl report RUN PREDICTIONS -o REPORT`); give that folder")  # fmt: skip
-    if not found or found.get("command") != "report" or not (folder / REPORT_FILE).is_file():
-        raise ConfigError(folder, "is not a `medtl report` folder: build one with `medtl report RUN PREDICTIONS -o "
-                          "FOLDER`")  # fmt: skip
-    if not found.get("complete"):
-        raise ConfigError(folder, "holds an unfinished report: build it again with `medtl report ... --overwrite`")
-    return json.loads((folder / REPORT_FILE).read_text())
+    name: str
+    prefix: str = ""
+    personal: bool = False
 
 
-def _json_script(value: Any) -> str:
-    # as Jinja's tojson: nothing in the data can close the script element
-    text = json.dumps(value, sort_keys=True)
-    for a, b in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("'", "\\u0027")):
-        text = text.replace(a, b)
-    return f'<script type="application/json" id="medtl-verdicts">{text}</script>'
+class Refusal(Exception):
+    """A request answered with an error page: ``status``, a message, extra headers."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = int(status), message, headers or {}
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """The report as its ``report.json`` stood when last read."""
+
+    stamp: tuple
+    report: dict[str, Any]
+    cases: dict[str, dict[str, Any]]
+    next: dict[str, str]
 
 
 class ReviewServer:
@@ -81,44 +97,50 @@ class ReviewServer:
 
     Args:
         report_dir: a ``medtl report`` output.
-        reviewer: the name the form starts with (default: the login name).
+        reviewer: the reviewer of a single-user review (default: the login name).
         host: the address to listen on (default 127.0.0.1: this machine only).
         port: the port (0: any free one; see :attr:`url`).
+        remote: allow an address other machines reach (the report must have readers).
+        allow_hosts: more names (``Host`` headers) the server answers to, such as the machine's
+            DNS name; required with a wildcard ``host``.
+        remote_identifiers: serve a report built with ``--show-identifiers`` to other machines.
+        read_timeout: seconds a client may take to send its request.
 
     Raises:
-        ConfigError: ``report_dir`` is not a report; the port is taken or not allowed.
+        ConfigError: ``report_dir`` is not a report; a bad reviewer name; an address not meant
+            (:func:`medtl.report.access.check_listen`); the port is taken or not allowed.
     """
 
     def __init__(self, report_dir: str | Path, reviewer: str | None = None, host: str = "127.0.0.1",
-                 port: int = 8765):  # fmt: skip
+                 port: int = 8765, *, remote: bool = False, allow_hosts: Iterable[str] = (),
+                 remote_identifiers: bool = False, read_timeout: float = 30.0):  # fmt: skip
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ConfigError(None, f"--port must be 0 to 65535 (0: any free port), not {port!r}")
         self.folder = Path(report_dir)
-        self.report = read_report(self.folder)
-        self.cases = {c["key"]: c for c in self.report["cases"]}
-        keys = list(self.cases)
-        # "record and open the next case" follows the index order
-        self.next = dict(zip(keys[:-1], keys[1:], strict=True))
-        self.reviewer = (reviewer or _login()).strip()[:100] or "reviewer"
-        self.token = secrets.token_urlsafe(32)
+        self._lock = threading.Lock()
+        self._snapshot = self._read()
+        self.reviewer = check_name(reviewer) if reviewer is not None else _login()
+        self.key = secrets.token_bytes(32)
         self.env = environment()
-        VerdictStore(self.folder / VERDICTS_FILE).close()  # created (and checked) before the first post
-        handler = type("Handler", (_Handler,), {"app": self})
+        with self.store() as store:  # created (and checked) before the first post
+            readers = sum(r["removed_at"] is None for r in store.readers())
+        allow_hosts = [h.strip() for h in allow_hosts if h.strip()]
+        check_listen(host, remote=remote, allow_hosts=allow_hosts, readers=readers)
+        self.remote_identifiers = remote_identifiers
+        self.slots = threading.BoundedSemaphore(_SLOTS)
+        handler = type("Handler", (_Handler,), {"app": self, "timeout": read_timeout})
         try:
-            self.httpd = ThreadingHTTPServer((host, port), handler)
+            self.httpd = _server_class(host)((host, port), handler)
         except OSError as exc:
             raise ConfigError(
                 None, f"cannot listen on {host}:{port} ({exc.strerror or exc}): pick another --port"
             ) from None
-        self.httpd.daemon_threads = True
         self.host, self.port = host, self.httpd.server_address[1]
-        names = {host} | (_LOOPBACK if host in _LOOPBACK else set())
-        self.allowed_hosts = {f"[{h}]:{self.port}" if ":" in h else f"{h}:{self.port}" for h in names}
-        self._lock = threading.Lock()
+        self.allowed_hosts = allowed_hosts(host, self.port, allow_hosts)
 
     @property
     def url(self) -> str:
-        """The index page's address."""
+        """The index page's address (for a single-user review)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/"
 
@@ -129,66 +151,171 @@ class ReviewServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    # ------------------------------------------------------------------ pages
+    # ------------------------------------------------------------------ the report, as it is now
+    def _stamp(self) -> tuple:
+        from ..outputs import MARKER
+
+        try:
+            st = (self.folder / MARKER).stat()
+        except OSError:
+            return ()
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _read(self) -> _Snapshot:
+        stamp = self._stamp()
+        report = read_report(self.folder)
+        cases = {c["key"]: c for c in report["cases"]}
+        keys = list(cases)
+        # "record and open the next case" follows the index order
+        return _Snapshot(stamp, report, cases, dict(zip(keys[:-1], keys[1:], strict=True)))
+
+    def current(self) -> _Snapshot:
+        """The report as it is now: read again when ``medtl report --overwrite`` rebuilt it.
+
+        Raises:
+            Refusal: 503 while the report is being rebuilt (or was left unfinished).
+        """
+        with self._lock:
+            if self._stamp() != self._snapshot.stamp:
+                try:
+                    self._snapshot = self._read()
+                except ConfigError:
+                    raise Refusal(HTTPStatus.SERVICE_UNAVAILABLE, "the report is being rebuilt: reload this page in "
+                                  "a moment", {"Retry-After": "5"}) from None  # fmt: skip
+            return self._snapshot
+
+    @property
+    def cases(self) -> dict[str, dict[str, Any]]:
+        """The report's cases by key (as the report is now)."""
+        return self.current().cases
+
     def store(self) -> VerdictStore:
         return VerdictStore(self.folder / VERDICTS_FILE)  # one connection per request: threads never share one
 
-    def index_page(self) -> bytes:
+    # ------------------------------------------------------------------ who is asking
+    def viewer(self, secret: str | None, client: str) -> Viewer:
+        """Who a request speaks for: the reader of a personal link, or the single-user reviewer.
+
+        Raises:
+            Refusal: an unknown or ended link; a review with readers asked without a link; a
+                single-user review asked from another machine; identifiers to another machine.
+        """
+        local = is_loopback(client)
+        if self.current().report.get("show_identifiers") and not local and not self.remote_identifiers:
+            raise Refusal(HTTPStatus.FORBIDDEN, "this report shows patient identifiers: it is served to this machine "
+                          "only (the lead can allow other machines with --remote-identifiers)")  # fmt: skip
+        with self.store() as store:
+            if secret is not None:
+                name = store.reader(secret)
+                if name is None:
+                    raise Refusal(HTTPStatus.FORBIDDEN, "this personal link is not (or no longer) valid: ask the "
+                                  "study lead for a new one")  # fmt: skip
+                return Viewer(name, f"/r/{secret}", personal=True)
+            if any(r["removed_at"] is None for r in store.readers()):
+                raise Refusal(HTTPStatus.UNAUTHORIZED, "this review has readers: open your personal link (the study "
+                              "lead makes one with `medtl review add-reader`)")  # fmt: skip
+        if not local:
+            raise Refusal(HTTPStatus.FORBIDDEN, "a review without readers is served to this machine only")
+        return Viewer(self.reviewer)
+
+    def token(self, viewer: Viewer) -> str:
+        """The form token of a viewer's pages: a post carries it, so another site cannot post."""
+        return hmac.new(self.key, f"{viewer.prefix}\0{viewer.name}".encode(), hashlib.sha256).hexdigest()
+
+    # ------------------------------------------------------------------ pages
+    def index_page(self, viewer: Viewer) -> bytes:
         html = (self.folder / "index.html").read_text(encoding="utf-8")
         with self.store() as store:
-            statuses = verdict_statuses(store.latest())
+            statuses = verdict_statuses(store.latest(viewer.name if viewer.personal else None))
         return _VERDICTS.sub(lambda _: _json_script(statuses), html, count=1).encode("utf-8")
 
-    def case_page(self, key: str, saved: str | None = None) -> bytes:
+    def case_page(self, viewer: Viewer, key: str, saved: str | None = None) -> bytes:
         """The case's page with the verdict form and its history; ``saved``: the id of the verdict
         just recorded (the page confirms it from the database, not from the address)."""
-        case = self.cases[key]
-        # the page's path is made from the checked key, never read from a file a user could edit
-        html = (self.folder / CASES / f"{key}.html").read_text(encoding="utf-8")
+        snap = self.current()
+        case = snap.cases[key]
+        try:  # the page's path is made from the checked key, never read from a file a user could edit
+            html = (self.folder / CASES / f"{key}.html").read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise Refusal(HTTPStatus.NOT_FOUND, "this case's page is missing: rebuild the report") from None
         with self.store() as store:
-            history = store.history(key)
+            history = store.history(key, viewer.name if viewer.personal else None)
             done = store.get(saved) if saved else None
-        mine = [h for h in history if h["reviewer"] == self.reviewer]
-        if done is not None:  # confirmed from the database (possibly the previous case's, after "next")
-            elsewhere = (
-                "" if done["study"] == key else f" on case {self.cases.get(done['study'], {}).get('index', '?')}"
-            )
-            saved = f"{done['verdict']} by {done['reviewer']}{elsewhere}"
-        else:
-            saved = None
+        mine = [h for h in history if h["reviewer"] == viewer.name and h["source"] == "live"]
+        message = None
+        if done is not None and done["reviewer"] == viewer.name:  # confirmed from the database
+            elsewhere = "" if done["study"] == key else f" on case {snap.cases.get(done['study'], {}).get('index', '?')}"
+            message = f"{done['verdict']} by {done['reviewer']}{elsewhere}"
         form = self.env.get_template("review_form.html").render(
-            key=key, token=self.token, choices=VERDICTS, reviewer=self.reviewer, probability=case.get("probability"),
-            history=history, saved=saved, current=mine[-1]["verdict"] if mine else None, has_next=key in self.next,
+            key=key, token=self.token(viewer), choices=VERDICTS, reviewer=viewer.name, personal=viewer.personal,
+            probability=case.get("probability"), history=history, saved=message,
+            current=mine[-1]["verdict"] if mine else None, has_next=key in snap.next,
         )  # fmt: skip
         return _REVIEW.sub(lambda _: form, html, count=1).encode("utf-8")
 
-    def export(self) -> bytes:
+    def export(self, viewer: Viewer) -> bytes:
         with self.store() as store:
-            return store.csv_text().encode("utf-8")
+            return store.csv_text(viewer.name if viewer.personal else None).encode("utf-8")
 
-    def record(self, key: str, form: dict[str, list[str]]) -> int:
-        """Store the posted verdict (durable when this returns); its id. ConfigError for bad values."""
+    def record(self, viewer: Viewer, key: str, form: dict[str, list[str]]) -> str:
+        """Store the posted verdict as the viewer's (durable when this returns); the address of
+        the page that confirms it. ConfigError for bad values."""
         verdict = (form.get("verdict") or [""])[0]
-        reviewer = (form.get("reviewer") or [self.reviewer])[0]
         comment = (form.get("comment") or [""])[0]
+        snap = self.current()
         with self.store() as store:
-            return store.record(key, reviewer, verdict, comment=comment, probability=self.cases[key].get("probability"))
+            saved = store.record(key, viewer.name, verdict, comment=comment,
+                                 probability=snap.cases[key].get("probability"))  # fmt: skip
+        # post/redirect/get: reloading the page never posts the verdict twice
+        then = snap.next.get(key) if (form.get("then") or [""])[0] == "next" else None
+        page = f"{then}.html?saved={saved}" if then else f"{key}.html?saved={saved}#review"
+        return f"{viewer.prefix}/cases/{page}"
+
+
+def _json_script(value: Any) -> str:
+    # as Jinja's tojson: nothing in the data can close the script element
+    text = json.dumps(value, sort_keys=True)
+    for a, b in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("'", "\\u0027")):
+        text = text.replace(a, b)
+    return f'<script type="application/json" id="medtl-verdicts">{text}</script>'
 
 
 def _login() -> str:
     try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no login name (a container): a neutral default
+        return check_name(getpass.getuser())
+    except Exception:  # noqa: BLE001 - no login name (a container), or one that is not a fit name
         return "reviewer"
+
+
+def _server_class(host: str) -> type[ThreadingHTTPServer]:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return type("_ReviewHTTPServer", (_HTTPServer,), {"address_family": family})
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = _BACKLOG
+
+    def handle_error(self, request, client_address) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):  # the client went away: not medtl's fault
+            print(f"medtl review: {client_address[0]}: connection closed ({type(exc).__name__})", file=sys.stderr)
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
     app: ReviewServer
     server_version = "medtl-review"
     sys_version = ""
+    protocol_version = "HTTP/1.0"  # one request per connection: a slow client holds one thread, briefly
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         pass  # requests name cases by key only, but a log a reviewer did not ask for is noise
+
+    def log_error(self, format: str, *args: Any) -> None:  # noqa: A002
+        # a half-sent request (read timeout) or a malformed one: one line, never a traceback
+        print(f"medtl review: {self.client_address[0]}: {format % args}", file=sys.stderr)
 
     def _send(self, status: int, body: bytes, content_type: str = "text/html; charset=utf-8",
               headers: dict[str, str] | None = None) -> None:  # fmt: skip
@@ -198,7 +325,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("X-Frame-Options", "DENY")
-        self.send_header("Referrer-Policy", "same-origin")  # browsers then send Origin on posts
+        self.send_header("Referrer-Policy", "same-origin")  # browsers then send Origin on posts, never the link
         self.send_header("Content-Security-Policy", "frame-ancestors 'none'; form-action 'self'")
         for k, v in (headers or {}).items():
             self.send_header(k, v)
@@ -206,118 +333,84 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _refuse(self, status: int, message: str) -> None:
+    def _refuse(self, refusal: Refusal) -> None:
         from markupsafe import escape
 
-        body = f"<!doctype html><meta charset='utf-8'><title>{int(status)}</title><p>{escape(message)}</p>"
-        self._send(status, body.encode("utf-8"))
+        body = (f"<!doctype html><meta charset='utf-8'><title>{refusal.status}</title>"
+                f"<p>{escape(refusal.message)}</p>")  # fmt: skip
+        self._send(refusal.status, body.encode("utf-8"), headers=refusal.headers)
 
-    def _host_ok(self) -> bool:
-        return (self.headers.get("Host") or "").lower() in self.app.allowed_hosts
+    def _answer(self, work) -> None:
+        """Run ``work`` (which returns ``(status, body, content type, headers)``) in one of the
+        server's slots; a refusal or a bad value becomes an error page."""
+        if not self.app.slots.acquire(timeout=_SLOT_WAIT):
+            return self._refuse(Refusal(HTTPStatus.SERVICE_UNAVAILABLE, "the review server is busy: try again in a "
+                                        "moment", {"Retry-After": "2"}))  # fmt: skip
+        try:
+            if (self.headers.get("Host") or "").lower() not in self.app.allowed_hosts:
+                raise Refusal(HTTPStatus.MISDIRECTED_REQUEST, "unknown host: open the address medtl review printed")
+            self._send(*work())
+        except Refusal as refusal:
+            self._refuse(refusal)
+        except ConfigError as exc:  # the verdicts database cannot be opened (a full disk, a read-only folder)
+            self._refuse(Refusal(HTTPStatus.INTERNAL_SERVER_ERROR, str(exc)))
+        finally:
+            self.app.slots.release()
+
+    def _route(self) -> tuple[Viewer, str]:
+        path = urlsplit(self.path).path
+        m = _PERSONAL.match(path)
+        viewer = self.app.viewer(m.group(1) if m else None, self.client_address[0])
+        return viewer, (m.group(2) if m else path)
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        if not self._host_ok():
-            return self._refuse(HTTPStatus.MISDIRECTED_REQUEST, "unknown host: open the address medtl review printed")
-        parts = urlsplit(self.path)
-        try:
-            if parts.path in ("/", "/index.html"):
-                return self._send(HTTPStatus.OK, self.app.index_page())
-            if parts.path == "/export.csv":
-                return self._send(HTTPStatus.OK, self.app.export(), "text/csv; charset=utf-8",
-                                  {"Content-Disposition": 'attachment; filename="verdicts.csv"'})  # fmt: skip
-            m = _CASE.match(parts.path)
-            if m and m.group(1) in self.app.cases:
-                saved = (parse_qs(parts.query).get("saved") or [None])[0]
-                return self._send(HTTPStatus.OK, self.app.case_page(m.group(1), saved=saved))
-        except ConfigError as exc:
-            return self._refuse(HTTPStatus.INTERNAL_SERVER_ERROR, str(exc))
-        return self._refuse(HTTPStatus.NOT_FOUND, "no such page in this report")
+        self._answer(self._get)
 
     do_HEAD = do_GET
 
+    def _get(self) -> tuple:
+        viewer, path = self._route()
+        if path in ("/", "/index.html"):
+            return HTTPStatus.OK, self.app.index_page(viewer)
+        if path == "/export.csv":
+            return (HTTPStatus.OK, self.app.export(viewer), "text/csv; charset=utf-8",
+                    {"Content-Disposition": 'attachment; filename="verdicts.csv"'})  # fmt: skip
+        m = _CASE.match(path)
+        if m and m.group(1) in self.app.cases:
+            saved = (parse_qs(urlsplit(self.path).query).get("saved") or [None])[0]
+            return HTTPStatus.OK, self.app.case_page(viewer, m.group(1), saved=saved)
+        raise Refusal(HTTPStatus.NOT_FOUND, "no such page in this report (was it rebuilt? open the index)")
+
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        if not self._host_ok():
-            return self._refuse(HTTPStatus.MISDIRECTED_REQUEST, "unknown host")
-        origin = self.headers.get("Origin")
-        if origin is not None and urlsplit(origin).netloc.lower() not in self.app.allowed_hosts:
-            return self._refuse(HTTPStatus.FORBIDDEN, "a verdict can only be posted from this review server's pages")
-        if self.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
-            return self._refuse(HTTPStatus.FORBIDDEN, "a verdict can only be posted from this review server's pages")
-        m = _POST.match(urlsplit(self.path).path)
-        if not m or m.group(1) not in self.app.cases:
-            return self._refuse(HTTPStatus.NOT_FOUND, "no such case in this report")
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = -1
         if not 0 < length <= _MAX_BODY:
-            return self._refuse(HTTPStatus.BAD_REQUEST, "a verdict form of 1 byte to 64 KiB was expected")
-        form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"), keep_blank_values=True)
+            return self._refuse(Refusal(HTTPStatus.BAD_REQUEST, "a verdict form of 1 byte to 64 KiB was expected"))
+        # the whole body is read before any answer: a connection closed on unread data is reset,
+        # and the client would see that instead of the answer
+        body = self.rfile.read(length)
+        self._answer(lambda: self._post(body))
+
+    def _post(self, body: bytes) -> tuple:
+        allowed = self.app.allowed_hosts
+        origin = self.headers.get("Origin")
+        if (origin is not None and urlsplit(origin).netloc.lower() not in allowed) or self.headers.get(
+            "Sec-Fetch-Site", "same-origin"
+        ) not in ("same-origin", "none"):
+            raise Refusal(HTTPStatus.FORBIDDEN, "a verdict can only be posted from this review server's pages")
+        viewer, path = self._route()
+        m = _POST.match(path)
+        if not m or m.group(1) not in self.app.cases:
+            raise Refusal(HTTPStatus.NOT_FOUND, "no such case in this report (was it rebuilt? open the index)")
+        form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
         token = (form.get("token") or [""])[0]
-        if not hmac.compare_digest(token.encode(), self.app.token.encode()):
-            return self._refuse(HTTPStatus.FORBIDDEN, "the form is out of date or was not made by this server: "
-                                "reload the page and record the verdict again")  # fmt: skip
-        key = m.group(1)
+        if not hmac.compare_digest(token.encode(), self.app.token(viewer).encode()):
+            raise Refusal(HTTPStatus.FORBIDDEN, "the form is out of date or was not made for you by this server: "
+                          "reload the page and record the verdict again")  # fmt: skip
         try:
-            saved = self.app.record(key, form)
+            where = self.app.record(viewer, m.group(1), form)
         except ConfigError as exc:
-            return self._refuse(HTTPStatus.BAD_REQUEST, f"{exc.reason}: go back and correct it")
-        # post/redirect/get: reloading the page never posts the verdict twice
-        then = self.app.next.get(key) if (form.get("then") or [""])[0] == "next" else None
-        where = f"/cases/{then}.html?saved={saved}" if then else f"/cases/{key}.html?saved={saved}#review"
-        self._send(HTTPStatus.SEE_OTHER, b"", headers={"Location": where})
-
-
-def _studies_in(path: Path) -> list[str]:
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            return [str(row.get("study") or "").strip() for row in csv.DictReader(fh)]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ConfigError(path, f"cannot read the verdicts ({exc})") from None
-
-
-def import_verdicts(csv_path: str | Path, report_dir: str | Path) -> dict[str, int]:
-    """Bring another reviewer's exported verdicts into a report's database: all or nothing, and
-    only verdicts on cases of this report (a file from another report is refused, not merged).
-    Returns ``{"imported", "skipped"}`` (skipped: already here).
-
-    Raises:
-        ConfigError: not a report folder; the file is unreadable, holds a bad value (named by
-            line) or a case this report does not hold.
-    """
-    report = read_report(report_dir)
-    keys = {c["key"] for c in report["cases"]}
-    path = Path(csv_path)
-    for line, study in enumerate(_studies_in(path), start=2):
-        if study and study not in keys:
-            raise ConfigError(path, f"line {line}: case {study} is not in this report (a verdicts file of another "
-                              "report?); nothing was imported")  # fmt: skip
-    with VerdictStore(Path(report_dir) / VERDICTS_FILE) as store:
-        return store.import_csv(path)
-
-
-def export_verdicts(report_dir: str | Path, csv_path: str | Path, *, overwrite: bool = False) -> int:
-    """Write every verdict of a report, oldest first, as CSV; returns the number of rows.
-
-    Args:
-        overwrite: replace an earlier export at ``csv_path``; nothing else (the verdicts
-            database, a manifest, a file inside the report) is ever replaced.
-
-    Raises:
-        ConfigError: not a report folder.
-        OutputError: ``csv_path`` is a folder, inside the report or other medtl output, or an
-            existing file (without ``overwrite``, or one that is not an export of verdicts).
-    """
-    from ..outputs import check_output_file, csv_with_header
-    from .verdicts import EXPORT_COLUMNS
-
-    read_report(report_dir)
-    check_output_file(csv_path, inputs=[report_dir], overwrite=overwrite, same_kind=csv_with_header(EXPORT_COLUMNS),
-                      example="verdicts.csv")  # fmt: skip
-    if not (Path(report_dir) / VERDICTS_FILE).is_file():  # nothing recorded yet: the report stays as it is
-        from ..files import write_csv
-
-        write_csv(csv_path, [], list(EXPORT_COLUMNS))
-        return 0
-    with VerdictStore(Path(report_dir) / VERDICTS_FILE) as store:
-        return store.export_csv(csv_path)
+            raise Refusal(HTTPStatus.BAD_REQUEST, f"{exc.reason}: go back and correct it") from None
+        return HTTPStatus.SEE_OTHER, b"", "text/html; charset=utf-8", {"Location": where}
