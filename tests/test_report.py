@@ -440,7 +440,7 @@ def test_verdicts_move_between_reports_and_survive_a_rebuild(report_inputs, repo
     # a rebuild in place keeps the verdicts and shows them; no other command may replace the folder
     build_report(run, predictions, mine, overwrite=True, workers=0)
     assert export_verdicts(mine, tmp_path / "after.csv") == 1
-    assert "uncertain (dr_other)" in (mine / "index.html").read_text()
+    assert "uncertain (dr_other, imported)" in (mine / "index.html").read_text()
     assert "needs a lateral" in (mine / "cases" / f"{key}.html").read_text()
     with pytest.raises(OutputError, match="reviewers' verdicts"):
         from medtl.predict import predict_folder

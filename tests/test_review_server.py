@@ -148,6 +148,51 @@ def test_imported_verdicts_show_where_they_came_from(folder, tmp_path):
     assert statuses[key]["status"] == "agree"  # the live verdict, not the file's "later" claim
 
 
+def test_no_reader_sees_another_readers_verdicts_even_after_a_rebuild(report_inputs, folder):
+    """The pages on disk hold no verdicts once a review has readers; a reader's index starts from
+    none, whatever the file holds (a report built before its readers were added)."""
+    run, _, predictions, _, _ = report_inputs
+    key = json.loads((folder / "report.json").read_text())["cases"][0]["key"]
+    with VerdictStore(folder / "verdicts.sqlite") as store:
+        store.record(key, "dr_a", "disagree", comment="secret opinion")
+    build_report(run, predictions, folder, overwrite=True, workers=0)  # before readers: the files show it
+    assert "disagree (dr_a)" in (folder / "index.html").read_text()
+    link_b = _path(add_reader(folder, "dr_b"))
+    with _Running(folder, port=0) as server:
+        index = _request(server.url.rstrip("/") + link_b)[1]
+    assert "dr_a" not in index and "secret opinion" not in index
+    assert '<strong id="reviewed-count">0</strong>' in index
+    build_report(run, predictions, folder, overwrite=True, workers=0)  # with readers: the files show none
+    on_disk = (folder / "index.html").read_text() + "".join(p.read_text() for p in (folder / "cases").glob("*.html"))
+    assert "dr_a" not in on_disk and "secret opinion" not in on_disk
+    assert "blind to each other" in json.dumps(json.loads((folder / "report.json").read_text())["notes"])
+
+
+def test_reader_names_are_told_apart(folder):
+    add_reader(folder, "José")
+    for name, message in (("Jose\u0301", "already a reader"), ("JOSÉ", "only in case"), ("\u3164", "prints as blank"),
+                          ("\u2800 \u2800", "prints as blank")):  # fmt: skip
+        with pytest.raises(ConfigError, match=message):
+            add_reader(folder, name)
+    remove_reader(folder, "José")
+    with pytest.raises(ConfigError, match="was removed from this report: pass --new-link"):
+        add_reader(folder, "José")
+
+
+def test_a_verdict_records_how_it_reached_the_server(folder):
+    key = json.loads((folder / "report.json").read_text())["cases"][0]["key"]
+    with _Running(folder, reviewer="dr_a", port=0) as server:  # single-user first
+        page = _request(f"{server.url}cases/{key}.html")[1]
+        _request(f"{server.url}cases/{key}/verdict", {"token": _token(page), "verdict": "agree"})
+    link = _path(add_reader(folder, "dr_a"))
+    with _Running(folder, port=0) as server:
+        base = server.url.rstrip("/")
+        page = _request(f"{base}{link}cases/{key}.html")[1]
+        _request(f"{base}{link}cases/{key}/verdict", {"token": _token(page), "verdict": "disagree"})
+    with VerdictStore(folder / "verdicts.sqlite") as store:
+        assert [(r["reviewer"], r["via"]) for r in store.history()] == [("dr_a", "single-user"), ("dr_a", "link")]
+
+
 # ----------------------------------------------------------------------------- addresses
 def _outward_address() -> str | None:
     """This machine's address on a non-loopback interface, or None."""
@@ -166,8 +211,9 @@ def test_listening_beyond_loopback_takes_a_flag_readers_and_a_name(folder):
     with pytest.raises(ConfigError, match="--remote needs readers"):
         ReviewServer(folder, host="0.0.0.0", port=0, remote=True)
     add_reader(folder, "dr_a")
-    with pytest.raises(ConfigError, match="give it with --allow-host"):
-        ReviewServer(folder, host="0.0.0.0", port=0, remote=True)
+    for spelling in ("0.0.0.0", "0", "0x0", "000.0.0.0"):  # what the socket binds, not how it is written
+        with pytest.raises(ConfigError, match="give it with --allow-host"):
+            ReviewServer(folder, host=spelling, port=0, remote=True)
     assert main(["review", str(folder), "--host", "0.0.0.0", "--port", "0"]) == 1
 
 
@@ -202,8 +248,11 @@ def test_identifiers_are_served_to_this_machine_only_unless_named(folder):
             if code == 403:
                 assert "patient identifiers" in body
     with _Running(folder, host=outward, port=0, remote=True, remote_identifiers=True) as server:
-        remove_reader(folder, "dr_a")  # no readers left: a single-user review, which is for this machine only
-        assert _request(f"http://{outward}:{server.port}/")[0] == 403
+        remove_reader(folder, "dr_a")  # no readers left: the review stays one with readers, and opens to nobody
+        for page in ("/", "/export.csv", link):
+            assert _request(f"http://{outward}:{server.port}{page}")[0] in (401, 403), page
+    with _Running(folder, port=0) as server:  # on this machine too: removing every reader opens nothing
+        assert _request(f"{server.url}export.csv")[0] == 401
 
 
 # ----------------------------------------------------------------------------- load
@@ -280,6 +329,30 @@ def test_half_sent_requests_time_out_with_one_line_each(folder, capsys):
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.strip()]
     assert 40 <= len(lines) <= 50 and all(line.startswith("medtl review: 127.0.0.1: ") for line in lines), lines[:3]
+
+
+def test_a_client_that_trickles_its_request_is_cut_off(folder, capsys):
+    """The read timeout is for the whole request: a byte every 0.2 s does not keep it open."""
+    import select
+
+    with _Running(folder, reviewer="dr_a", port=0, read_timeout=1.0) as server:
+        s = socket.create_connection(("127.0.0.1", server.port))
+        request = f"GET / HTTP/1.0\r\nHost: 127.0.0.1:{server.port}\r\nX-Slow: {'a' * 60}\r\n\r\n".encode()
+        start, answered = time.monotonic(), False
+        for byte in request:
+            try:
+                s.sendall(bytes([byte]))
+            except OSError:
+                break
+            if select.select([s], [], [], 0.2)[0]:  # the server answered or closed: it gave up on us
+                answered = True
+                break
+        elapsed = time.monotonic() - start
+        s.close()
+        assert answered and elapsed < 3.0, elapsed  # a full trickle would take 14 s
+        assert _request(server.url)[0] == 200
+    err = capsys.readouterr().err
+    assert err.count("connection cut") == 1 and "Traceback" not in err
 
 
 def test_a_rebuilt_report_is_served_without_a_restart(report_inputs, folder, tmp_path):

@@ -104,7 +104,8 @@ def _review_status(latest: dict[str, dict[str, Any]]) -> tuple[str, str]:
     if not latest:
         return "not reviewed", "not reviewed"
     verdicts = sorted({row["verdict"] for row in latest.values()})
-    text = "; ".join(f"{row['verdict']} ({who})" for who, row in sorted(latest.items()))
+    text = "; ".join(f"{row['verdict']} ({who}{', imported' if row.get('source') == 'import' else ''})"
+                     for who, row in sorted(latest.items()))  # fmt: skip
     return (verdicts[0] if len(verdicts) == 1 else "mixed"), text
 
 
@@ -113,12 +114,19 @@ def verdict_statuses(latest: dict[str, dict[str, dict[str, Any]]]) -> dict[str, 
     return {key: dict(zip(("status", "text"), _review_status(rows), strict=True)) for key, rows in latest.items()}
 
 
-def _verdicts(out: Path) -> dict[str, dict[str, dict[str, Any]]]:
+def _verdicts(out: Path, notes: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The verdicts the pages show: none for a review with readers, which stay blind to each other
+    (a report folder is often shared as plain files)."""
     from .verdicts import VerdictStore
 
     if not (out / VERDICTS_FILE).is_file():
         return {}
     with VerdictStore(out / VERDICTS_FILE) as store:
+        if store.readers():
+            notes.append("this review has readers, who stay blind to each other: the pages on disk show no verdicts "
+                         "(each reader sees their own through their link; the lead exports all with `medtl review "
+                         "export`)")  # fmt: skip
+            return {}
         return store.latest()
 
 
@@ -200,7 +208,7 @@ def build_report(
                      "predict again to have every image checked")  # fmt: skip
 
     with output_folder(out, "report", inputs=report_inputs, overwrite=overwrite) as folder:
-        latest = _verdicts(folder)
+        latest = _verdicts(folder, notes)
         nonce = secrets.token_urlsafe(18)
         cases, jobs = [], []
         for row in rows:

@@ -29,6 +29,7 @@ at work at once (more wait, then get 503 with ``Retry-After``), and a report reb
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import hmac
@@ -38,6 +39,7 @@ import secrets
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -62,6 +64,7 @@ _POST = re.compile(r"^/cases/([A-Za-z0-9_-]{1,64})/verdict$")
 _MAX_BODY = 64 * 1024
 _SLOTS, _SLOT_WAIT = 32, 10.0  # requests at work at once; how long one waits for a turn (s)
 _BACKLOG = 128  # connections the kernel holds before accept: a ward's burst, not 5
+_PER_ADDRESS = 64  # open connections one client address may hold (a trickling client cannot take every thread)
 
 
 @dataclass(frozen=True)
@@ -125,18 +128,21 @@ class ReviewServer:
         with self.store() as store:  # created (and checked) before the first post
             readers = sum(r["removed_at"] is None for r in store.readers())
         allow_hosts = [h.strip() for h in allow_hosts if h.strip()]
-        check_listen(host, remote=remote, allow_hosts=allow_hosts, readers=readers)
         self.remote_identifiers = remote_identifiers
         self.slots = threading.BoundedSemaphore(_SLOTS)
+        self.read_timeout = float(read_timeout)
         handler = type("Handler", (_Handler,), {"app": self, "timeout": read_timeout})
-        try:
-            self.httpd = _server_class(host)((host, port), handler)
-        except OSError as exc:
-            raise ConfigError(
-                None, f"cannot listen on {host}:{port} ({exc.strerror or exc}): pick another --port"
-            ) from None
+        self.httpd = _bind(host, port, handler)
+        try:  # judged by the address the socket holds: "0", "0x0" or "::ffff:0.0.0.0" are every address too
+            check_listen(self.httpd.server_address[0], remote=remote, allow_hosts=allow_hosts, readers=readers)
+            self.httpd.server_activate()
+        except BaseException:
+            self.httpd.server_close()
+            raise
         self.host, self.port = host, self.httpd.server_address[1]
-        self.allowed_hosts = allowed_hosts(host, self.port, allow_hosts)
+        bound = self.httpd.server_address[0]
+        self.allowed_hosts = allowed_hosts(host, self.port, allow_hosts) | allowed_hosts(bound, self.port)
+        threading.Thread(target=self.httpd.reap_slow_requests, daemon=True).start()
 
     @property
     def url(self) -> str:
@@ -211,7 +217,7 @@ class ReviewServer:
                     raise Refusal(HTTPStatus.FORBIDDEN, "this personal link is not (or no longer) valid: ask the "
                                   "study lead for a new one")  # fmt: skip
                 return Viewer(name, f"/r/{secret}", personal=True)
-            if any(r["removed_at"] is None for r in store.readers()):
+            if store.readers():  # once a review has readers it stays one: removing them all opens nothing
                 raise Refusal(HTTPStatus.UNAUTHORIZED, "this review has readers: open your personal link (the study "
                               "lead makes one with `medtl review add-reader`)")  # fmt: skip
         if not local:
@@ -223,21 +229,28 @@ class ReviewServer:
         return hmac.new(self.key, f"{viewer.prefix}\0{viewer.name}".encode(), hashlib.sha256).hexdigest()
 
     # ------------------------------------------------------------------ pages
+    def _page(self, relative: str) -> str:
+        """A page of the report, or 503 while a rebuild has removed it, 404 when it is gone."""
+        try:
+            return (self.folder / relative).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            self.current()  # raises 503 while the report is being rebuilt
+            raise Refusal(HTTPStatus.NOT_FOUND, "this page is missing from the report: rebuild it") from None
+
     def index_page(self, viewer: Viewer) -> bytes:
-        html = (self.folder / "index.html").read_text(encoding="utf-8")
+        html = self._page("index.html")
         with self.store() as store:
             statuses = verdict_statuses(store.latest(viewer.name if viewer.personal else None))
+        if viewer.personal:  # whatever the file holds, a reader's index starts from no verdicts at all
+            html = _blank_review_columns(html, len(statuses))
         return _VERDICTS.sub(lambda _: _json_script(statuses), html, count=1).encode("utf-8")
 
     def case_page(self, viewer: Viewer, key: str, saved: str | None = None) -> bytes:
         """The case's page with the verdict form and its history; ``saved``: the id of the verdict
         just recorded (the page confirms it from the database, not from the address)."""
         snap = self.current()
-        case = snap.cases[key]
-        try:  # the page's path is made from the checked key, never read from a file a user could edit
-            html = (self.folder / CASES / f"{key}.html").read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise Refusal(HTTPStatus.NOT_FOUND, "this case's page is missing: rebuild the report") from None
+        case = _case(snap, key)
+        html = self._page(f"{CASES}/{key}.html")  # made from the checked key, never from a file a user could edit
         with self.store() as store:
             history = store.history(key, viewer.name if viewer.personal else None)
             done = store.get(saved) if saved else None
@@ -263,13 +276,33 @@ class ReviewServer:
         verdict = (form.get("verdict") or [""])[0]
         comment = (form.get("comment") or [""])[0]
         snap = self.current()
+        probability = _case(snap, key).get("probability")
         with self.store() as store:
-            saved = store.record(key, viewer.name, verdict, comment=comment,
-                                 probability=snap.cases[key].get("probability"))  # fmt: skip
+            saved = store.record(key, viewer.name, verdict, comment=comment, probability=probability,
+                                 via="link" if viewer.personal else "single-user")  # fmt: skip
         # post/redirect/get: reloading the page never posts the verdict twice
         then = snap.next.get(key) if (form.get("then") or [""])[0] == "next" else None
         page = f"{then}.html?saved={saved}" if then else f"{key}.html?saved={saved}#review"
         return f"{viewer.prefix}/cases/{page}"
+
+
+def _case(snap: _Snapshot, key: str) -> dict[str, Any]:
+    if key not in snap.cases:
+        raise Refusal(HTTPStatus.NOT_FOUND, "no such case in this report (was it rebuilt? open the index)")
+    return snap.cases[key]
+
+
+_ROW_REVIEW = re.compile(r'data-review="[^"]+"')
+_REVIEW_CELL = re.compile(r'<td data-sort="[^"]*" class="review-cell">[^<]*</td>')
+_REVIEWED = re.compile(r'<strong id="reviewed-count">\d*</strong>')
+
+
+def _blank_review_columns(html: str, reviewed: int) -> str:
+    """The index with every review cell "not reviewed" and the reviewed count set, before the
+    viewer's own statuses go in (a report built before it had readers holds everyone's)."""
+    html = _ROW_REVIEW.sub('data-review="not reviewed"', html)
+    html = _REVIEW_CELL.sub('<td data-sort="not reviewed" class="review-cell">not reviewed</td>', html)
+    return _REVIEWED.sub(f'<strong id="reviewed-count">{int(reviewed)}</strong>', html, count=1)
 
 
 def _json_script(value: Any) -> str:
@@ -287,19 +320,88 @@ def _login() -> str:
         return "reviewer"
 
 
-def _server_class(host: str) -> type[ThreadingHTTPServer]:
+def _bind(host: str, port: int, handler) -> _HTTPServer:
+    """A server bound to ``host``:``port`` but not yet listening (the address is checked first)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return type("_ReviewHTTPServer", (_HTTPServer,), {"address_family": family})
+    cls = type("_ReviewHTTPServer", (_HTTPServer,), {"address_family": family})
+    httpd = cls((host, port), handler, bind_and_activate=False)
+    try:
+        httpd.server_bind()
+    except (OSError, OverflowError) as exc:
+        httpd.server_close()
+        raise ConfigError(None, f"cannot listen on {host}:{port} ({getattr(exc, 'strerror', None) or exc}): pick "
+                          "another --host or --port") from None  # fmt: skip
+    return httpd
 
 
 class _HTTPServer(ThreadingHTTPServer):
+    """``ThreadingHTTPServer`` fit for a ward: a backlog, one deadline for reading a whole request
+    (a client that trickles bytes is cut off), and a cap on one address's open connections."""
+
     daemon_threads = True
     request_queue_size = _BACKLOG
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._reading: dict[socket.socket, float] = {}  # connection → when its request must be in
+        self._open: dict[str, int] = {}
+        self.told: set = set()  # connections whose end was already logged (one line each)
+        self._cut: set = set()  # connections the reaper cut off
+        self._guard = threading.Lock()
+
+    def verify_request(self, request, client_address) -> bool:
+        with self._guard:
+            if self._open.get(client_address[0], 0) >= _PER_ADDRESS:
+                return False  # closed at once: that address already holds its share of threads
+            self._open[client_address[0]] = self._open.get(client_address[0], 0) + 1
+        return True
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._guard:
+                self._reading.pop(request, None)
+                self.told.discard(request)
+                self._cut.discard(request)
+                left = self._open.get(client_address[0], 1) - 1
+                if left:
+                    self._open[client_address[0]] = left
+                else:
+                    self._open.pop(client_address[0], None)
+
+    def was_cut(self, request) -> bool:
+        """Whether the reaper cut ``request`` off (its deadline passed before it was read)."""
+        with self._guard:
+            return request in self._cut
+
+    def reading(self, request, seconds: float | None) -> None:
+        """Start (``seconds``) or end (``None``) the deadline for reading ``request``."""
+        with self._guard:
+            if seconds is None:
+                self._reading.pop(request, None)
+            else:
+                self._reading[request] = time.monotonic() + seconds
+
+    def reap_slow_requests(self) -> None:
+        """Cut the connections whose request is not in by its deadline (a thread of its own)."""
+        while self.socket.fileno() != -1:
+            time.sleep(0.25)
+            now = time.monotonic()
+            with self._guard:
+                late = [r for r, t in self._reading.items() if t < now]
+                for r in late:
+                    self._reading.pop(r, None)
+                    self._cut.add(r)
+            for r in late:
+                with contextlib.suppress(OSError):
+                    r.shutdown(socket.SHUT_RD)  # the handler's next read ends: one log line, no traceback
+
     def handle_error(self, request, client_address) -> None:
         exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, TimeoutError)):  # the client went away: not medtl's fault
-            print(f"medtl review: {client_address[0]}: connection closed ({type(exc).__name__})", file=sys.stderr)
+        if isinstance(exc, OSError):  # the client went away or was cut off (ConnectionError, TimeoutError ...)
+            if request not in self.told:
+                print(f"medtl review: {client_address[0]}: connection closed ({type(exc).__name__})", file=sys.stderr)
             return
         super().handle_error(request, client_address)
 
@@ -313,8 +415,23 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         pass  # requests name cases by key only, but a log a reviewer did not ask for is noise
 
+    def setup(self) -> None:
+        super().setup()
+        self.server.reading(self.request, self.app.read_timeout)  # the whole request, not each read
+
+    def finish(self) -> None:
+        with contextlib.suppress(OSError):
+            super().finish()
+        if self.server.was_cut(self.request):
+            self.log_error("request not sent within %g s: connection cut", self.app.read_timeout)
+
     def log_error(self, format: str, *args: Any) -> None:  # noqa: A002
         # a half-sent request (read timeout) or a malformed one: one line, never a traceback
+        if self.request in self.server.told:
+            return
+        self.server.told.add(self.request)
+        if self.server.was_cut(self.request):  # what it read is a fragment: say why, not what
+            format, args = "request not sent within %g s: connection cut", (self.app.read_timeout,)
         print(f"medtl review: {self.client_address[0]}: {format % args}", file=sys.stderr)
 
     def _send(self, status: int, body: bytes, content_type: str = "text/html; charset=utf-8",
@@ -364,6 +481,7 @@ class _Handler(BaseHTTPRequestHandler):
         return viewer, (m.group(2) if m else path)
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.server.reading(self.request, None)
         self._answer(self._get)
 
     do_HEAD = do_GET
@@ -391,12 +509,17 @@ class _Handler(BaseHTTPRequestHandler):
         # the whole body is read before any answer: a connection closed on unread data is reset,
         # and the client would see that instead of the answer
         body = self.rfile.read(length)
+        self.server.reading(self.request, None)
+        if len(body) < length:  # cut off, or the client gave up: nothing to answer
+            self.close_connection = True
+            return
         self._answer(lambda: self._post(body))
 
     def _post(self, body: bytes) -> tuple:
         allowed = self.app.allowed_hosts
         origin = self.headers.get("Origin")
-        if (origin is not None and urlsplit(origin).netloc.lower() not in allowed) or self.headers.get(
+        sent_from = urlsplit(origin) if origin is not None else None
+        if (sent_from is not None and (sent_from.scheme != "http" or sent_from.netloc.lower() not in allowed)) or self.headers.get(
             "Sec-Fetch-Site", "same-origin"
         ) not in ("same-origin", "none"):
             raise Refusal(HTTPStatus.FORBIDDEN, "a verdict can only be posted from this review server's pages")

@@ -8,8 +8,9 @@ readers never block the writer.
 
 Where a verdict came from is part of it (``source``):
 
-- ``live``: posted to ``medtl review`` and attributed by the server (from the reader's personal
-  link, or the one reviewer of a single-user session); ``recorded_at`` is the server's clock.
+- ``live``: posted to ``medtl review`` and attributed by the server; ``via`` says how: ``link``
+  (the reader's personal link) or ``single-user`` (the one reviewer of a review without readers,
+  named when the server started); ``recorded_at`` is the server's clock.
 - ``import``: read from a CSV by ``medtl review import``; ``reviewer`` and ``recorded_at`` are what
   the file claims, and ``import_file`` / ``import_sha256`` name the file (its SHA-256), so a claim
   can be traced. Whatever the file says in its own ``source`` column is ignored.
@@ -41,14 +42,17 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["VerdictStore", "VERDICTS", "EXPORT_COLUMNS", "check_name", "secret_digest"]
+__all__ = ["VerdictStore", "VERDICTS", "EXPORT_COLUMNS", "CHANNELS", "check_name", "secret_digest"]
 
 #: What a reviewer may say about one study.
 VERDICTS = ("agree", "disagree", "uncertain")
 #: Columns of an export; an import reads the first six and ``recorded_at``.
-EXPORT_COLUMNS = ("study", "reviewer", "verdict", "comment", "probability", "recorded_at", "source", "stored_at",
-                  "import_file", "import_sha256")  # fmt: skip
+EXPORT_COLUMNS = ("study", "reviewer", "verdict", "comment", "probability", "recorded_at", "source", "via",
+                  "stored_at", "import_file", "import_sha256")  # fmt: skip
+#: How a live verdict reached the server: a reader's personal link, or a single-user review.
+CHANNELS = ("link", "single-user")
 _MAX_REVIEWER, _MAX_COMMENT, _MAX_STUDY = 100, 5000, 200
+_BLANK_LOOKING = frozenset("\u115f\u1160\u3164\uffa0\u2800")  # letters in Unicode, blank on screen
 _LIVE_SOURCES = ("live", "review")  # "review": how medtl before readers marked a live verdict
 _VERSION = 2  # PRAGMA user_version of the current schema
 
@@ -77,7 +81,7 @@ CREATE TABLE IF NOT EXISTS readers (
 );
 """
 # columns added after the first schema (a report reviewed with an older medtl gains them, empty)
-_ADDED = ("stored_at", "import_file", "import_sha256")
+_ADDED = ("stored_at", "import_file", "import_sha256", "via")
 
 
 def _statements(script: str) -> list[str]:
@@ -109,12 +113,14 @@ def check_name(name: Any, what: str = "reviewer's name") -> str:
     ...
     medtl.errors.ConfigError: the reviewer's name must be printable text: 'dr_a\\ndr_b' holds a line break ...
     """
-    text = str(name or "").strip()
+    text = unicodedata.normalize("NFC", str(name or "")).strip()
     if not text or len(text) > _MAX_REVIEWER:
         raise ConfigError(None, f"the {what} must be 1-{_MAX_REVIEWER} characters, not {len(text)}")
     if not text.isprintable():
         raise ConfigError(None, f"the {what} must be printable text: {text!r} holds a line break or another control "
                           "character")  # fmt: skip
+    if all(ch in _BLANK_LOOKING or unicodedata.category(ch) in ("Zs", "Mn", "Me") for ch in text):
+        raise ConfigError(None, f"the {what} must show: {text!r} prints as blank")
     return text
 
 
@@ -220,20 +226,22 @@ class VerdictStore:
 
     # ------------------------------------------------------------------ verdicts
     def record(self, study: str, reviewer: str, verdict: str, *, comment: str = "",
-               probability: float | None = None) -> int:  # fmt: skip
+               probability: float | None = None, via: str = "single-user") -> int:  # fmt: skip
         """Store one live verdict, timed by this machine's clock (durable when this returns), and
-        return its id. ``reviewer`` is whoever the caller has established is speaking (the review
-        server: the reader whose personal link posted it).
+        return its id. ``reviewer`` is whoever the caller has established is speaking, and ``via``
+        how (:data:`CHANNELS`: the review server knows the reader from their personal link).
 
         Raises:
             ConfigError: an empty study, an empty or unprintable reviewer name, an unknown verdict,
                 a probability outside [0, 1], a comment over 5,000 characters.
         """
+        if via not in CHANNELS:
+            raise ConfigError(None, f"via must be {' or '.join(CHANNELS)}, not '{via}'")
         now = _now()
-        values = (*_check(study, reviewer, verdict, comment, probability, "verdict"), now, "live", now)
+        values = (*_check(study, reviewer, verdict, comment, probability, "verdict"), now, "live", now, via)
         cur = self._db.execute(
-            "INSERT INTO verdicts (study, reviewer, verdict, comment, probability, recorded_at, source, stored_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO verdicts (study, reviewer, verdict, comment, probability, recorded_at, source, stored_at, via)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             values,
         )
         return int(cur.lastrowid)
@@ -343,10 +351,16 @@ class VerdictStore:
         """
         name = check_name(name, "reader's name")
         secret = secrets.token_urlsafe(24)
-        known = self._db.execute("SELECT name FROM readers WHERE name = ?", (name,)).fetchone()
+        known = self._db.execute("SELECT name, removed_at FROM readers WHERE name = ?", (name,)).fetchone()
         if known and not new_link:
-            raise ConfigError(None, f"{name} is already a reader of this report: pass --new-link to give them a new "
-                              "link (the old one stops working)")  # fmt: skip
+            state = "was removed from" if known["removed_at"] else "is already a reader of"
+            raise ConfigError(None, f"{name} {state} this report: pass --new-link to give them a new link (an old one "
+                              "stops working)")  # fmt: skip
+        clash = [r["name"] for r in self._db.execute("SELECT name FROM readers")
+                 if r["name"] != name and r["name"].casefold() == name.casefold()]  # fmt: skip
+        if clash:
+            raise ConfigError(None, f"{name} differs from the reader {clash[0]} only in case: readers must be told "
+                              "apart at a glance")  # fmt: skip
         if new_link and not known:
             raise ConfigError(None, f"{name} is not a reader of this report: add them without --new-link")
         self._db.execute(
@@ -363,7 +377,7 @@ class VerdictStore:
             ConfigError: no reader of that name.
         """
         cur = self._db.execute("UPDATE readers SET removed_at = ? WHERE name = ? AND removed_at IS NULL",
-                               (_now(), str(name).strip()))  # fmt: skip
+                               (_now(), unicodedata.normalize("NFC", str(name)).strip()))  # fmt: skip
         if not cur.rowcount:
             raise ConfigError(None, f"{name} is not a current reader of this report")
 
