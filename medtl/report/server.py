@@ -30,6 +30,7 @@ at work at once (more wait, then get 503 with ``Retry-After``), and a report reb
 from __future__ import annotations
 
 import contextlib
+import errno
 import getpass
 import hashlib
 import hmac
@@ -64,6 +65,7 @@ _POST = re.compile(r"^/cases/([A-Za-z0-9_-]{1,64})/verdict$")
 _MAX_BODY = 64 * 1024
 _SLOTS, _SLOT_WAIT = 32, 10.0  # requests at work at once; how long one waits for a turn (s)
 _BACKLOG = 128  # connections the kernel holds before accept: a ward's burst, not 5
+_GONE = (errno.ENOTCONN, errno.EBADF, errno.EPIPE, errno.ECONNRESET)  # a socket the client (or the reaper) ended
 _PER_ADDRESS = 64  # open connections one client address may hold (a trickling client cannot take every thread)
 
 
@@ -399,7 +401,8 @@ class _HTTPServer(ThreadingHTTPServer):
 
     def handle_error(self, request, client_address) -> None:
         exc = sys.exc_info()[1]
-        if isinstance(exc, OSError):  # the client went away or was cut off (ConnectionError, TimeoutError ...)
+        gone = isinstance(exc, (ConnectionError, TimeoutError)) or getattr(exc, "errno", None) in _GONE
+        if gone:  # the client went away or was cut off: not medtl's fault, and no traceback
             if request not in self.told:
                 print(f"medtl review: {client_address[0]}: connection closed ({type(exc).__name__})", file=sys.stderr)
             return
