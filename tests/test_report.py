@@ -406,7 +406,8 @@ def test_two_reviewers_and_a_killed_server_lose_no_verdict(report_folder, tmp_pa
                    for who in ("dr_a", "dr_b")]  # fmt: skip
         for t in threads:
             t.start()
-        while len(confirmed) < 20:
+        deadline = time.monotonic() + 60  # a server that never confirms fails the test, never hangs it
+        while len(confirmed) < 20 and time.monotonic() < deadline:
             time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)  # mid-stream: posts in flight on both threads
         for t in threads:
