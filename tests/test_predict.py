@@ -78,8 +78,9 @@ def test_every_good_image_predicted_every_bad_one_explained(predicted):
     assert set(reasons) == {"cxr/broken.dcm", "cxr/truncated.dcm", "ct/p101/series01"}
     assert "truncated" in reasons["cxr/truncated.dcm"][1]
     assert reasons["ct/p101/series01"] == ("load", "the run takes 2D images; this one is 3D (shape 64x64x16)")
-    assert summary["counts"] == {"predicted": N_CXR + 1, "failed": 3, "flagged": summary["counts"]["flagged"],
+    assert summary["counts"] == {"predicted": N_CXR + 1, "failed": 3, "flagged": sum(r["ood"] == "1" for r in rows),
                                  "saliency_failed": 0}  # fmt: skip
+    assert next(r for r in rows if r["path"] == "holiday.jpg")["ood"] == "1"  # a photograph is flagged
     assert summary["inputs"]["skipped_non_images"] >= 2  # README.txt and the DICOMDIR
     # rows in work-list order, with indices that place errors among them
     idx = [int(r["index"]) for r in rows] + [int(e["index"]) for e in errors]
