@@ -93,12 +93,20 @@ def test_a_folder_that_is_not_an_earlier_demo_is_refused(tmp_path, capsys):
 
 
 def test_the_demo_folder_is_all_medtl_s_and_runs_again_without_overwrite(demo_run, tmp_path):
+    import shutil
+
     from medtl.files import write_json
-    from medtl.outputs import _not_ours, describe, mark_complete, output_folder
+    from medtl.outputs import MARKER, describe, mark_complete, output_folder
 
     _, _, out = demo_run
     assert describe(out)["command"] == "demo" and describe(out)["complete"]
-    assert _not_ours(out) is None  # every file of every step is recorded: a second demo replaces them all
+    # every file of every step is recorded: a second demo, without --overwrite, takes the folder and
+    # removes them all (a copy: the demo's output serves other tests)
+    again = tmp_path / "again"
+    shutil.copytree(out, again, symlinks=True)
+    with output_folder(again, "demo") as held:
+        left = sorted(p.relative_to(held).as_posix() for p in held.rglob("*") if p.is_file())
+    assert left == [".medtl-files", ".medtl.lock", MARKER]  # only the new demo's own bookkeeping
     # a second demo in the same folder replaces the first's files without --overwrite (a cheap stand-in)
     folder = tmp_path / "demo"
     for n in (1, 2):
@@ -108,4 +116,4 @@ def test_the_demo_folder_is_all_medtl_s_and_runs_again_without_overwrite(demo_ru
                 write_json(step / "metrics.json", {"n": n})
                 mark_complete(step, "evaluate")
             mark_complete(held, "demo")
-    assert _not_ours(folder) is None and (folder / "run" / "metrics.json").read_text() == '{\n  "n": 2\n}\n'
+    assert (folder / "run" / "metrics.json").read_text() == '{\n  "n": 2\n}\n'
