@@ -181,3 +181,24 @@ def saliency_report(report_inputs, root: Path) -> dict:
     record = build_report(run, pred, folder, input_dir=archive, workers=0)
     return {"run": run, "predictions": pred, "folder": folder, "record": record, "world": world,
             "bright": bright, "pale": pale, "marked": marked}  # fmt: skip
+
+
+def http_request(url: str, data: dict | None = None, headers: dict | None = None) -> tuple[int, str, dict]:
+    """``(status, body, headers)`` of one request to a review server, redirects not followed (a
+    test reads the ``Location`` itself); ``data`` is posted as a form."""
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlencode
+
+    body = urlencode(data).encode() if data is not None else None
+    req = urllib.request.Request(url, data=body, headers=headers or {})
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    try:
+        with urllib.request.build_opener(NoRedirect).open(req, timeout=20) as resp:
+            return resp.status, resp.read().decode(), dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(), dict(exc.headers)

@@ -3,7 +3,6 @@
 import pickle
 
 import numpy as np
-import pytest
 from dicom_factory import FAKE_PHI, base_dataset, set_pixels, write_series
 
 from medtl.io import load_image

@@ -15,8 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +29,7 @@ from report_setup import (
     PATIENT_NAME,
     SALIENCY_CHOICE,
     SAMPLE,
+    http_request,
     saliency_report,
 )
 
@@ -308,21 +307,7 @@ def test_report_refusals(report_inputs, report_folder, tmp_path):
 
 
 # ----------------------------------------------------------------------------- the review server
-def _request(url: str, data: dict | None = None, headers: dict | None = None) -> tuple[int, str, dict]:
-    from urllib.parse import urlencode
-
-    body = urlencode(data).encode() if data is not None else None
-    req = urllib.request.Request(url, data=body, headers=headers or {})
-
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):
-            return None
-
-    try:
-        with urllib.request.build_opener(NoRedirect).open(req, timeout=10) as resp:
-            return resp.status, resp.read().decode(), dict(resp.headers)
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(), dict(exc.headers)
+_request = http_request
 
 
 @pytest.fixture

@@ -13,31 +13,16 @@ import shutil
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from urllib.parse import urlencode
 
 import pytest
-from report_setup import SAMPLE
+from report_setup import SAMPLE, http_request
 
 from medtl.cli import main
 from medtl.errors import ConfigError
 from medtl.report import ReviewServer, VerdictStore, add_reader, build_report, remove_reader
 
-
-def _request(url: str, data: dict | None = None, headers: dict | None = None) -> tuple[int, str, dict]:
-    body = urlencode(data).encode() if data is not None else None
-    req = urllib.request.Request(url, data=body, headers=headers or {})
-
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):
-            return None
-
-    try:
-        with urllib.request.build_opener(NoRedirect).open(req, timeout=20) as resp:
-            return resp.status, resp.read().decode(), dict(resp.headers)
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(), dict(exc.headers)
+_request = http_request
 
 
 def _token(page: str) -> str:

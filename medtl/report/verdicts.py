@@ -280,10 +280,11 @@ class VerdictStore:
 
     def export_csv(self, path: str | os.PathLike) -> int:
         """Write every verdict, oldest first, as CSV (atomically); return the number of rows."""
-        from ..files import write_text
+        from ..files import write_csv
 
-        write_text(path, self.csv_text())
-        return len(self.history())
+        rows = self.history()  # read once: a verdict posted meanwhile cannot make the count disagree
+        write_csv(path, rows, list(EXPORT_COLUMNS))
+        return len(rows)
 
     def import_csv(self, path: str | os.PathLike) -> dict[str, int]:
         """Add verdicts exported elsewhere, marked as imported from this file (its name and SHA-256;
